@@ -1,0 +1,252 @@
+"""Batched model evaluation of one structure under many O(3) operations.
+
+Rotating a structure (atoms and cell together, ``x' = x R^T``) does not change its
+graph: the same atom pairs and cell shifts are neighbours. :func:`evaluate` builds
+the neighbour lists once with vesin and, for each operation, recomputes only the
+pair vectors ``d' = x'_j - x'_i + S cell'`` in torch, so autograd reaches positions
+and strain directly. The rotated copies go through the model ``batch_size`` at a
+time, in one call each. All returned outputs are in the *rotated* frame; the
+back-transformation lives in :mod:`ase_symdiag.transforms`.
+
+Units: energy eV, forces eV/Å, stress eV/Å^3 (``dE/d(strain) / V``, ASE's sign).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .errors import ModelEvaluationError, StructureError
+from .metatomic_model import ModelHandle
+from .structures import Structure
+
+
+@dataclass
+class Predictions:
+    """Outputs for one structure under ``K`` operations (rotated frame, float64).
+
+    ``energy`` (K,); ``forces`` (K, N, 3); ``stress`` (K, 3, 3); ``energies``
+    (K, N) per-atom energies; ``direct_forces``/``direct_stress`` from the model's
+    non-conservative heads. Absent outputs are ``None``.
+    """
+
+    energy: np.ndarray
+    forces: Optional[np.ndarray] = None
+    stress: Optional[np.ndarray] = None
+    energies: Optional[np.ndarray] = None
+    direct_forces: Optional[np.ndarray] = None
+    direct_stress: Optional[np.ndarray] = None
+
+
+@dataclass
+class _Graph:
+    options: object  # metatomic NeighborListOptions
+    samples: object  # metatensor Labels (first_atom, second_atom, cell_shift_a/b/c)
+    first: torch.Tensor  # (E,) long
+    second: torch.Tensor  # (E,) long
+    shifts: torch.Tensor  # (E, 3) float, integer cell shifts
+
+
+def model_error_message(error: BaseException) -> str:
+    """The useful line of an exception raised inside a TorchScript model."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    for line in reversed(lines):
+        for prefix in ("RuntimeError:", "ValueError:", "builtins.ValueError:", "Exception:"):
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+    return lines[-1]
+
+
+def _tensors(handle: ModelHandle, structure: Structure):
+    types = torch.tensor(structure.numbers, dtype=torch.int32, device=handle.device)
+    positions = torch.tensor(structure.positions, dtype=handle.dtype, device=handle.device)
+    cell = torch.tensor(structure.cell, dtype=handle.dtype, device=handle.device)
+    pbc = torch.tensor(structure.pbc, dtype=torch.bool, device=handle.device)
+    return types, positions, cell, pbc
+
+
+def build_graphs(handle: ModelHandle, structure: Structure) -> List[_Graph]:
+    """Neighbour lists requested by the model, computed once by vesin."""
+    import vesin.metatomic
+    from metatomic.torch import System
+
+    types, positions, cell, pbc = _tensors(handle, structure)
+    system = System(types, positions, cell, pbc)
+    graphs = []
+    for options in handle.neighbor_list_options():
+        calculator = vesin.metatomic.NeighborList(options, length_unit="angstrom")
+        block = calculator.compute(system, copy=True)
+        values = block.samples.values
+        graphs.append(
+            _Graph(
+                options=options,
+                samples=block.samples,
+                first=values[:, 0].to(torch.long),
+                second=values[:, 1].to(torch.long),
+                shifts=values[:, 2:5].to(dtype=handle.dtype),
+            )
+        )
+    return graphs
+
+
+def _neighbor_block(graph: _Graph, positions: torch.Tensor, cell: torch.Tensor):
+    from metatensor.torch import Labels, TensorBlock
+
+    vectors = positions[graph.second] - positions[graph.first] + graph.shifts @ cell
+    device = positions.device
+    return TensorBlock(
+        vectors.reshape(-1, 3, 1),
+        samples=graph.samples.to(device),
+        components=[Labels("xyz", torch.tensor([[0], [1], [2]], device=device))],
+        properties=Labels("distance", torch.tensor([[0]], device=device)),
+    )
+
+
+def _per_system(block, n_systems: int, n_atoms: int, width: int) -> torch.Tensor:
+    """Per-atom block values -> (n_systems, n_atoms, width), ordered by (system, atom)."""
+    values = block.values.reshape(block.values.shape[0], -1)[:, :width]
+    samples = block.samples.values.to(torch.long)
+    out = torch.zeros(n_systems, n_atoms, width, dtype=values.dtype, device=values.device)
+    out[samples[:, 0], samples[:, 1]] = values
+    return out
+
+
+def evaluate(
+    handle: ModelHandle,
+    structure: Structure,
+    rotations: Optional[np.ndarray] = None,
+    *,
+    forces: bool = True,
+    stress: bool = True,
+    energies: bool = False,
+    direct: bool = False,
+    batch_size: int = 16,
+    graphs: Optional[List[_Graph]] = None,
+    progress: Optional[Callable[[int], None]] = None,
+) -> Predictions:
+    """Evaluate ``structure`` rotated by each of ``rotations`` ((K, 3, 3), default identity).
+
+    ``forces``/``stress``: conservative, by autograd (stress only for fully periodic
+    structures). ``energies``: per-atom energies (if the model has them). ``direct``:
+    the model's non-conservative forces/stress heads (if it has them). ``progress`` is called with the number
+    of operations done after each batch.
+    """
+    from metatomic.torch import ModelEvaluationOptions, ModelOutput, System
+
+    handle.check_types(structure.numbers, structure.label)
+    if rotations is None:
+        rotations = np.eye(3)[None]
+    n_ops = len(rotations)
+    n_atoms = len(structure)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    stress = stress and structure.periodic
+    energies = energies and handle.per_atom_energy
+    want_direct_forces = direct and handle.has_direct_forces
+    want_direct_stress = direct and handle.has_direct_stress and structure.periodic
+    need_grad = forces or stress
+
+    if graphs is None:
+        try:
+            graphs = build_graphs(handle, structure)
+        except Exception as error:
+            raise StructureError(
+                f"{structure.label}: neighbour list failed: {model_error_message(error)}"
+            ) from None
+
+    requested: Dict[str, object] = {
+        handle.energy_key: ModelOutput(unit="eV", sample_kind="atom" if energies else "system")
+    }
+    if want_direct_forces:
+        requested[handle.nc_forces_key] = ModelOutput(unit="eV/Angstrom", sample_kind="atom")
+    if want_direct_stress:
+        requested[handle.nc_stress_key] = ModelOutput(unit="eV/Angstrom^3", sample_kind="system")
+    options = ModelEvaluationOptions(length_unit="angstrom", outputs=requested)
+
+    types, base_positions, base_cell, pbc = _tensors(handle, structure)
+    rot = torch.tensor(np.asarray(rotations), dtype=handle.dtype, device=handle.device)
+    volume = structure.volume
+
+    chunks: Dict[str, list] = {}
+
+    def keep(name: str, value: torch.Tensor) -> None:
+        chunks.setdefault(name, []).append(value.detach().to("cpu", torch.float64).numpy())
+
+    for start in range(0, n_ops, batch_size):
+        stop = min(start + batch_size, n_ops)
+        systems, leaves, strains = [], [], []
+        for k in range(start, stop):
+            positions = (base_positions @ rot[k].T).detach()
+            cell = (base_cell @ rot[k].T).detach()
+            if forces:
+                positions.requires_grad_(True)
+            leaves.append(positions)
+            if stress:
+                strain = torch.eye(3, dtype=handle.dtype, device=handle.device, requires_grad=True)
+                strains.append(strain)
+                positions = positions @ strain
+                cell = cell @ strain
+            system = System(types, positions, cell, pbc)
+            for graph in graphs:
+                system.add_neighbor_list(graph.options, _neighbor_block(graph, positions, cell))
+            systems.append(system)
+
+        with torch.set_grad_enabled(need_grad):
+            try:
+                outputs = handle.model(systems, options, check_consistency=False)
+            except Exception as error:
+                raise ModelEvaluationError(
+                    f"model '{handle.source}' failed on {structure.label or 'structure'} "
+                    f"(pbc={structure.pbc.tolist()}): {model_error_message(error)}"
+                ) from None
+        n_batch = stop - start
+        energy_block = outputs[handle.energy_key].block()
+        if energies:
+            per_atom = _per_system(energy_block, n_batch, n_atoms, 1)[..., 0]
+            keep("energies", per_atom)
+            total = per_atom.sum(dim=1)
+        else:
+            order = energy_block.samples.values[:, 0].to(torch.long)
+            total = torch.zeros(n_batch, dtype=energy_block.values.dtype, device=handle.device)
+            total[order] = energy_block.values.reshape(-1)
+        keep("energy", total)
+
+        if need_grad:
+            targets = (leaves if forces else []) + strains
+            grads = torch.autograd.grad(total.sum(), targets, allow_unused=True)
+            if forces:
+                keep("forces", -torch.stack([_zero_if_none(g, leaf) for g, leaf in zip(grads[: len(leaves)], leaves)]))
+            if stress:
+                strain_grads = grads[len(leaves) if forces else 0 :]
+                keep("stress", torch.stack([_zero_if_none(g, s) for g, s in zip(strain_grads, strains)]) / volume)
+        if want_direct_forces:
+            keep("direct_forces", _per_system(outputs[handle.nc_forces_key].block(), n_batch, n_atoms, 3))
+        if want_direct_stress:
+            block = outputs[handle.nc_stress_key].block()
+            order = block.samples.values[:, 0].to(torch.long)
+            values = torch.zeros(n_batch, 3, 3, dtype=block.values.dtype, device=handle.device)
+            values[order] = block.values.reshape(-1, 3, 3)
+            keep("direct_stress", values)
+        if progress is not None:
+            progress(n_batch)
+
+    def joined(name: str) -> Optional[np.ndarray]:
+        return np.concatenate(chunks[name]) if name in chunks else None
+
+    return Predictions(
+        energy=joined("energy"),
+        forces=joined("forces"),
+        stress=joined("stress"),
+        energies=joined("energies"),
+        direct_forces=joined("direct_forces"),
+        direct_stress=joined("direct_stress"),
+    )
+
+
+def _zero_if_none(grad: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if grad is None else grad
