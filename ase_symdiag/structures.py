@@ -85,12 +85,16 @@ def from_atoms(atoms, label: str = "") -> Structure:
 
 
 def from_atoms_list(images: Sequence, labels: Sequence[str] | None = None) -> list[Structure]:
-    """Convert a list of :class:`ase.Atoms`; labels default to ``"<i>:<formula>"``."""
+    """Convert a list of :class:`ase.Atoms`; labels default to ``"<i>:<name>"``.
+
+    ``<name>`` is ``atoms.info["name"]`` when present, else the chemical formula.
+    """
     if len(images) == 0:
         raise StructureError("no structures given")
     out = []
     for i, atoms in enumerate(images):
-        label = labels[i] if labels is not None else f"{i}:{atoms.get_chemical_formula()}"
+        name = atoms.info.get("name") or atoms.get_chemical_formula()
+        label = labels[i] if labels is not None else f"{i}:{name}"
         out.append(from_atoms(atoms, label=label))
     return out
 
