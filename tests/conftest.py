@@ -1,0 +1,84 @@
+"""Shared fixtures: real exported metatomic models (on disk) and small structures."""
+
+import numpy as np
+import pytest
+from ase.build import bulk, fcc111, molecule
+
+from ase_symdiag.reference_models import export_pair_potential
+
+#: amplitude of the planted lambda = 2 term, eV/Å^2
+KAPPA = 0.01
+#: planted direct-force vector, eV/Å
+BIAS = (0.05, -0.02, 0.03)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def equivariant_model(model_dir):
+    """An exactly O(3)-equivariant Morse pair potential with direct heads."""
+    path = model_dir / "equivariant.pt"
+    export_pair_potential(path, direct=True)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def broken_model(model_dir):
+    """The same potential with a planted lambda = 2 term of amplitude KAPPA."""
+    path = model_dir / "broken.pt"
+    export_pair_potential(path, quadrupole=KAPPA)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def direct_broken_model(model_dir):
+    """Equivariant energy, direct forces with a planted lambda = 1 term BIAS."""
+    path = model_dir / "direct-broken.pt"
+    export_pair_potential(path, direct=True, direct_bias=BIAS)
+    return str(path)
+
+
+@pytest.fixture
+def crystal():
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    atoms.rattle(0.05, seed=1)
+    return atoms
+
+
+@pytest.fixture
+def triclinic():
+    atoms = bulk("Cu", "fcc", a=3.61) * (3, 3, 2)
+    atoms.rattle(0.05, seed=5)
+    return atoms
+
+
+@pytest.fixture
+def cluster():
+    """A 13-atom Cu cluster (non-periodic), rattled."""
+    from ase.cluster import Icosahedron
+
+    atoms = Icosahedron("Cu", 2)
+    atoms.rattle(0.05, seed=2)
+    return atoms
+
+
+@pytest.fixture
+def slab():
+    atoms = fcc111("Cu", size=(2, 2, 3), vacuum=5.0)
+    atoms.rattle(0.05, seed=3)
+    return atoms
+
+
+@pytest.fixture
+def ethanol():
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.01, seed=4)
+    return atoms
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

@@ -1,0 +1,117 @@
+"""SymDiagCalculator follows ASE's conventions and agrees with metatomic-ase."""
+
+import numpy as np
+import pytest
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.md.verlet import VelocityVerlet
+from ase.units import fs
+
+from ase_symdiag import SymDiagCalculator
+
+
+def _metatomic(path, **kwargs):
+    from metatomic_ase import MetatomicCalculator
+
+    return MetatomicCalculator(path, **kwargs)
+
+
+@pytest.mark.parametrize("fixture", ["crystal", "triclinic", "cluster", "slab"])
+@pytest.mark.parametrize("model", ["equivariant_model", "broken_model"])
+def test_agrees_with_metatomic_ase(model, fixture, request):
+    path = request.getfixturevalue(model)
+    atoms = request.getfixturevalue(fixture)
+    ours = atoms.copy()
+    ours.calc = SymDiagCalculator(path)
+    theirs = atoms.copy()
+    theirs.calc = _metatomic(path)
+    assert ours.get_potential_energy() == pytest.approx(theirs.get_potential_energy(), rel=1e-10, abs=1e-10)
+    np.testing.assert_allclose(ours.get_forces(), theirs.get_forces(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ours.get_potential_energies(), theirs.get_potential_energies(), atol=1e-10)
+    if atoms.pbc.all():
+        np.testing.assert_allclose(ours.get_stress(), theirs.get_stress(), rtol=1e-10, atol=1e-12)
+    else:
+        with pytest.raises(PropertyNotImplementedError, match="periodic in all directions"):
+            ours.get_stress()
+
+
+@pytest.mark.parametrize("mode", [True, "forces", "stress"])
+def test_non_conservative_agrees_with_metatomic_ase(direct_broken_model, crystal, mode):
+    ours = crystal.copy()
+    ours.calc = SymDiagCalculator(direct_broken_model, non_conservative=mode)
+    theirs = crystal.copy()
+    theirs.calc = _metatomic(direct_broken_model, non_conservative=mode)
+    forces = ours.get_forces()
+    # metatomic-ase removes the net direct force; the planted bias has none
+    np.testing.assert_allclose(forces, theirs.get_forces(), atol=1e-10)
+    np.testing.assert_allclose(ours.get_stress(), theirs.get_stress(), atol=1e-12)
+    conservative = crystal.copy()
+    conservative.calc = SymDiagCalculator(direct_broken_model)
+    differs = not np.allclose(forces, conservative.get_forces(), atol=1e-6)
+    assert differs == (mode in (True, "forces"))
+
+
+def test_non_conservative_needs_the_heads(broken_model):
+    with pytest.raises(ValueError, match="no 'non_conservative_force' output"):
+        SymDiagCalculator(broken_model, non_conservative=True)
+    with pytest.raises(ValueError, match="non_conservative must be"):
+        SymDiagCalculator(broken_model, non_conservative="both")
+
+
+def test_results_cached_until_atoms_change(equivariant_model, crystal, monkeypatch):
+    import ase_symdiag.calculator as module
+
+    calls = []
+    original = module.evaluate
+    monkeypatch.setattr(module, "evaluate", lambda *a, **k: calls.append(1) or original(*a, **k))
+    crystal.calc = SymDiagCalculator(equivariant_model)
+    crystal.get_potential_energy()
+    crystal.get_forces()
+    crystal.get_stress()
+    assert len(calls) == 1
+    crystal.positions[0, 0] += 0.01
+    crystal.get_forces()
+    assert len(calls) == 2
+    assert set(crystal.calc.results) >= {"energy", "free_energy", "forces", "stress", "energies"}
+    assert crystal.calc.results["free_energy"] == crystal.calc.results["energy"]
+
+
+def test_float32_option(equivariant_model, crystal):
+    reference = crystal.copy()
+    reference.calc = SymDiagCalculator(equivariant_model)
+    single = crystal.copy()
+    single.calc = SymDiagCalculator(equivariant_model, dtype="float32")
+    assert single.calc.parameters["dtype"] == "float32"
+    np.testing.assert_allclose(single.get_forces(), reference.get_forces(), atol=1e-4)
+    assert single.get_potential_energy() == pytest.approx(reference.get_potential_energy(), rel=1e-5)
+
+
+def test_nve_md_conserves_energy(equivariant_model, cluster):
+    cluster.calc = SymDiagCalculator(equivariant_model)
+    cluster.set_momenta(np.zeros((len(cluster), 3)))
+    dyn = VelocityVerlet(cluster, timestep=1.0 * fs)
+    energies = []
+    dyn.attach(lambda: energies.append(cluster.get_total_energy()))
+    dyn.run(20)
+    assert np.ptp(energies) < 1e-4
+
+
+def test_calculator_method_runs_the_check(broken_model, crystal):
+    crystal.calc = SymDiagCalculator(broken_model)
+    crystal.get_potential_energy()
+    report = crystal.calc.check_equivariance(n_rotations=2)
+    assert report.structures[0].forces.relative > 1e-4
+    assert report.model == broken_model
+
+
+@pytest.mark.cuda
+def test_cuda_agrees_with_cpu(equivariant_model, crystal):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    cpu = crystal.copy()
+    cpu.calc = SymDiagCalculator(equivariant_model, device="cpu")
+    gpu = crystal.copy()
+    gpu.calc = SymDiagCalculator(equivariant_model, device="cuda")
+    assert gpu.calc.parameters["device"].startswith("cuda")
+    np.testing.assert_allclose(gpu.get_forces(), cpu.get_forces(), atol=1e-10)
+    np.testing.assert_allclose(gpu.get_stress(), cpu.get_stress(), atol=1e-12)
