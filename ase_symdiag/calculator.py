@@ -8,6 +8,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from .evaluation import evaluate
+from .symmetrize import back_rotated, symmetrized_prediction, weighted_mean_std
 from .metatomic_model import ModelHandle
 from .structures import from_atoms
 from .transforms import voigt_from_tensor
@@ -22,8 +23,17 @@ class SymDiagCalculator(Calculator):
     has per-atom energies. With ``non_conservative=True`` (or ``"forces"`` /
     ``"stress"``) forces and/or stress come from the model's direct heads instead.
 
-    Everything is computed in one model call and cached by ASE's ``check_state``
-    until the atoms change.
+    ``symmetrize``: average over an O(3) quadrature (a degree such as ``3``, or
+    ``"lebedev:3"``, ``"grid:3"``, ``"O"``, ``"I"``, or an
+    :class:`~ase_symdiag.quadrature.O3Quadrature`; see
+    :func:`~ase_symdiag.symmetrize.resolve_quadrature`). Forces are back-rotated with
+    ``F(Rx) R`` and stress with ``R^T S(Rx) R`` before the weighted average; the
+    rotational standard deviations go to ``results["energy_std"]``,
+    ``["forces_std"]``, ``["stress_std"]`` (Voigt) and ``["energies_std"]``. All rotated
+    copies share one neighbour list and run ``batch_size`` per model call.
+
+    Everything is computed at once and cached by ASE's ``check_state`` until the
+    atoms change.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -36,8 +46,12 @@ class SymDiagCalculator(Calculator):
         device: Optional[str] = None,
         dtype: Optional[Literal["float32", "float64"]] = None,
         non_conservative: Union[bool, Literal["forces", "stress"]] = False,
+        symmetrize=None,
+        batch_size: int = 16,
         **kwargs,
     ) -> None:
+        from .symmetrize import resolve_quadrature
+
         if non_conservative not in (True, False, "forces", "stress"):
             raise ValueError(
                 f"non_conservative must be True, False, 'forces' or 'stress', got {non_conservative!r}"
@@ -58,11 +72,16 @@ class SymDiagCalculator(Calculator):
             )
         self._direct_forces = direct_forces
         self._direct_stress = direct_stress
+        self.quadrature = resolve_quadrature(symmetrize)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
         self.parameters.update(
             model=self.handle.source,
             device=str(self.handle.device),
             dtype=str(self.handle.dtype).replace("torch.", ""),
             non_conservative=non_conservative,
+            symmetrize=None if self.quadrature is None else self.quadrature.name,
         )
 
     def calculate(
@@ -78,24 +97,37 @@ class SymDiagCalculator(Calculator):
                 f"stress is only defined for structures periodic in all directions "
                 f"(pbc={structure.pbc.tolist()})"
             )
-        prediction = evaluate(
-            self.handle,
-            structure,
+        options = dict(
             forces=not self._direct_forces,
             stress=not self._direct_stress,
             energies=True,
             direct=self._direct_forces or self._direct_stress,
         )
-        energy = float(prediction.energy[0])
-        self.results["energy"] = energy
-        self.results["free_energy"] = energy
-        if prediction.energies is not None:
-            self.results["energies"] = prediction.energies[0]
-        forces = prediction.direct_forces if self._direct_forces else prediction.forces
-        self.results["forces"] = np.array(forces[0])
-        stress = prediction.direct_stress if self._direct_stress else prediction.stress
-        if stress is not None:
-            self.results["stress"] = voigt_from_tensor(stress[0])
+        if self.quadrature is None:
+            prediction = evaluate(self.handle, structure, **options)
+            values = back_rotated(prediction, np.eye(3)[None])
+            mean = {name: value[0] for name, value in values.items()}
+            std = None
+        else:
+            averaged = symmetrized_prediction(
+                self.handle, structure, self.quadrature, batch_size=self.batch_size, **options
+            )
+            mean, std = averaged.mean, averaged.std
+        forces_key = "direct_forces" if self._direct_forces else "forces"
+        stress_key = "direct_stress" if self._direct_stress else "stress"
+        for name, key in (("energy", "energy"), ("energies", "energies"), ("forces", forces_key), ("stress", stress_key)):
+            if key not in mean:
+                continue
+            value = np.asarray(mean[key], dtype=np.float64)
+            if name == "stress":
+                value = voigt_from_tensor(value)
+            self.results[name] = float(value) if name == "energy" else value
+            if std is not None:
+                spread = std[key]
+                if name == "stress":  # spread of the Voigt components themselves
+                    _, spread = weighted_mean_std(voigt_from_tensor(averaged.samples[key]), self.quadrature.weights)
+                self.results[name + "_std"] = float(spread) if name == "energy" else np.asarray(spread)
+        self.results["free_energy"] = self.results["energy"]
 
     def check_equivariance(self, structures=None, **kwargs):
         """Run :func:`ase_symdiag.check_equivariance` with this calculator's model.

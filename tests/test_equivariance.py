@@ -9,13 +9,15 @@ import planted
 from conftest import BIAS, KAPPA
 
 from ase_symdiag import check_equivariance, haar_rotations
+from ase_symdiag.testing import assert_equivariant
 from ase_symdiag.transforms import rotate_tensors
 
 
 @pytest.mark.parametrize("fixture", ["crystal", "triclinic", "cluster", "slab", "ethanol"])
 def test_equivariant_control_at_round_off(equivariant_model, fixture, request):
     atoms = request.getfixturevalue(fixture)
-    report = check_equivariance(equivariant_model, atoms, n_rotations=8, seed=3)
+    # the float64 noise-floor tolerances of ase_symdiag.testing, then the 1e-10 promise
+    report = assert_equivariant(equivariant_model, atoms, n_rotations=8, seed=3)
     result = report.structures[0]
     assert result.forces.relative < 1e-10
     assert result.energy_max < 1e-10 * len(atoms)
@@ -48,6 +50,12 @@ def test_planted_quadrupole_found_with_its_size(broken_model, fixture, request):
     np.testing.assert_allclose(result.per_operation_energy, expected_de, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(result.forces.per_operation_rms, expected_df, rtol=1e-6)
     assert result.forces.relative > 1e-4
+
+
+def test_broken_control_fails_the_assertion(broken_model, crystal):
+    with pytest.raises(AssertionError, match="worst structure") as info:
+        assert_equivariant(broken_model, crystal, n_rotations=4)
+    assert "tolerance" in str(info.value)
 
 
 def test_planted_quadrupole_stress(broken_model, crystal):

@@ -95,12 +95,14 @@ def test_group_sizes():
     assert group_quadrature("I", inversion=False).size == 60
     assert group_quadrature("O", inversion=False).degree == 3
     assert group_quadrature("I", inversion=False).degree == 5
+    assert group_quadrature("D2").size == 8 and group_quadrature("D2").degree == 1
+    assert group_quadrature("T").size == 24 and group_quadrature("T").degree == 2
     with pytest.raises(ValueError):
-        group_quadrature("T")
+        group_quadrature("Td")
 
 
 def test_groups_are_closed():
-    for name in ("O", "I"):
+    for name in ("D2", "T", "O", "I"):
         R = group_quadrature(name).rotations
         prods = np.einsum("aij,bjk->abik", R, R).reshape(-1, 9)
         dist = np.abs(prods[:, None, :] - R.reshape(1, -1, 9)).max(-1).min(-1)
