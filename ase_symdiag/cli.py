@@ -131,6 +131,144 @@ def _run_reference_model(args) -> int:
     return 0
 
 
+def _spectra(args, handle, structures):
+    from .spectrum import structure_spectrum
+
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="spectrum", unit="structure", total=len(structures), leave=False)
+    spectra = []
+    for structure in structures:
+        spectrum, _ = structure_spectrum(handle, structure, lmax=args.lmax, batch_size=args.batch_size)
+        spectra.append(spectrum)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return spectra
+
+
+def _add_common(p) -> None:
+    p.add_argument("model", help="metatomic model file (.pt)")
+    p.add_argument("structures", help="any ASE-readable file (extxyz, cif, POSCAR, ...)")
+    p.add_argument("--index", default=":", help="ASE index of the structures to read (default ':')")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: model's first available)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the model's")
+    p.add_argument("--batch-size", type=int, default=16, help="rotated copies per model call (default 16)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_spectrum(subparsers) -> None:
+    p = subparsers.add_parser(
+        "spectrum",
+        help="decompose the symmetry breaking into O(3) channels (lambda, parity)",
+        description=(
+            "For each structure, evaluate MODEL on a quadrature exact to degree 2*LMAX, "
+            "back-rotate energy, forces and stress, and split their variance over O(3) "
+            "into angular channels lambda <= LMAX of even (+) and odd (-) parity. Prints "
+            "the RMS amplitude per channel; '>L' is what lies above LMAX."
+        ),
+    )
+    _add_common(p)
+    p.add_argument("--lmax", type=int, default=3, help="largest lambda resolved (default 3)")
+    p.add_argument("--json", metavar="OUT", help="write the spectra as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="plot RMS amplitude against lambda")
+    p.set_defaults(run=_run_spectrum)
+
+
+def _run_spectrum(args) -> int:
+    from .metatomic_model import ModelHandle
+    from .report import write_json
+    from .spectrum import plot_spectra, spectrum_table
+    from .structures import read_structures
+
+    handle = ModelHandle.load(args.model, device=args.device, dtype=args.dtype)
+    structures = read_structures(args.structures, index=args.index)
+    spectra = _spectra(args, handle, structures)
+    print(spectrum_table(spectra))
+    if args.json:
+        write_json(args.json, {"model": handle.source, "spectra": [s.to_dict() for s in spectra]})
+        print(f"spectra written to {args.json}")
+    if args.plot:
+        plot_spectra(spectra, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def _add_symmetrize(subparsers) -> None:
+    p = subparsers.add_parser(
+        "symmetrize",
+        help="choose the cheapest rotational average that meets a tolerance, and export it",
+        description=(
+            "Measure the symmetry-breaking spectrum of MODEL on STRUCTURES, pick the O(3) "
+            "quadrature with the fewest operations whose leftover RMS force breaking is "
+            "below the tolerance, print the choice, why, and its cost, and optionally "
+            "export the symmetrized model as a metatomic TorchScript file."
+        ),
+    )
+    _add_common(p)
+    p.add_argument("--lmax", type=int, default=3, help="largest lambda measured (default 3)")
+    p.add_argument("--tolerance", type=float, default=None, help="leftover RMS force breaking, eV/Å")
+    p.add_argument(
+        "--relative-tolerance", type=float, default=0.01,
+        help="tolerance as a fraction of the RMS force when --tolerance is not given (default 0.01)",
+    )
+    p.add_argument("--quadrature", default=None, help="skip the choice and use this quadrature (e.g. 3, O, lebedev:3)")
+    p.add_argument("--export", metavar="OUT.pt", help="write the symmetrized model")
+    p.add_argument("--json", metavar="OUT", help="write the choice as JSON")
+    p.set_defaults(run=_run_symmetrize)
+
+
+def _run_symmetrize(args) -> int:
+    import time
+
+    from .adaptive import choose_quadrature
+    from .metatomic_model import ModelHandle
+    from .report import format_table, write_json
+    from .structures import read_structures
+    from .symmetrize import resolve_quadrature, symmetrized_prediction
+
+    handle = ModelHandle.load(args.model, device=args.device, dtype=args.dtype)
+    structures = read_structures(args.structures, index=args.index)
+    data = {"model": handle.source}
+    if args.quadrature is not None:
+        try:
+            quadrature = resolve_quadrature(args.quadrature)
+        except ValueError as error:
+            raise CLIError(str(error)) from None
+        print(f"using quadrature '{quadrature.name}' ({quadrature.size} operations, degree {quadrature.degree})")
+    else:
+        spectra = _spectra(args, handle, structures)
+        choice = choose_quadrature(spectra, args.tolerance, relative_tolerance=args.relative_tolerance)
+        quadrature = choice.quadrature
+        print(format_table(
+            ["quadrature", "operations", "degree", "residual eV/A", "residual/tolerance"],
+            [
+                [c["quadrature"], c["operations"], c["degree"], c["residual_eV_per_A"], c["worst_ratio_to_tolerance"]]
+                for c in choice.candidates
+            ],
+        ))
+        print(f"chosen: {choice.reason}")
+        print(f"cost: {quadrature.size} model evaluations per step ({choice.saving:.1f}x fewer than the default {choice.default_size})")
+        data["choice"] = choice.to_dict()
+    start = time.perf_counter()
+    symmetrized_prediction(handle, structures[0], quadrature, batch_size=args.batch_size)
+    elapsed = time.perf_counter() - start
+    print(f"measured: {elapsed * 1000:.1f} ms per symmetrized evaluation of {structures[0].label} ({len(structures[0])} atoms)")
+    data["seconds_per_step"] = elapsed
+    if args.export:
+        from .export import export_symmetrized
+
+        export_symmetrized(handle.model, quadrature, args.export, batch_size=args.batch_size)
+        print(f"symmetrized model written to {args.export}")
+        data["export"] = args.export
+    if args.json:
+        write_json(args.json, data)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ase-symdiag",
@@ -144,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [_add_check, _add_reference_model]
+COMMANDS = [_add_check, _add_spectrum, _add_symmetrize, _add_reference_model]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -225,6 +225,7 @@ def plot_spectra(spectra: List[StructureSpectrum], path: str) -> None:
                 amps = [max(np.sqrt(out.power[(l, sigma)]), 1e-300) for l in ls]
                 if ls:
                     ax.semilogy(ls, amps, marker=marker, linestyle=style, label=f"{spectrum.label} {'+' if sigma > 0 else '-'}")
+        ax.set_xticks(range(max(s.lmax for s in spectra) + 1))
         ax.set_xlabel("lambda")
         ax.set_ylabel(f"RMS breaking ({'eV' if name == 'energy' else 'eV/A' if 'forces' in name else 'eV/A^3'})")
         ax.set_title(name)

@@ -101,8 +101,9 @@ def resolve_quadrature(spec) -> Optional[O3Quadrature]:
 
     ``None``/``False``: no averaging. An int L: the smallest quadrature exact to degree
     L (with inversion). ``"lebedev:L"``: metatomic-ase's set at ``l_max=L``;
-    ``"grid:L"``: metatomic.torch.o3's grid; ``"O"``/``"I"``: the octahedral or
-    icosahedral group with inversion; ``"O+"``/``"I+"``: proper rotations only.
+    ``"grid:L"``: metatomic.torch.o3's grid; ``"D2"``, ``"T"``, ``"O"``, ``"I"``: the
+    dihedral, tetrahedral, octahedral or icosahedral group with inversion (exact to
+    degree 1, 2, 3, 5); with a trailing ``+`` (``"O+"``): proper rotations only.
     An :class:`O3Quadrature` is used as is.
     """
     from . import quadrature as q
@@ -117,10 +118,11 @@ def resolve_quadrature(spec) -> Optional[O3Quadrature]:
         return q.smallest_exact_quadrature(int(spec))
     if isinstance(spec, str):
         text = spec.strip()
-        if text in ("O", "I"):
+        groups = ("D2", "T", "O", "I")
+        if text in groups:
             return q.group_quadrature(text, inversion=True)
-        if text in ("O+", "I+"):
-            return q.group_quadrature(text[0], inversion=False)
+        if text.endswith("+") and text[:-1] in groups:
+            return q.group_quadrature(text[:-1], inversion=False)
         family, _, degree = text.partition(":")
         if family in ("lebedev", "grid") and degree.isdigit():
             build = q.lebedev_quadrature if family == "lebedev" else q.grid_quadrature
@@ -128,6 +130,6 @@ def resolve_quadrature(spec) -> Optional[O3Quadrature]:
         if text.isdigit():
             return q.smallest_exact_quadrature(int(text))
     raise ValueError(
-        f"unknown quadrature {spec!r}: use a degree (3), 'lebedev:3', 'grid:3', 'O', 'I', "
-        "'O+', 'I+' or an O3Quadrature"
+        f"unknown quadrature {spec!r}: use a degree (3), 'lebedev:3', 'grid:3', 'D2', 'T', "
+        "'O', 'I' (add '+' for proper rotations only) or an O3Quadrature"
     )

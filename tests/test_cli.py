@@ -69,3 +69,33 @@ def test_subcommand_help(capsys):
         main(["check", "--help"])
     assert info.value.code == 0
     assert "--max-force-error" in capsys.readouterr().out
+
+
+def test_spectrum_command(broken_model, structures_file, tmp_path, capsys):
+    out, plot = tmp_path / "spectrum.json", tmp_path / "spectrum.png"
+    code = main(["spectrum", broken_model, structures_file, "--lmax", "2", "--json", str(out), "--plot", str(plot), "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "2+" in printed and "forces" in printed
+    data = json.loads(out.read_text())
+    forces = data["spectra"][0]["outputs"]["forces"]
+    assert max(forces["power"], key=forces["power"].get) == "0+"  # the symmetrized part
+    breaking = {k: v for k, v in forces["power"].items() if k != "0+"}
+    assert max(breaking, key=breaking.get) == "2+"
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_symmetrize_command_chooses_and_exports(broken_model, structures_file, tmp_path, capsys):
+    exported, out = tmp_path / "sym.pt", tmp_path / "choice.json"
+    code = main(["symmetrize", broken_model, structures_file, "--lmax", "2", "--export", str(exported), "--json", str(out), "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "chosen: 'T+i' (24 operations" in printed and "3.5x fewer" in printed
+    data = json.loads(out.read_text())
+    assert data["choice"]["operations"] == 24
+    assert exported.exists()
+
+
+def test_symmetrize_bad_quadrature(broken_model, structures_file, capsys):
+    assert main(["symmetrize", broken_model, structures_file, "--quadrature", "nonsense", "-q"]) == 2
+    assert "unknown quadrature 'nonsense'" in capsys.readouterr().err
