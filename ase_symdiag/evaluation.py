@@ -48,6 +48,8 @@ class _Graph:
     first: torch.Tensor  # (E,) long
     second: torch.Tensor  # (E,) long
     shifts: torch.Tensor  # (E, 3) float, integer cell shifts
+    components: list  # [Labels("xyz")], built once
+    properties: object  # Labels("distance"), built once
 
 
 def model_error_message(error: BaseException) -> str:
@@ -75,35 +77,41 @@ def build_graphs(handle: ModelHandle, structure: Structure) -> List[_Graph]:
     import vesin.metatomic
     from metatomic.torch import System
 
+    from metatensor.torch import Labels
+
     types, positions, cell, pbc = _tensors(handle, structure)
     system = System(types, positions, cell, pbc)
+    components = [Labels("xyz", torch.tensor([[0], [1], [2]], device=handle.device))]
+    properties = Labels("distance", torch.tensor([[0]], device=handle.device))
     graphs = []
     for options in handle.neighbor_list_options():
         calculator = vesin.metatomic.NeighborList(options, length_unit="angstrom")
         block = calculator.compute(system, copy=True)
-        values = block.samples.values
+        samples = block.samples.to(handle.device)
+        values = samples.values
         graphs.append(
             _Graph(
                 options=options,
-                samples=block.samples,
+                samples=samples,
                 first=values[:, 0].to(torch.long),
                 second=values[:, 1].to(torch.long),
                 shifts=values[:, 2:5].to(dtype=handle.dtype),
+                components=components,
+                properties=properties,
             )
         )
     return graphs
 
 
-def _neighbor_block(graph: _Graph, positions: torch.Tensor, cell: torch.Tensor):
-    from metatensor.torch import Labels, TensorBlock
+def _neighbor_block(graph: _Graph, vectors: torch.Tensor):
+    """A metatomic neighbour-list block holding ``vectors`` (E, 3) for ``graph``'s pairs."""
+    from metatensor.torch import TensorBlock
 
-    vectors = positions[graph.second] - positions[graph.first] + graph.shifts @ cell
-    device = positions.device
     return TensorBlock(
         vectors.reshape(-1, 3, 1),
-        samples=graph.samples.to(device),
-        components=[Labels("xyz", torch.tensor([[0], [1], [2]], device=device))],
-        properties=Labels("distance", torch.tensor([[0]], device=device)),
+        samples=graph.samples,
+        components=graph.components,
+        properties=graph.properties,
     )
 
 
@@ -179,21 +187,26 @@ def evaluate(
 
     for start in range(0, n_ops, batch_size):
         stop = min(start + batch_size, n_ops)
-        systems, leaves, strains = [], [], []
-        for k in range(start, stop):
-            positions = (base_positions @ rot[k].T).detach()
-            cell = (base_cell @ rot[k].T).detach()
-            if forces:
-                positions.requires_grad_(True)
-            leaves.append(positions)
-            if stress:
-                strain = torch.eye(3, dtype=handle.dtype, device=handle.device, requires_grad=True)
-                strains.append(strain)
-                positions = positions @ strain
-                cell = cell @ strain
-            system = System(types, positions, cell, pbc)
-            for graph in graphs:
-                system.add_neighbor_list(graph.options, _neighbor_block(graph, positions, cell))
+        # one batched leaf per quantity: (B, N, 3) positions and (B, 3, 3) strains
+        positions = (base_positions.unsqueeze(0) @ rot[start:stop].transpose(1, 2)).detach()
+        cell = (base_cell.unsqueeze(0) @ rot[start:stop].transpose(1, 2)).detach()
+        if forces:
+            positions.requires_grad_(True)
+        leaf_positions = positions
+        if stress:
+            strain = torch.eye(3, dtype=handle.dtype, device=handle.device).repeat(stop - start, 1, 1)
+            strain.requires_grad_(True)
+            positions = positions @ strain
+            cell = cell @ strain
+        vectors = [
+            positions[:, graph.second] - positions[:, graph.first] + graph.shifts.unsqueeze(0) @ cell
+            for graph in graphs
+        ]
+        systems = []
+        for b in range(stop - start):
+            system = System(types, positions[b], cell[b], pbc)
+            for graph, pair_vectors in zip(graphs, vectors):
+                system.add_neighbor_list(graph.options, _neighbor_block(graph, pair_vectors[b]))
             systems.append(system)
 
         with torch.set_grad_enabled(need_grad):
@@ -217,13 +230,13 @@ def evaluate(
         keep("energy", total)
 
         if need_grad:
-            targets = (leaves if forces else []) + strains
+            targets = ([leaf_positions] if forces else []) + ([strain] if stress else [])
             grads = torch.autograd.grad(total.sum(), targets, allow_unused=True)
+            grads = [_zero_if_none(g, t) for g, t in zip(grads, targets)]
             if forces:
-                keep("forces", -torch.stack([_zero_if_none(g, leaf) for g, leaf in zip(grads[: len(leaves)], leaves)]))
+                keep("forces", -grads[0])
             if stress:
-                strain_grads = grads[len(leaves) if forces else 0 :]
-                keep("stress", torch.stack([_zero_if_none(g, s) for g, s in zip(strain_grads, strains)]) / volume)
+                keep("stress", grads[-1] / volume)
         if want_direct_forces:
             keep("direct_forces", _per_system(outputs[handle.nc_forces_key].block(), n_batch, n_atoms, 3))
         if want_direct_stress:

@@ -1,0 +1,115 @@
+"""Symmetrized inference: ase-symdiag against metatomic-ase's SymmetrizedCalculator.
+
+Same model, same structure, same quadrature (metatomic-ase's Lebedev set at
+``l_max``), timed side by side in one run; plus ase-symdiag on the smallest
+quadrature with the same exactness degree. Prints a table and the ratios, and
+writes JSON with ``--json``.
+
+    python bench/symmetrized_speed.py --model models/morse-broken-l2.pt --l-max 3
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+from ase.build import bulk, molecule
+
+warnings.filterwarnings("ignore", message=".*TorchScript.*")
+warnings.filterwarnings("ignore", message=".*torch.jit.*")
+
+from metatomic_ase import MetatomicCalculator, SymmetrizedCalculator  # noqa: E402
+
+from ase_symdiag import SymDiagCalculator  # noqa: E402
+from ase_symdiag.quadrature import lebedev_quadrature  # noqa: E402
+from ase_symdiag.report import format_table  # noqa: E402
+
+
+def structures(species: str):
+    out = {}
+    for n in (2, 3):
+        atoms = bulk(species, "fcc", a=3.61, cubic=True) * (n, n, n)
+        atoms.rattle(0.05, seed=n)
+        out[f"{species}{len(atoms)}"] = atoms
+    mol = molecule("CH3CH2OH")
+    mol.rattle(0.02, seed=1)
+    out["ethanol"] = mol
+    return out
+
+
+def timed(calc, atoms, repeats: int) -> float:
+    """Best wall time of a full energy+forces(+stress) evaluation, after one warm-up
+    call (TorchScript specialises on the first calls), seconds."""
+    properties = ["energy", "forces"] + (["stress"] if atoms.pbc.all() else [])
+    best = float("inf")
+    for repeat in range(repeats + 1):
+        work = atoms.copy()
+        work.positions += 1e-6 * np.random.default_rng(0).normal(size=work.positions.shape)
+        start = time.perf_counter()
+        calc.calculate(work, properties, ["positions", "numbers", "cell", "pbc"])
+        if repeat > 0:
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--l-max", type=int, default=3)
+    parser.add_argument("--species", default="Cu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    q = lebedev_quadrature(args.l_max)
+    rows, records = [], []
+    for name, atoms in structures(args.species).items():
+        theirs = SymmetrizedCalculator(MetatomicCalculator(args.model, device=args.device), l_max=args.l_max, batch_size=args.batch_size)
+        same = SymDiagCalculator(args.model, device=args.device, symmetrize=f"lebedev:{args.l_max}", batch_size=args.batch_size)
+        small = SymDiagCalculator(args.model, device=args.device, symmetrize=q.degree, batch_size=args.batch_size)
+        t_theirs = timed(theirs, atoms, args.repeats)
+        t_same = timed(same, atoms, args.repeats)
+        t_small = timed(small, atoms, args.repeats)
+        record = {
+            "structure": name,
+            "atoms": len(atoms),
+            "metatomic_ase_s": t_theirs,
+            "metatomic_ase_ops": q.size,
+            "ours_same_quadrature_s": t_same,
+            "ours_smallest_s": t_small,
+            "ours_smallest_ops": small.quadrature.size,
+            "ours_smallest_name": small.quadrature.name,
+            "speedup_same_quadrature": t_theirs / t_same,
+            "speedup_smallest": t_theirs / t_small,
+        }
+        records.append(record)
+        rows.append([name, len(atoms), t_theirs, t_same, f"{small.quadrature.name} ({small.quadrature.size})", t_small, t_theirs / t_same, t_theirs / t_small])
+    print(
+        f"model {args.model}; metatomic-ase SymmetrizedCalculator l_max={args.l_max} ({q.size} ops, exact to degree "
+        f"{q.degree}); torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+        f"batch size {args.batch_size}, best of {args.repeats}"
+    )
+    print(format_table(
+        ["structure", "atoms", "metatomic-ase s", "ours same-q s", "ours smallest-q", "ours s", "x same-q", "x smallest"],
+        rows,
+    ))
+    if args.json:
+        with open(args.json + ".tmp", "w") as handle:
+            json.dump({"model": args.model, "l_max": args.l_max, "device": args.device, "results": records}, handle, indent=2)
+        os.replace(args.json + ".tmp", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
