@@ -7,6 +7,7 @@ Errors print one line; ``--traceback`` shows the full Python traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import List, Optional
@@ -269,6 +270,49 @@ def _run_symmetrize(args) -> int:
     return 0
 
 
+def _add_representations(subparsers) -> None:
+    p = subparsers.add_parser(
+        "representations",
+        help="how much of each internal layer is invariant, and in which O(3) channels the rest lives",
+        description=(
+            "Character-project the per-atom feature outputs of MODEL (e.g. 'mtt::features::layer0', "
+            "metatrain's 'mtt::features::*', 'feature') as functions of the structure's orientation, "
+            "and print for each layer the fraction of its mean square in each (lambda, parity) "
+            "channel; 'invariant' is the (0, +) fraction."
+        ),
+    )
+    _add_common(p)
+    p.add_argument("--layers", nargs="+", default=None, help="feature outputs (or suffixes, e.g. layer0); default: all")
+    p.add_argument("--lmax", type=int, default=3, help="largest lambda resolved (default 3)")
+    p.add_argument("--compare", metavar="MODEL2", default=None, help="a second model shown side by side")
+    p.add_argument("--json", metavar="OUT", help="write the fractions as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="heat map of layer x channel fractions")
+    p.set_defaults(run=_run_representations)
+
+
+def _run_representations(args) -> int:
+    from .metatomic_model import ModelHandle
+    from .report import write_json
+    from .representations import plot_representations, representation_content
+    from .structures import read_structures
+
+    structures = read_structures(args.structures, index=args.index)
+    reports = {}
+    for path in [args.model] + ([args.compare] if args.compare else []):
+        handle = ModelHandle.load(path, device=args.device, dtype=args.dtype)
+        report = representation_content(handle, structures, layers=args.layers, lmax=args.lmax, batch_size=args.batch_size)
+        print(f"model {path}")
+        print(report.table())
+        reports[path] = report
+    if args.json:
+        write_json(args.json, {path: report.to_dict() for path, report in reports.items()})
+        print(f"fractions written to {args.json}")
+    if args.plot:
+        plot_representations({os.path.basename(p): r for p, r in reports.items()}, args.plot)
+        print(f"heat map written to {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ase-symdiag",
@@ -282,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [_add_check, _add_spectrum, _add_symmetrize, _add_reference_model]
+COMMANDS = [_add_check, _add_spectrum, _add_symmetrize, _add_representations, _add_reference_model]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -14,7 +14,7 @@ Units: energy eV, forces eV/Å, stress eV/Å^3 (``dE/d(strain) / V``, ASE's sign
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,8 @@ class Predictions:
 
     ``energy`` (K,); ``forces`` (K, N, 3); ``stress`` (K, 3, 3); ``energies``
     (K, N) per-atom energies; ``direct_forces``/``direct_stress`` from the model's
-    non-conservative heads. Absent outputs are ``None``.
+    non-conservative heads; ``features`` maps per-atom feature outputs to
+    (K, N, d) arrays. Absent outputs are ``None``.
     """
 
     energy: np.ndarray
@@ -39,6 +40,7 @@ class Predictions:
     energies: Optional[np.ndarray] = None
     direct_forces: Optional[np.ndarray] = None
     direct_stress: Optional[np.ndarray] = None
+    features: Optional[Dict[str, np.ndarray]] = None
 
 
 @dataclass
@@ -133,6 +135,7 @@ def evaluate(
     stress: bool = True,
     energies: bool = False,
     direct: bool = False,
+    features: Sequence[str] = (),
     batch_size: int = 16,
     graphs: Optional[List[_Graph]] = None,
     progress: Optional[Callable[[int], None]] = None,
@@ -141,7 +144,8 @@ def evaluate(
 
     ``forces``/``stress``: conservative, by autograd (stress only for fully periodic
     structures). ``energies``: per-atom energies (if the model has them). ``direct``:
-    the model's non-conservative forces/stress heads (if it has them). ``progress`` is called with the number
+    the model's non-conservative forces/stress heads (if it has them). ``features``:
+    names of per-atom feature outputs, returned without any transformation. ``progress`` is called with the number
     of operations done after each batch.
     """
     from metatomic.torch import ModelEvaluationOptions, ModelOutput, System
@@ -174,6 +178,8 @@ def evaluate(
         requested[handle.nc_forces_key] = ModelOutput(unit="eV/Angstrom", sample_kind="atom")
     if want_direct_stress:
         requested[handle.nc_stress_key] = ModelOutput(unit="eV/Angstrom^3", sample_kind="system")
+    for name in features:
+        requested[name] = ModelOutput(sample_kind="atom")
     options = ModelEvaluationOptions(length_unit="angstrom", outputs=requested)
 
     types, base_positions, base_cell, pbc = _tensors(handle, structure)
@@ -245,6 +251,9 @@ def evaluate(
             values = torch.zeros(n_batch, 3, 3, dtype=block.values.dtype, device=handle.device)
             values[order] = block.values.reshape(-1, 3, 3)
             keep("direct_stress", values)
+        for name in features:
+            block = outputs[name].block()
+            keep("feature:" + name, _per_system(block, n_batch, n_atoms, block.values[0].numel()))
         if progress is not None:
             progress(n_batch)
 
@@ -258,6 +267,7 @@ def evaluate(
         energies=joined("energies"),
         direct_forces=joined("direct_forces"),
         direct_stress=joined("direct_stress"),
+        features={name: joined("feature:" + name) for name in features} or None,
     )
 
 

@@ -11,7 +11,12 @@ with two optional, planted symmetry-breaking terms:
   the smooth coordination number: a pure lambda = 1 breaking of the direct head
   only, with zero net force (so removing the net force does not hide it).
 
-Both are exported as real TorchScript :class:`metatomic.torch.AtomisticModel` files,
+With ``features=True`` the model also exposes ``mtt::features::planted``, three
+per-atom feature channels of known symmetry content: ``sum_j fc(r_ij)`` (invariant),
+``sum_j fc (d_ij . a)`` (pure lambda = 1, odd parity) and
+``sum_j fc [(d_ij . a)^2 - r^2/3]`` (pure lambda = 2, even parity).
+
+All are exported as real TorchScript :class:`metatomic.torch.AtomisticModel` files,
 so tests and users exercise exactly the path a production model takes.
 """
 
@@ -40,8 +45,10 @@ class PairPotential(torch.nn.Module):
         direct: bool = False,
         direct_bias: Sequence[float] = (0.0, 0.0, 0.0),
         allow_mixed_pbc: bool = True,
+        features: bool = False,
     ) -> None:
         super().__init__()
+        self.features = bool(features)
         self.cutoff = float(cutoff)
         self.depth = float(depth)
         self.alpha = float(alpha)
@@ -98,6 +105,7 @@ class PairPotential(torch.nn.Module):
         energies: List[torch.Tensor] = []
         forces: List[torch.Tensor] = []
         stresses: List[torch.Tensor] = []
+        planted: List[torch.Tensor] = []
         for system in systems:
             n_periodic = int(system.pbc.sum())
             if not self.allow_mixed_pbc and n_periodic != 0 and n_periodic != 3:
@@ -116,6 +124,12 @@ class PairPotential(torch.nn.Module):
                 coordination = torch.zeros(n, dtype=dtype, device=device).index_add(0, first, fc)
                 weight = coordination - coordination.mean()
                 forces.append(f + weight.unsqueeze(1) * self.direct_bias.to(dtype).unsqueeze(0))
+            if "mtt::features::planted" in outputs:
+                axis = self.axis.to(dtype)
+                proj = d @ axis
+                r2 = (d**2).sum(dim=1)
+                channels = torch.stack([fc, fc * proj, fc * (proj**2 - r2 / 3.0)], dim=1)
+                planted.append(torch.zeros((n, 3), dtype=dtype, device=device).index_add(0, first, channels))
             if "non_conservative_stress" in outputs:
                 virial = 0.5 * d.T @ grad
                 volume = torch.abs(torch.linalg.det(system.cell))
@@ -146,6 +160,15 @@ class PairPotential(torch.nn.Module):
                 properties=Labels(["non_conservative_force"], torch.tensor([[0]], device=device)),
             )
             results["non_conservative_force"] = _single_block_map(block, device)
+
+        if "mtt::features::planted" in outputs:
+            block = TensorBlock(
+                values=torch.cat(planted),
+                samples=_atom_samples(systems, device),
+                components=[],
+                properties=Labels(["feature"], torch.arange(3, device=device).reshape(-1, 1)),
+            )
+            results["mtt::features::planted"] = _single_block_map(block, device)
 
         if "non_conservative_stress" in outputs:
             block = TensorBlock(
@@ -187,7 +210,7 @@ def export_pair_potential(
     """Build (and save to ``path`` if given) a :class:`PairPotential` AtomisticModel.
 
     ``kwargs`` go to :class:`PairPotential` (``quadrupole``, ``axis``, ``direct``,
-    ``direct_bias``, ``allow_mixed_pbc``, Morse parameters, ``cutoff``).
+    ``direct_bias``, ``allow_mixed_pbc``, ``features``, Morse parameters, ``cutoff``).
     """
     from metatomic.torch import AtomisticModel, ModelCapabilities, ModelMetadata
 
@@ -198,6 +221,8 @@ def export_pair_potential(
     if module.direct:
         outputs["non_conservative_force"] = ModelOutput(unit="eV/Angstrom", sample_kind="atom")
         outputs["non_conservative_stress"] = ModelOutput(unit="eV/Angstrom^3", sample_kind="system")
+    if module.features:
+        outputs["mtt::features::planted"] = ModelOutput(sample_kind="atom")
     capabilities = ModelCapabilities(
         outputs=outputs,
         atomic_types=list(atomic_types),

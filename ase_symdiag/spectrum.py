@@ -15,6 +15,11 @@ quadrature is exact to degree ``2 lambda_max`` and g is band-limited (METHODS.md
 section 5c). ``unresolved`` = Var minus the resolved channels is what lies above
 ``lambda_max`` (or aliasing when g is not band-limited).
 
+Parity convention: sigma is the sign of the channel's basis functions under the
+inversion itself, so a polar vector sits in (1, -) and a pseudoscalar in (0, -).
+``metatomic.torch.o3`` labels channels relative to the natural parity (-1)^lambda
+instead: its ``chi_sigma`` is our sigma times (-1)^lambda.
+
 Units: energy power in eV^2; forces in (eV/Å)^2 per atom (sum over x, y, z, mean
 over atoms); stress in (eV/Å^3)^2 (Frobenius).
 """

@@ -99,3 +99,18 @@ def test_symmetrize_command_chooses_and_exports(broken_model, structures_file, t
 def test_symmetrize_bad_quadrature(broken_model, structures_file, capsys):
     assert main(["symmetrize", broken_model, structures_file, "--quadrature", "nonsense", "-q"]) == 2
     assert "unknown quadrature 'nonsense'" in capsys.readouterr().err
+
+
+def test_representations_command(tmp_path, structures_file, capsys):
+    from ase_symdiag.reference_models import export_pair_potential
+
+    model = tmp_path / "features.pt"
+    export_pair_potential(model, features=True)
+    out, plot = tmp_path / "layers.json", tmp_path / "layers.png"
+    code = main(["representations", str(model), structures_file, "--lmax", "2", "--json", str(out), "--plot", str(plot), "-q"])
+    assert code == 0
+    assert "mtt::features::planted" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    fractions = data[str(model)]["layers"][0]["per_feature_invariant_fraction"]
+    assert fractions[0] == pytest.approx(1.0, abs=1e-12) and fractions[1] < 1e-12
+    assert plot.read_bytes()[:4] == b"\x89PNG"
