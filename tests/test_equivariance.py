@@ -29,6 +29,12 @@ def test_equivariant_control_at_round_off(equivariant_model, fixture, request):
         assert result.stress is None
 
 
+def test_planted_reference_forces_match_finite_differences(crystal):
+    analytic = planted.quadrupole_forces(crystal, KAPPA)
+    numeric = planted.quadrupole_forces_fd(crystal, KAPPA, atoms_to_check=[0, 17])
+    np.testing.assert_allclose(analytic[[0, 17]], numeric, atol=1e-8)
+
+
 @pytest.mark.parametrize("fixture", ["crystal", "cluster"])
 def test_planted_quadrupole_found_with_its_size(broken_model, fixture, request):
     atoms = request.getfixturevalue(fixture)
