@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import List, Literal, Optional, Union
+from typing import List, Literal, Optional, Sequence, Union
 
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from .corrections import correct_prediction, prepare_evaluation
 from .evaluation import evaluate
 from .symmetrize import back_rotated, symmetrized_prediction, weighted_mean_std
 from .metatomic_model import ModelHandle
@@ -32,6 +33,10 @@ class SymDiagCalculator(Calculator):
     ``["forces_std"]``, ``["stress_std"]`` (Voigt) and ``["energies_std"]``. All rotated
     copies share one neighbour list and run ``batch_size`` per model call.
 
+    ``corrections``: exact constraints applied after evaluation/averaging, in order
+    (objects or names such as ``"net_force"``, ``"net_torque"``, ``"point_group"``,
+    ``"stochastic"``; see :mod:`ase_symdiag.corrections`).
+
     Everything is computed at once and cached by ASE's ``check_state`` until the
     atoms change.
     """
@@ -48,8 +53,10 @@ class SymDiagCalculator(Calculator):
         non_conservative: Union[bool, Literal["forces", "stress"]] = False,
         symmetrize=None,
         batch_size: int = 16,
+        corrections: Sequence = (),
         **kwargs,
     ) -> None:
+        from .corrections import resolve_corrections
         from .symmetrize import resolve_quadrature
 
         if non_conservative not in (True, False, "forces", "stress"):
@@ -83,6 +90,9 @@ class SymDiagCalculator(Calculator):
             non_conservative=non_conservative,
             symmetrize=None if self.quadrature is None else self.quadrature.name,
         )
+        self.corrections = resolve_corrections(corrections)
+        if self.corrections:
+            self.parameters["corrections"] = [getattr(c, "name", repr(c)) for c in self.corrections]
 
     def calculate(
         self,
@@ -103,18 +113,25 @@ class SymDiagCalculator(Calculator):
             energies=True,
             direct=self._direct_forces or self._direct_stress,
         )
-        if self.quadrature is None:
+        quadrature, own = self.quadrature, False
+        if self.corrections:  # a correction may choose the rotations or ask for more outputs
+            quadrature, own, options = prepare_evaluation(self.corrections, structure, quadrature, options)
+        if quadrature is None:
             prediction = evaluate(self.handle, structure, **options)
             values = back_rotated(prediction, np.eye(3)[None])
             mean = {name: value[0] for name, value in values.items()}
             std = None
         else:
             averaged = symmetrized_prediction(
-                self.handle, structure, self.quadrature, batch_size=self.batch_size, **options
+                self.handle, structure, quadrature, batch_size=self.batch_size, **options
             )
-            mean, std = averaged.mean, averaged.std
+            mean, std = averaged.mean, (None if own else averaged.std)
         forces_key = "direct_forces" if self._direct_forces else "forces"
         stress_key = "direct_stress" if self._direct_stress else "stress"
+        if self.corrections:  # post-process the (averaged) outputs; stress is still 3x3
+            mean = correct_prediction(
+                self.corrections, mean, structure, self.atoms.get_masses(), forces_key, stress_key
+            )
         for name, key in (("energy", "energy"), ("energies", "energies"), ("forces", forces_key), ("stress", stress_key)):
             if key not in mean:
                 continue
@@ -125,7 +142,7 @@ class SymDiagCalculator(Calculator):
             if std is not None:
                 spread = std[key]
                 if name == "stress":  # spread of the Voigt components themselves
-                    _, spread = weighted_mean_std(voigt_from_tensor(averaged.samples[key]), self.quadrature.weights)
+                    _, spread = weighted_mean_std(voigt_from_tensor(averaged.samples[key]), quadrature.weights)
                 self.results[name + "_std"] = float(spread) if name == "energy" else np.asarray(spread)
         self.results["free_energy"] = self.results["energy"]
 
