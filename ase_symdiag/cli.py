@@ -326,7 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [_add_check, _add_spectrum, _add_symmetrize, _add_representations, _add_reference_model]
+def _add_md(subparsers) -> None:
+    from .md import add_md_cli
+
+    add_md_cli(subparsers)
+
+
+COMMANDS = [_add_check, _add_spectrum, _add_symmetrize, _add_representations, _add_md, _add_reference_model]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

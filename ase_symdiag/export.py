@@ -81,7 +81,7 @@ class SymmetrizedEnergy(torch.nn.Module):
                             TensorBlock(values, block.samples, block.components, block.properties),
                         )
                     rotated.append(copy)
-            energy = self.inner(rotated, inner_outputs, selected_atoms).values()[0].block()
+            energy = self.inner(rotated, inner_outputs, _repeat_selection(selected_atoms, n_batch)).values()[0].block()
             index = energy.samples.column("system").to(torch.long)
             owner = torch.div(index, n_batch, rounding_mode="floor")
             weight = weights[start + index - owner * n_batch]
@@ -111,6 +111,17 @@ class SymmetrizedEnergy(torch.nn.Module):
         )
         results["energy"] = TensorMap(Labels("_", torch.tensor([[0]], device=device)), [block])
         return results
+
+
+def _repeat_selection(selected_atoms: Optional[Labels], n_copies: int) -> Optional[Labels]:
+    """The engine's selection of (system s, atom) for copies s * n_copies + k, k < n_copies."""
+    if selected_atoms is None:
+        return None
+    values = selected_atoms.values
+    copies = torch.arange(n_copies, dtype=values.dtype, device=values.device)
+    system = (values[:, 0].unsqueeze(1) * n_copies + copies.unsqueeze(0)).reshape(-1)
+    atom = values[:, 1].unsqueeze(1).expand(-1, n_copies).reshape(-1)
+    return Labels(["system", "atom"], torch.stack([system, atom], dim=1))
 
 
 def export_symmetrized(model, quadrature, path: Optional[str] = None, *, batch_size: int = 16):

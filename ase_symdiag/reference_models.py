@@ -95,8 +95,6 @@ class PairPotential(torch.nn.Module):
         outputs: Dict[str, ModelOutput],
         selected_atoms: Optional[Labels] = None,
     ) -> Dict[str, TensorMap]:
-        if selected_atoms is not None:
-            raise ValueError("this model does not support selected_atoms")
         results: Dict[str, TensorMap] = {}
         if len(systems) == 0:
             return results
@@ -135,12 +133,21 @@ class PairPotential(torch.nn.Module):
                 volume = torch.abs(torch.linalg.det(system.cell))
                 stresses.append(virial / volume)
 
+        # engines such as LAMMPS ask for the atoms they own only (selected_atoms)
+        all_samples = _atom_samples(systems, device)
+        keep = _selection_mask(all_samples, selected_atoms)
+        kept_samples = Labels(["system", "atom"], all_samples.values[keep])
+
         if "energy" in outputs:
+            per_atom_values = torch.cat(energies)
             if outputs["energy"].sample_kind == "atom":
-                values = torch.cat(energies).unsqueeze(1)
-                samples = _atom_samples(systems, device)
+                values = per_atom_values[keep].unsqueeze(1)
+                samples = kept_samples
             else:
-                values = torch.stack([e.sum() for e in energies]).unsqueeze(1)
+                owner = all_samples.column("system").to(torch.long)
+                masked = torch.where(keep, per_atom_values, torch.zeros_like(per_atom_values))
+                values = torch.zeros(len(systems), dtype=dtype, device=device).index_add(0, owner, masked)
+                values = values.unsqueeze(1)
                 samples = Labels(
                     ["system"], torch.arange(len(systems), device=device).reshape(-1, 1)
                 )
@@ -154,8 +161,8 @@ class PairPotential(torch.nn.Module):
 
         if "non_conservative_force" in outputs:
             block = TensorBlock(
-                values=torch.cat(forces).reshape(-1, 3, 1),
-                samples=_atom_samples(systems, device),
+                values=torch.cat(forces)[keep].reshape(-1, 3, 1),
+                samples=kept_samples,
                 components=[Labels(["xyz"], torch.arange(3, device=device).reshape(-1, 1))],
                 properties=Labels(["non_conservative_force"], torch.tensor([[0]], device=device)),
             )
@@ -163,8 +170,8 @@ class PairPotential(torch.nn.Module):
 
         if "mtt::features::planted" in outputs:
             block = TensorBlock(
-                values=torch.cat(planted),
-                samples=_atom_samples(systems, device),
+                values=torch.cat(planted)[keep],
+                samples=kept_samples,
                 components=[],
                 properties=Labels(["feature"], torch.arange(3, device=device).reshape(-1, 1)),
             )
@@ -193,6 +200,18 @@ def _atom_samples(systems: List[System], device: torch.device) -> Labels:
         atoms = torch.arange(n, device=device)
         parts.append(torch.stack([torch.full_like(atoms, i), atoms], dim=1))
     return Labels(["system", "atom"], torch.cat(parts))
+
+
+def _selection_mask(samples: Labels, selected_atoms: Optional[Labels]) -> torch.Tensor:
+    """Boolean mask over ``samples`` (system, atom) of the rows in ``selected_atoms``."""
+    values = samples.values
+    if selected_atoms is None:
+        return torch.ones(values.shape[0], dtype=torch.bool, device=values.device)
+    selected = selected_atoms.values.to(values.device)
+    n_atoms_max = int(values[:, 1].max().item()) + 1 if values.shape[0] > 0 else 1
+    key_all = values[:, 0].to(torch.long) * n_atoms_max + values[:, 1].to(torch.long)
+    key_selected = selected[:, 0].to(torch.long) * n_atoms_max + selected[:, 1].to(torch.long)
+    return torch.isin(key_all, key_selected)
 
 
 def _single_block_map(block: TensorBlock, device: torch.device) -> TensorMap:

@@ -42,3 +42,42 @@ def test_exported_removes_the_planted_breaking(broken_model, symmetrized_file, c
 def test_export_needs_a_quadrature(broken_model, tmp_path):
     with pytest.raises(ValueError, match="needs a quadrature"):
         export_symmetrized(broken_model, None, tmp_path / "x.pt")
+
+
+def test_selected_atoms_as_lammps_passes_them(broken_model, symmetrized_file, crystal):
+    """pair_style metatomic asks for the atoms each rank owns; the energy must follow."""
+    import torch
+    from metatensor.torch import Labels
+    from metatomic.torch import ModelEvaluationOptions, ModelOutput, load_atomistic_model
+
+    from ase_symdiag import ModelHandle
+    from ase_symdiag.evaluation import build_graphs, _neighbor_block
+    from ase_symdiag.structures import from_atoms
+
+    structure = from_atoms(crystal)
+    per_atom = SymDiagCalculator(broken_model, symmetrize="T")
+    crystal.calc = per_atom
+    reference = crystal.get_potential_energies()
+    for path in (broken_model, symmetrized_file):
+        model = load_atomistic_model(path)
+        handle = ModelHandle.load(model)
+        from metatomic.torch import System
+
+        positions = torch.tensor(structure.positions)
+        cell = torch.tensor(structure.cell)
+        system = System(torch.tensor(structure.numbers, dtype=torch.int32), positions, cell, torch.tensor(structure.pbc))
+        for graph in build_graphs(handle, structure):
+            vectors = positions[graph.second] - positions[graph.first] + graph.shifts @ cell
+            system.add_neighbor_list(graph.options, _neighbor_block(graph, vectors))
+        chosen = [0, 5, 6, 31]
+        selection = Labels(["system", "atom"], torch.tensor([[0, i] for i in chosen]))
+        options = ModelEvaluationOptions(
+            length_unit="angstrom", outputs={"energy": ModelOutput(unit="eV", sample_kind="system")}, selected_atoms=selection
+        )
+        energy = float(model([system], options, check_consistency=True)["energy"].block().values)
+        if path == symmetrized_file:
+            assert energy == pytest.approx(reference[chosen].sum(), rel=1e-10)
+        else:
+            raw = crystal.copy()
+            raw.calc = SymDiagCalculator(broken_model)
+            assert energy == pytest.approx(raw.get_potential_energies()[chosen].sum(), rel=1e-10)
