@@ -104,12 +104,12 @@ class RepresentationReport:
         from .report import format_table
 
         channels = [(l, s) for l in range(self.lmax + 1) for s in (1, -1)]
-        headers = ["layer", "features", "invariant"] + [_key(c) for c in channels if c != (0, 1)] + [f">{self.lmax}"]
+        headers = ["layer", "features", "invariant", "1 - invariant"] + [_key(c) for c in channels if c != (0, 1)] + [f">{self.lmax}"]
         rows = []
         for layer in self.layers:
             fractions = layer.fractions
             rows.append(
-                [layer.layer, layer.n_features, fractions.get((0, 1), 0.0)]
+                [layer.layer, layer.n_features, fractions.get((0, 1), 0.0), 1.0 - fractions.get((0, 1), 0.0)]
                 + [fractions.get(c) for c in channels if c != (0, 1)]
                 + [layer.unresolved / layer.mean_square if layer.mean_square > 0 else 0.0]
             )

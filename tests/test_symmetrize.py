@@ -97,3 +97,12 @@ def test_resolve_quadrature():
     for bad in [True, "lebedev", "xyz", 2.5]:
         with pytest.raises(ValueError, match="quadrature|ambiguous"):
             resolve_quadrature(bad)
+
+
+def test_float32_symmetrized_matches_float64(broken_model, crystal):
+    single, double = crystal.copy(), crystal.copy()
+    single.calc = SymDiagCalculator(broken_model, symmetrize="T", dtype="float32")
+    double.calc = SymDiagCalculator(broken_model, symmetrize="T")
+    np.testing.assert_allclose(single.get_forces(), double.get_forces(), atol=2e-4)
+    np.testing.assert_allclose(single.get_stress(), double.get_stress(), atol=1e-5)
+    assert single.calc.results["energy_std"] == pytest.approx(double.calc.results["energy_std"], rel=1e-3)
