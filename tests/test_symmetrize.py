@@ -105,4 +105,5 @@ def test_float32_symmetrized_matches_float64(broken_model, crystal):
     double.calc = SymDiagCalculator(broken_model, symmetrize="T")
     np.testing.assert_allclose(single.get_forces(), double.get_forces(), atol=2e-4)
     np.testing.assert_allclose(single.get_stress(), double.get_stress(), atol=1e-5)
-    assert single.calc.results["energy_std"] == pytest.approx(double.calc.results["energy_std"], rel=1e-3)
+    # float32 energies of ~26 eV carry ~2e-6 eV of rounding, against a spread of ~5e-4 eV
+    assert single.calc.results["energy_std"] == pytest.approx(double.calc.results["energy_std"], rel=2e-2)
