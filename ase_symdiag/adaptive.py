@@ -16,7 +16,7 @@ from typing import List, Optional
 import numpy as np
 
 from .quadrature import O3Quadrature, lebedev_quadrature, smallest_exact_quadrature
-from .spectrum import Channel, StructureSpectrum, channel_basis
+from .spectrum import StructureSpectrum, channel_basis
 
 #: metatomic-ase's SymmetrizedCalculator default (l_max = 3, 84 operations)
 DEFAULT_LMAX = 3

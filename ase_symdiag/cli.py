@@ -332,7 +332,21 @@ def _add_md(subparsers) -> None:
     add_md_cli(subparsers)
 
 
-COMMANDS = [_add_check, _add_spectrum, _add_symmetrize, _add_representations, _add_md, _add_reference_model]
+def _add_pointcloud(subparsers) -> None:
+    from .pointcloud import add_pointcloud_cli
+
+    add_pointcloud_cli(subparsers)
+
+
+COMMANDS = [
+    _add_check,
+    _add_spectrum,
+    _add_symmetrize,
+    _add_representations,
+    _add_md,
+    _add_pointcloud,
+    _add_reference_model,
+]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

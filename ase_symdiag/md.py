@@ -220,7 +220,6 @@ def minimum_distance(atoms: Atoms, cutoff: float = 3.0) -> float:
 
 def _angular_momentum(atoms: Atoms) -> np.ndarray:
     """About the centre of mass, amu Å^2/fs."""
-    masses = atoms.get_masses()
     r = atoms.positions - atoms.get_center_of_mass()
     p = atoms.get_momenta()  # amu Å / ASE-time
     return np.cross(r, p).sum(axis=0) * units.fs

@@ -119,6 +119,55 @@ class RepresentationReport:
         )
 
 
+class LayerAccumulator:
+    """Sums channel powers of per-point features over structures (or events).
+
+    ``add(name, values)`` takes the features of one structure under every operation of
+    the quadrature, (K, M, d) for M atoms/points/patches and d channels; powers are
+    summed over the M samples and averaged over the structures added.
+    """
+
+    def __init__(self, quadrature: O3Quadrature, lmax: int) -> None:
+        self.quadrature = quadrature
+        self.lmax = lmax
+        self._power: Dict[str, Dict[Channel, np.ndarray]] = {}
+        self._square: Dict[str, np.ndarray] = {}
+        self._count: Dict[str, int] = {}
+
+    def add(self, name: str, values: np.ndarray) -> None:
+        values = values.reshape(values.shape[0], values.shape[1], -1)
+        powers = channel_powers(values, self.quadrature, self.lmax)  # {(l,s): (M, d)}
+        w = self.quadrature.weights.reshape(-1, 1, 1)
+        square = np.sum(w * values**2, axis=0).sum(axis=0)  # (d,)
+        per_channel = {c: p.sum(axis=0) for c, p in powers.items()}
+        if name not in self._power:
+            self._power[name], self._square[name], self._count[name] = per_channel, square, 0
+        else:
+            self._power[name] = {c: self._power[name][c] + per_channel[c] for c in per_channel}
+            self._square[name] = self._square[name] + square
+        self._count[name] += 1
+
+    def contents(self) -> List[LayerContent]:
+        out = []
+        for name, acc in self._power.items():
+            n = self._count[name]
+            per_feature = {c: v / n for c, v in acc.items()}
+            square = self._square[name] / n
+            power = {c: float(v.sum()) for c, v in per_feature.items()}
+            mean_square = float(square.sum())
+            out.append(
+                LayerContent(
+                    layer=name,
+                    n_features=int(square.shape[0]),
+                    mean_square=mean_square,
+                    power=power,
+                    unresolved=max(mean_square - sum(power.values()), 0.0),
+                    per_feature=per_feature,
+                )
+            )
+        return out
+
+
 def representation_content(
     model,
     structures: Sequence[Structure],
@@ -149,44 +198,15 @@ def representation_content(
     elif quadrature.degree < 2 * lmax:
         raise ValueError(f"quadrature '{quadrature.name}' is exact to degree {quadrature.degree}, lmax={lmax} needs {2 * lmax}")
 
-    sums: Dict[str, dict] = {name: {"power": None, "square": None} for name in layers}
+    accumulator = LayerAccumulator(quadrature, lmax)
     for structure in structures:
         prediction = evaluate(
             handle, structure, quadrature.rotations, forces=False, stress=False,
             features=layers, batch_size=batch_size, progress=progress,
         )
         for name in layers:
-            values = prediction.features[name]  # (K, N, d)
-            powers = channel_powers(values, quadrature, lmax)  # {(l,s): (N, d)}
-            w = quadrature.weights.reshape(-1, 1, 1)
-            square = np.sum(w * values**2, axis=0).sum(axis=0)  # (d,)
-            per_channel = {c: p.sum(axis=0) for c, p in powers.items()}  # sum over atoms -> (d,)
-            acc = sums[name]
-            if acc["power"] is None:
-                acc["power"], acc["square"] = per_channel, square
-            else:
-                acc["power"] = {c: acc["power"][c] + per_channel[c] for c in per_channel}
-                acc["square"] = acc["square"] + square
-
-    n = len(structures)
-    contents = []
-    for name in layers:
-        acc = sums[name]
-        per_feature = {c: v / n for c, v in acc["power"].items()}
-        square = acc["square"] / n
-        power = {c: float(v.sum()) for c, v in per_feature.items()}
-        mean_square = float(square.sum())
-        contents.append(
-            LayerContent(
-                layer=name,
-                n_features=int(square.shape[0]),
-                mean_square=mean_square,
-                power=power,
-                unresolved=max(mean_square - sum(power.values()), 0.0),
-                per_feature=per_feature,
-            )
-        )
-    return RepresentationReport(handle.source, lmax, quadrature.name, n, contents)
+            accumulator.add(name, prediction.features[name])
+    return RepresentationReport(handle.source, lmax, quadrature.name, len(structures), accumulator.contents())
 
 
 def plot_representations(reports: Dict[str, RepresentationReport], path: str) -> None:
