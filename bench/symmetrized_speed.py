@@ -28,15 +28,24 @@ from ase_symdiag.quadrature import lebedev_quadrature  # noqa: E402
 from ase_symdiag.report import format_table  # noqa: E402
 
 
-def structures(species: str):
+def structures(species: str, atomic_types):
+    """Periodic fcc cells of 32 and 108 atoms, and a molecule (ethanol if the model
+    knows C, H, O, else a 55-atom icosahedral cluster of ``species``)."""
+    from ase.cluster import Icosahedron
+
     out = {}
     for n in (2, 3):
         atoms = bulk(species, "fcc", a=3.61, cubic=True) * (n, n, n)
         atoms.rattle(0.05, seed=n)
         out[f"{species}{len(atoms)}"] = atoms
-    mol = molecule("CH3CH2OH")
+    if {1, 6, 8} <= set(atomic_types):
+        mol = molecule("CH3CH2OH")
+        name = "ethanol"
+    else:
+        mol = Icosahedron(species, 3)
+        name = f"{species}{len(mol)}-cluster"
     mol.rattle(0.02, seed=1)
-    out["ethanol"] = mol
+    out[name] = mol
     return out
 
 
@@ -74,7 +83,10 @@ def main(argv=None) -> int:
 
     q = lebedev_quadrature(args.l_max)
     rows, records = [], []
-    for name, atoms in structures(args.species).items():
+    from ase_symdiag import ModelHandle
+
+    atomic_types = ModelHandle.load(args.model).atomic_types
+    for name, atoms in structures(args.species, atomic_types).items():
         theirs = SymmetrizedCalculator(MetatomicCalculator(args.model, device=args.device), l_max=args.l_max, batch_size=args.batch_size)
         same = SymDiagCalculator(args.model, device=args.device, symmetrize=f"lebedev:{args.l_max}", batch_size=args.batch_size)
         small = SymDiagCalculator(args.model, device=args.device, symmetrize=q.degree, batch_size=args.batch_size)
