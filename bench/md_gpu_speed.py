@@ -41,7 +41,8 @@ def supercell(n):
     return atoms
 
 
-def steps_per_second(calc, atoms, steps, warmup=2):
+def steps_per_second(calc, atoms, steps, warmup=5):
+    """Steps per second after ``warmup`` steps (TorchScript specialises during ~4 calls)."""
     atoms = atoms.copy()
     atoms.calc = calc
     dyn = VelocityVerlet(atoms, 1.0 * units.fs)
