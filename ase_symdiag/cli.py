@@ -332,6 +332,18 @@ def _add_md(subparsers) -> None:
     add_md_cli(subparsers)
 
 
+def _add_train(subparsers) -> None:
+    from .training import add_train_cli
+
+    add_train_cli(subparsers)
+
+
+def _add_export(subparsers) -> None:
+    from .training import add_export_cli
+
+    add_export_cli(subparsers)
+
+
 def _add_pointcloud(subparsers) -> None:
     from .pointcloud import add_pointcloud_cli
 
@@ -344,6 +356,8 @@ COMMANDS = [
     _add_symmetrize,
     _add_representations,
     _add_md,
+    _add_train,
+    _add_export,
     _add_pointcloud,
     _add_reference_model,
 ]
