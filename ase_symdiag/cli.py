@@ -338,6 +338,12 @@ def _add_train(subparsers) -> None:
     add_train_cli(subparsers)
 
 
+def _add_history(subparsers) -> None:
+    from .training import add_history_cli
+
+    add_history_cli(subparsers)
+
+
 def _add_export(subparsers) -> None:
     from .training import add_export_cli
 
@@ -357,6 +363,7 @@ COMMANDS = [
     _add_representations,
     _add_md,
     _add_train,
+    _add_history,
     _add_export,
     _add_pointcloud,
     _add_reference_model,

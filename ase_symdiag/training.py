@@ -61,7 +61,7 @@ import math
 import os
 import tempfile
 import time
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -833,6 +833,84 @@ def add_train_cli(subparsers) -> None:
         "--fresh", action="store_true", help="ignore an existing checkpoint and start over"
     )
     parser.set_defaults(run=_run_train)
+
+
+def probe_history(checkpoint_path: str) -> Dict[str, List[tuple]]:
+    """``{layer: [(epoch, invariant_fraction), ...]}`` from a checkpoint's probes."""
+    history = load_checkpoint(checkpoint_path)["history"]
+    out: Dict[str, List[tuple]] = {}
+    for record in history:
+        for layer, content in (record.get("representations") or {}).items():
+            out.setdefault(layer, []).append((record["epoch"], content["invariant_fraction"]))
+    return out
+
+
+def plot_probe_history(histories: Dict[str, Dict[str, List[tuple]]], path: str) -> None:
+    """1 - invariant fraction of each layer against epoch (log scale), one line per run and layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import atomic_savefig
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    styles = ["-", "--", ":", "-."]
+    for r, (label, layers) in enumerate(histories.items()):
+        for k, (layer, points) in enumerate(sorted(layers.items())):
+            epochs = [p[0] for p in points]
+            values = [max(1.0 - p[1], 1e-16) for p in points]
+            ax.semilogy(epochs, values, styles[r % len(styles)], marker="o", ms=3, color=f"C{k}",
+                        label=f"{label}: {layer.split('::')[-1]}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("1 - invariant fraction")
+    ax.set_title("symmetry content of each layer during training")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, path)
+    plt.close(fig)
+
+
+def _run_history(args) -> int:
+    from .report import format_table, write_json
+
+    histories = {}
+    for path in args.checkpoints:
+        if not os.path.exists(path):
+            raise CheckpointError(f"checkpoint '{path}' does not exist")
+        label = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        histories[label] = probe_history(path)
+        if not histories[label]:
+            raise CheckpointError(f"{path}: no probes recorded (set 'probes:' in the training config)")
+    rows = []
+    for label, layers in histories.items():
+        for layer, points in sorted(layers.items()):
+            for epoch, fraction in points:
+                rows.append([label, layer, epoch, fraction, 1.0 - fraction])
+    print(format_table(["run", "layer", "epoch", "invariant", "1 - invariant"], rows))
+    if args.json:
+        write_json(args.json, {label: {layer: [list(p) for p in points] for layer, points in layers.items()} for label, layers in histories.items()})
+    if args.plot:
+        plot_probe_history(histories, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def add_history_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "training-history",
+        help="per-layer invariant fraction against epoch, from training checkpoints",
+        description=(
+            "Read the symmetry-content probes recorded by 'ase-symdiag train' (config key "
+            "'probes') from one or more checkpoints, e.g. with and without augmentation, "
+            "print them and plot 1 - invariant fraction of each layer against epoch."
+        ),
+    )
+    p.add_argument("checkpoints", nargs="+", help="checkpoint.pt files")
+    p.add_argument("--json", metavar="OUT", help="write the histories as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="plot against epoch")
+    p.set_defaults(run=_run_history)
 
 
 def add_export_cli(subparsers) -> None:

@@ -32,3 +32,18 @@ def test_probe_config_is_validated(tiny_data):  # noqa: F811
         validate_config(dict(base, probes={"often": 1}))
     with pytest.raises(TrainingConfigError, match="probes.every"):
         validate_config(dict(base, probes={"every": 0}))
+
+
+def test_training_history_command(tmp_path, tiny_data, capsys):  # noqa: F811
+    from ase_symdiag.cli import main
+
+    torch.set_num_threads(1)
+    config = _tiny_config(tmp_path, tiny_data)
+    config["probes"] = {"every": 1, "structures": 1, "lmax": 1}
+    train(config)
+    plot = tmp_path / "history.png"
+    assert main(["training-history", str(tmp_path / "run" / "checkpoint.pt"), "--plot", str(plot)]) == 0
+    printed = capsys.readouterr().out
+    assert "layer0" in printed and "1 - invariant" in printed
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert main(["training-history", str(tmp_path / "missing.pt")]) == 2
