@@ -219,7 +219,11 @@ def plot_representations(reports: Dict[str, RepresentationReport], path: str) ->
 
     from .report import atomic_savefig
 
-    fig, axes = plt.subplots(1, len(reports), figsize=(1.2 + 0.9 * (2 * max(r.lmax for r in reports.values()) + 2) * len(reports), 0.6 + 0.45 * max(len(r.layers) for r in reports.values()) + 1.2), squeeze=False)
+    n_layers = max(len(r.layers) for r in reports.values())
+    fig, axes = plt.subplots(
+        1, len(reports), figsize=(3.6 * len(reports) + 1.2, 1.6 + 0.45 * n_layers),
+        squeeze=False, constrained_layout=True,
+    )
     image = None
     for ax, (title, report) in zip(axes[0], reports.items()):
         channels = [(l, s) for l in range(report.lmax + 1) for s in (1, -1)]
