@@ -332,6 +332,12 @@ def _add_md(subparsers) -> None:
     add_md_cli(subparsers)
 
 
+def _add_compare(subparsers) -> None:
+    from .compare import add_compare_cli
+
+    add_compare_cli(subparsers)
+
+
 def _add_train(subparsers) -> None:
     from .training import add_train_cli
 
@@ -361,6 +367,7 @@ COMMANDS = [
     _add_spectrum,
     _add_symmetrize,
     _add_representations,
+    _add_compare,
     _add_md,
     _add_train,
     _add_history,

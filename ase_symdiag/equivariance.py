@@ -311,3 +311,60 @@ def _progress_bar(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="model evaluations", unit="eval", leave=False)
+
+
+def rotated_atoms(atoms, rotation: np.ndarray):
+    """A copy of ``atoms`` (no calculator) with positions and cell rotated, ``x' = x R^T``."""
+    copy = atoms.copy()
+    copy.calc = None
+    copy.set_cell(np.asarray(atoms.cell.array) @ rotation.T, scale_atoms=False)
+    copy.positions = np.asarray(atoms.positions) @ rotation.T
+    return copy
+
+
+def calculator_predictions(calculator, atoms, operations: np.ndarray) -> Predictions:
+    """Energy, forces and (fully periodic only) stress of ``atoms`` rotated by each
+    operation, through any ASE calculator, one call per operation."""
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    periodic = bool(np.all(atoms.pbc))
+    energy, forces, stress = [], [], []
+    for rotation in operations:
+        image = rotated_atoms(atoms, rotation)
+        image.calc = calculator
+        energy.append(image.get_potential_energy())
+        if forces is not None:
+            try:
+                forces.append(np.array(image.get_forces(), dtype=np.float64))
+            except PropertyNotImplementedError:
+                forces = None
+        if periodic and stress is not None:
+            try:
+                stress.append(np.array(image.get_stress(voigt=False), dtype=np.float64))
+            except PropertyNotImplementedError:
+                stress = None
+    return Predictions(
+        energy=np.array(energy, dtype=np.float64),
+        forces=np.stack(forces) if forces else None,
+        stress=np.stack(stress) if periodic and stress else None,
+    )
+
+
+def calculator_equivariance(calculator, labelled, operations: np.ndarray, *, seed=None, dtype: str = "float64"):
+    """:class:`EquivarianceReport` of any ASE calculator on ``[(label, Atoms), ...]``.
+
+    The slow, general path (one ASE call per operation) for calculators that are not
+    a bare metatomic model, e.g. a symmetrized or corrected :class:`SymDiagCalculator`
+    or ASE's own. Returns the report and the predictions of each structure.
+    """
+    report = EquivarianceReport(
+        model=type(calculator).__name__, dtype=dtype, device="cpu", seed=seed, operations=operations
+    )
+    with_identity = np.concatenate([np.eye(3)[None], operations])
+    predictions = []
+    for label, atoms in labelled:
+        structure = from_atoms_list([atoms], labels=[label])[0]
+        prediction = calculator_predictions(calculator, atoms, with_identity)
+        predictions.append(prediction)
+        report.structures.append(structure_errors(structure, prediction, operations))
+    return report, predictions

@@ -28,8 +28,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from .equivariance import EquivarianceReport, check_equivariance, structure_errors
-from .evaluation import Predictions
+from .equivariance import EquivarianceReport, calculator_equivariance, check_equivariance
 from .metatomic_model import ModelHandle
 from .operations import haar_rotations, validate_rotations
 from .report import format_table
@@ -140,58 +139,9 @@ def _labelled_atoms(atoms) -> List[tuple]:
     ]
 
 
-def _rotated_copy(atoms, rotation: np.ndarray):
-    copy = atoms.copy()
-    copy.calc = None
-    copy.set_cell(np.asarray(atoms.cell.array) @ rotation.T, scale_atoms=False)
-    copy.positions = np.asarray(atoms.positions) @ rotation.T
-    return copy
-
-
-def _ase_predictions(calculator, atoms, operations: np.ndarray) -> Predictions:
-    """Energy, forces and (fully periodic only) stress of ``atoms`` rotated by each operation."""
-    from ase.calculators.calculator import PropertyNotImplementedError
-
-    periodic = bool(np.all(atoms.pbc))
-    energy, forces, stress = [], [], []
-    for rotation in operations:
-        image = _rotated_copy(atoms, rotation)
-        image.calc = calculator
-        energy.append(image.get_potential_energy())
-        if forces is not None:
-            try:
-                forces.append(np.array(image.get_forces(), dtype=np.float64))
-            except PropertyNotImplementedError:
-                forces = None
-        if periodic and stress is not None:
-            try:
-                stress.append(np.array(image.get_stress(voigt=False), dtype=np.float64))
-            except PropertyNotImplementedError:
-                stress = None
-    return Predictions(
-        energy=np.array(energy, dtype=np.float64),
-        forces=np.stack(forces) if forces else None,
-        stress=np.stack(stress) if periodic and stress else None,
-    )
-
-
 def _generic_report(calculator, labelled, operations, seed, dtype):
     """Equivariance report of any ASE calculator, plus the predictions of each structure."""
-    report = EquivarianceReport(
-        model=type(calculator).__name__,
-        dtype=dtype,
-        device="cpu",
-        seed=seed,
-        operations=operations,
-    )
-    with_identity = np.concatenate([np.eye(3)[None], operations])
-    predictions = []
-    for label, atoms in labelled:
-        structure = from_atoms(atoms, label=label)
-        prediction = _ase_predictions(calculator, atoms, with_identity)
-        predictions.append(prediction)
-        report.structures.append(structure_errors(structure, prediction, operations))
-    return report, predictions
+    return calculator_equivariance(calculator, labelled, operations, seed=seed, dtype=dtype)
 
 
 def _handle_of(model, dtype):

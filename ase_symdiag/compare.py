@@ -1,0 +1,249 @@
+"""Side-by-side comparison of a model's variants: raw, corrected, symmetrized.
+
+For each variant (a :class:`~ase_symdiag.SymDiagCalculator` with ``corrections=`` and/or
+``symmetrize=``): the output equivariance errors (METHODS.md section 1, through the
+general ASE path, one call per operation), the accuracy against the reference
+energies and forces the structures carry (if any), averaged over the same
+orientations (the bias-variance identity of METHODS.md 5c: averaging lowers the
+orientation-averaged error by the group variance), the number of model evaluations
+per step and the measured wall time per step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from .equivariance import calculator_equivariance
+from .operations import haar_rotations
+from .report import format_table
+from .transforms import back_rotate_vectors
+
+
+def parse_variant(spec: str) -> dict:
+    """``"raw"``, ``"net_force+net_torque"``, ``"sym:3"``, ``"sym:O+net_force"`` ->
+    SymDiagCalculator keyword arguments."""
+    kwargs: dict = {"corrections": []}
+    for part in spec.split("+"):
+        part = part.strip()
+        if part in ("", "raw"):
+            continue
+        if part.startswith("sym:"):
+            value = part[4:]
+            kwargs["symmetrize"] = int(value) if value.isdigit() else value
+        else:
+            kwargs["corrections"].append(part)
+    return kwargs
+
+
+def default_variants(atoms_list) -> List[str]:
+    periodic = any(bool(np.all(a.pbc)) for a in atoms_list)
+    finite = any(not np.any(a.pbc) for a in atoms_list)
+    variants = ["raw", "net_force" + ("+net_torque" if finite else "")]
+    if periodic:
+        variants.append("point_group")
+    variants += ["stochastic", "sym:1", "sym:2", "sym:3"]
+    return variants
+
+
+def _reference(atoms):
+    """Reference energy (eV) and forces (eV/Å) carried by ``atoms``, or (None, None)."""
+    results = getattr(atoms.calc, "results", None) or {}
+    energy = results.get("energy", atoms.info.get("energy"))
+    forces = results.get("forces", atoms.arrays.get("forces"))
+    return energy, (None if forces is None else np.asarray(forces, dtype=np.float64))
+
+
+@dataclass
+class VariantResult:
+    variant: str
+    evaluations: int  # model evaluations per step
+    seconds_per_step: float
+    force_relative: Optional[float]  # worst structure, RMS error / RMS force
+    energy_max_meV_per_atom: float
+    stress_max_GPa: Optional[float]
+    energy_mae_meV_per_atom: Optional[float] = None  # vs reference, unrotated
+    force_rmse_meV_per_A: Optional[float] = None  # vs reference, unrotated
+    force_rmse_rotated_meV_per_A: Optional[float] = None  # vs reference, over the operations
+
+
+@dataclass
+class Comparison:
+    model: str
+    n_operations: int
+    seed: int
+    results: List[VariantResult] = field(default_factory=list)
+
+    def table(self) -> str:
+        headers = [
+            "variant", "evals/step", "s/step", "dF/F rms", "|dE| meV/at", "dS GPa",
+            "E MAE meV/at", "F RMSE meV/A", "F RMSE rotated",
+        ]
+        rows = [
+            [r.variant, r.evaluations, r.seconds_per_step, r.force_relative, r.energy_max_meV_per_atom,
+             r.stress_max_GPa, r.energy_mae_meV_per_atom, r.force_rmse_meV_per_A, r.force_rmse_rotated_meV_per_A]
+            for r in self.results
+        ]
+        return (
+            f"model {self.model}; {self.n_operations} random O(3) operations (seed {self.seed}); errors are "
+            "the worst structure; accuracy against the structures' reference labels\n" + format_table(headers, rows)
+        )
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return {"model": self.model, "n_operations": self.n_operations, "seed": self.seed,
+                "results": [asdict(r) for r in self.results]}
+
+
+def compare_variants(
+    model: str,
+    atoms_list: Sequence,
+    variants: Optional[Sequence[str]] = None,
+    *,
+    n_rotations: int = 4,
+    seed: int = 0,
+    timing_calls: int = 3,
+    device: Optional[str] = None,
+    progress=None,
+) -> Comparison:
+    """Compare the variants of ``model`` on ``atoms_list`` (ase.Atoms, may carry labels)."""
+    from .calculator import SymDiagCalculator
+    from .metatomic_model import ModelHandle
+
+    atoms_list = list(atoms_list)
+    variants = list(variants) if variants else default_variants(atoms_list)
+    handle = ModelHandle.load(model, device=device)
+    operations = haar_rotations(n_rotations, seed)
+    labelled = [(f"{i}:{a.info.get('name') or a.get_chemical_formula()}", a) for i, a in enumerate(atoms_list)]
+    comparison = Comparison(model=handle.source, n_operations=n_rotations, seed=seed)
+    for spec in variants:
+        kwargs = parse_variant(spec)
+        calc = SymDiagCalculator(handle, **kwargs)
+        evaluations = calc.quadrature.size if calc.quadrature is not None else 1
+        report, predictions = calculator_equivariance(calc, labelled, operations, seed=seed)
+        summary = report.summary()
+        result = VariantResult(
+            variant=spec,
+            evaluations=evaluations,
+            seconds_per_step=_time_per_step(calc, atoms_list[0], timing_calls),
+            force_relative=summary["force_relative"],
+            energy_max_meV_per_atom=summary["energy_max_meV_per_atom"],
+            stress_max_GPa=summary["stress_max_GPa"],
+        )
+        _accuracy(result, atoms_list, predictions, operations)
+        comparison.results.append(result)
+        if progress is not None:
+            progress(1)
+    return comparison
+
+
+def _time_per_step(calc, atoms, calls: int) -> float:
+    rng = np.random.default_rng(0)
+    work = atoms.copy()
+    work.calc = calc
+    properties = ["energy", "forces"] + (["stress"] if np.all(atoms.pbc) else [])
+    calc.calculate(work, properties, ["positions"])  # warm-up
+    start = time.perf_counter()
+    for _ in range(calls):
+        work.positions = atoms.positions + rng.normal(scale=1e-4, size=atoms.positions.shape)
+        calc.calculate(work, properties, ["positions"])
+    return (time.perf_counter() - start) / calls
+
+
+def _accuracy(result: VariantResult, atoms_list, predictions, operations) -> None:
+    energy_errors, force_sq, force_sq_rotated, n_force, n_rotated = [], 0.0, 0.0, 0, 0
+    with_identity = np.concatenate([np.eye(3)[None], operations])
+    for atoms, prediction in zip(atoms_list, predictions):
+        energy, forces = _reference(atoms)
+        if energy is not None:
+            energy_errors.append(abs(prediction.energy[0] - energy) / len(atoms))
+        if forces is not None and prediction.forces is not None:
+            force_sq += float(np.sum((prediction.forces[0] - forces) ** 2))
+            n_force += forces.size
+            back = back_rotate_vectors(prediction.forces, with_identity)
+            force_sq_rotated += float(np.sum((back - forces[None]) ** 2))
+            n_rotated += back.size
+    if energy_errors:
+        result.energy_mae_meV_per_atom = 1000.0 * float(np.mean(energy_errors))
+    if n_force:
+        result.force_rmse_meV_per_A = 1000.0 * float(np.sqrt(force_sq / n_force))
+        result.force_rmse_rotated_meV_per_A = 1000.0 * float(np.sqrt(force_sq_rotated / n_rotated))
+
+
+def plot_comparison(comparison: Comparison, path: str) -> None:
+    """Two panels: equivariance error and accuracy against cost (evaluations per step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import atomic_savefig
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for k, r in enumerate(comparison.results):
+        if r.force_relative is not None:
+            axes[0].loglog(r.evaluations, max(r.force_relative, 1e-16), "o", color=f"C{k % 10}", label=r.variant)
+        if r.force_rmse_rotated_meV_per_A is not None:
+            axes[1].semilogx(r.evaluations, r.force_rmse_rotated_meV_per_A, "o", color=f"C{k % 10}", label=r.variant)
+    axes[0].set_xlabel("model evaluations per step")
+    axes[0].set_ylabel("force equivariance error / RMS force")
+    axes[1].set_xlabel("model evaluations per step")
+    axes[1].set_ylabel("force RMSE over orientations (meV/A)")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"variants of {comparison.model}", fontsize=9)
+    atomic_savefig(fig, path)
+    plt.close(fig)
+
+
+def add_compare_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="raw vs corrected vs symmetrized variants: symmetry errors, accuracy and cost",
+        description=(
+            "Evaluate variants of MODEL (raw, each correction, rotational averaging at a few "
+            "orders) on STRUCTURES: equivariance errors, accuracy against the reference "
+            "energies/forces the structures carry (extxyz energy/forces), model evaluations "
+            "and wall time per step. Variants: 'raw', correction names joined with '+' "
+            "('net_force+net_torque', 'point_group', 'stochastic', 'symmetric_stress'), "
+            "'sym:L' or 'sym:O' for averaging, combinable ('sym:2+net_force')."
+        ),
+    )
+    p.add_argument("model", help="metatomic model file (.pt)")
+    p.add_argument("structures", help="any ASE-readable file")
+    p.add_argument("--index", default=":", help="ASE index (default ':')")
+    p.add_argument("--variants", default=None, help="comma-separated variants (default: a standard set)")
+    p.add_argument("-n", "--rotations", type=int, default=4, help="random O(3) operations (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", metavar="OUT")
+    p.add_argument("--plot", metavar="OUT.png")
+    p.set_defaults(run=_run_compare)
+
+
+def _run_compare(args) -> int:
+    import ase.io
+
+    from .errors import StructureError
+    from .report import write_json
+
+    try:
+        images = ase.io.read(args.structures, index=args.index)
+    except Exception as error:
+        raise StructureError(f"could not read structures from '{args.structures}': {error}") from None
+    images = images if isinstance(images, list) else [images]
+    variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    comparison = compare_variants(args.model, images, variants, n_rotations=args.rotations, seed=args.seed, device=args.device)
+    print(comparison.table())
+    if args.json:
+        write_json(args.json, comparison.to_dict())
+        print(f"comparison written to {args.json}")
+    if args.plot:
+        plot_comparison(comparison, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
