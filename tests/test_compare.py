@@ -34,8 +34,9 @@ def test_variants_ranked_as_the_physics_says(broken_model, labelled_cluster, tmp
     assert raw.force_rmse_rotated_meV_per_A > 1.0
     assert symmetrized.force_rmse_meV_per_A < 1e-6 and symmetrized.force_rmse_rotated_meV_per_A < 1e-6
     assert raw.energy_mae_meV_per_atom > 0
-    # net force and torque of this pair model are already zero: the correction changes nothing
-    assert corrected.force_rmse_meV_per_A == pytest.approx(raw.force_rmse_meV_per_A, rel=1e-8)
+    # the planted term exerts a net torque; removing it is an orthogonal projection onto
+    # torque-free forces, where the reference lies: the error can only go down
+    assert corrected.force_rmse_meV_per_A < raw.force_rmse_meV_per_A
     assert "sym:2" in comparison.table()
     json.dumps(comparison.to_dict())
     plot_comparison(comparison, str(tmp_path / "compare.png"))
