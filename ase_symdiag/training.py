@@ -10,7 +10,13 @@ YAML/TOML file via :func:`load_config`):
 - loss: weighted MSE of per-atom energy (eV/atom), conservative forces
   (``-dE/dx``, eV/Å) and conservative stress (``dE/de / V``, eV/Å^3, fully periodic
   structures with a stress label only), plus direct forces if the model has the
-  direct head;
+  direct head, plus optionally Orb-v3's "equigrad" rotational-gradient penalty
+  (weight ``weights.equigrad``, default 0; see :func:`predict`): the mean over
+  structures of ``||A||_F^2`` (eV^2), ``A = (W - W^T)/2`` the antisymmetric part of
+  ``W = dE/d(eps)`` for an identity strain ``eps`` applied to positions and cell,
+  i.e. the energy's gradient with respect to an infinitesimal rotation (zero for an
+  exactly rotation-invariant energy; for a finite system ``||A||_F^2 = |tau|^2 / 2``
+  with ``tau = sum_i r_i x F_i`` the net torque of the conservative forces);
 - augmentation: each structure, each epoch, is rotated with probability
   ``augmentation_fraction`` by a Haar-random O(3) operation (proper or improper,
   :func:`ase_symdiag.operations.haar_rotations`), positions, cell, forces and
@@ -43,6 +49,7 @@ Config keys (paths relative to the config file's directory when read from a file
       scheduler: cosine        # or step (step_size, gamma)
       min_learning_rate: 1.0e-5
       weights: {energy: 1.0, forces: 1.0, stress: 100.0, direct_forces: 1.0}
+                               # optional: equigrad: 0.0 (rotational-gradient penalty, eV^-2)
       augmentation_fraction: 1.0
       energy_warmup_epochs: 0  # energy weight ramps linearly from 0 over these epochs
       time_limit_s: null       # stop (resumably) after the epoch that passes it
@@ -199,7 +206,7 @@ def validate_config(config: dict) -> dict:
         raise TrainingConfigError(
             f"scheduler must be 'cosine', 'step' or 'none', got {training['scheduler']!r}"
         )
-    unknown = set(weights) - {"energy", "forces", "stress", "direct_forces"}
+    unknown = set(weights) - {"energy", "forces", "stress", "direct_forces", "equigrad"}
     if unknown:
         raise TrainingConfigError(f"unknown loss weights {sorted(unknown)}")
     for key, value in weights.items():
@@ -354,12 +361,24 @@ def _collate(samples: List[Sample], rotations: Optional[List[Optional[np.ndarray
     }
 
 
-def predict(model, batch: dict, *, forces: bool, stress: bool, create_graph: bool) -> dict:
-    """Energies (and conservative forces/stress by autograd) of a collated batch."""
+def predict(
+    model, batch: dict, *, forces: bool, stress: bool, create_graph: bool, rotational_gradient: bool = False
+) -> dict:
+    """Energies (and conservative forces/stress by autograd) of a collated batch.
+
+    With ``rotational_gradient``, also ``"rotational_gradient"`` (n_systems, 3, 3):
+    ``A = (W - W^T)/2`` with ``W = dE/d(eps)`` (eV) for the identity strain ``eps``
+    that multiplies positions and cell (``x -> x eps``), computed for EVERY structure
+    (finite ones too, where the cell does not enter). ``W = V sigma`` for periodic
+    structures; a rotation ``x -> x exp(theta K)``, ``K = -K^T``, changes the energy by
+    ``theta <A, K>_F``, so ``A = 0`` for an exactly rotation-invariant energy (Orb-v3's
+    "equigrad", dE/dG at G = 0 for R = exp(G - G^T), is ``2 A``).
+    """
     n_systems = batch["n_systems"]
     dtype = batch["positions"].dtype
     positions = batch["positions"].clone().requires_grad_(forces)
-    strain = torch.eye(3, dtype=dtype).repeat(n_systems, 1, 1).requires_grad_(stress)
+    want_strain = stress or rotational_gradient
+    strain = torch.eye(3, dtype=dtype).repeat(n_systems, 1, 1).requires_grad_(want_strain)
     strained = torch.einsum("ni,nij->nj", positions, strain[batch["atom_system"]])
     cells = torch.bmm(batch["cells"], strain)
     vectors = (
@@ -372,13 +391,15 @@ def predict(model, batch: dict, *, forces: bool, stress: bool, create_graph: boo
     result = {"energy": energy}
     if "non_conservative_force" in out:
         result["direct_forces"] = out["non_conservative_force"]
-    inputs = ([positions] if forces else []) + ([strain] if stress else [])
+    inputs = ([positions] if forces else []) + ([strain] if want_strain else [])
     if inputs:
         grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph)
         if forces:
             result["forces"] = -grads[0]
         if stress:
             result["stress"] = grads[-1] / batch["volumes"].reshape(-1, 1, 1)
+        if rotational_gradient:
+            result["rotational_gradient"] = 0.5 * (grads[-1] - grads[-1].transpose(1, 2))
     return result
 
 
@@ -401,20 +422,30 @@ def _loss(prediction: dict, batch: dict, weights: dict) -> torch.Tensor:
         loss = loss + weights["stress"] * torch.mean(
             (prediction["stress"][mask] - batch["stress"][mask]) ** 2
         )
+    if "rotational_gradient" in prediction and weights.get("equigrad", 0) > 0:
+        loss = loss + weights["equigrad"] * torch.mean(prediction["rotational_gradient"].pow(2).sum(dim=(1, 2)))
     return loss
 
 
-def evaluate_samples(model, samples: List[Sample], dtype, batch_size: int = 16) -> dict:
+def evaluate_samples(
+    model, samples: List[Sample], dtype, batch_size: int = 16, rotational_gradient: bool = False
+) -> dict:
     """MAE/RMSE of energy (meV/atom), forces (meV/Å), stress (meV/Å^3, GPa) and, with
-    the direct head, direct forces, on unrotated ``samples``."""
+    the direct head, direct forces, on unrotated ``samples``. With
+    ``rotational_gradient``, also ``rotational_gradient_eV``: ``mean_sq`` (the equigrad
+    penalty, mean of ``||A||_F^2``, eV^2), ``rms`` and ``max`` of ``||A||_F`` (eV)."""
     from ase.units import GPa
 
-    e_err, f_err, s_err, d_err = [], [], [], []
+    e_err, f_err, s_err, d_err, a_norm = [], [], [], [], []
     want_stress = any(s.stress is not None for s in samples)
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         batch = _collate(chunk, None, dtype)
-        prediction = predict(model, batch, forces=True, stress=want_stress, create_graph=False)
+        prediction = predict(
+            model, batch, forces=True, stress=want_stress, create_graph=False, rotational_gradient=rotational_gradient
+        )
+        if rotational_gradient:
+            a_norm.append(prediction["rotational_gradient"].detach().double().pow(2).sum(dim=(1, 2)).sqrt())
         e_err.append(((prediction["energy"] - batch["energy"]) / batch["n_atoms"]).detach().double())
         has_forces = ~torch.isnan(batch["forces"][:, 0])
         f_err.append((prediction["forces"] - batch["forces"])[has_forces].detach().double().reshape(-1))
@@ -442,6 +473,13 @@ def evaluate_samples(model, samples: List[Sample], dtype, batch_size: int = 16) 
         metrics["stress_GPa"] = stats(s_err, 1.0 / GPa)
     if d_err:
         metrics["direct_forces_meV_per_A"] = stats(d_err, 1000.0)
+    if a_norm:
+        a = torch.cat(a_norm)
+        metrics["rotational_gradient_eV"] = {
+            "mean_sq": float((a**2).mean()),
+            "rms": float(torch.sqrt((a**2).mean())),
+            "max": float(a.max()),
+        }
     return metrics
 
 
@@ -640,6 +678,7 @@ def train(config: dict) -> dict:
     fraction = float(training["augmentation_fraction"])
     batch_size = int(training["batch_size"])
     want_stress = weights["stress"] > 0 and any(s.stress is not None for s in train_samples)
+    want_equigrad = weights.get("equigrad", 0.0) > 0
     time_limit = training["time_limit_s"]
     session_start = time.perf_counter()
 
@@ -657,6 +696,7 @@ def train(config: dict) -> dict:
         order = rng.permutation(len(train_samples))
         n_rotated = 0
         train_loss = 0.0
+        train_equigrad = 0.0
         # the energy weight ramps up linearly over energy_warmup_epochs (forces first:
         # this architecture plateaus when the energy term dominates early on)
         warmup = int(training["energy_warmup_epochs"])
@@ -671,8 +711,13 @@ def train(config: dict) -> dict:
             rotations = [candidates[b] if apply[b] else None for b in range(len(chunk))]
             n_rotated += int(apply.sum())
             batch = _collate(chunk, rotations, dtype)
-            prediction = predict(model, batch, forces=weights["forces"] > 0, stress=want_stress, create_graph=True)
+            prediction = predict(
+                model, batch, forces=weights["forces"] > 0, stress=want_stress, create_graph=True,
+                rotational_gradient=want_equigrad,
+            )
             loss = _loss(prediction, batch, epoch_weights)
+            if want_equigrad:
+                train_equigrad += float(prediction["rotational_gradient"].detach().pow(2).sum())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if training["grad_clip"]:
@@ -682,7 +727,7 @@ def train(config: dict) -> dict:
         scheduler.step()
         model.eval()
         if val_samples:
-            val_metrics = evaluate_samples(model, val_samples, dtype)
+            val_metrics = evaluate_samples(model, val_samples, dtype, rotational_gradient=True)
             val_score = (val_metrics["energy_meV_per_atom"]["rmse"] / 1000.0) ** 2 * weights["energy"]
             if val_metrics["forces_meV_per_A"] is not None:
                 val_score += (val_metrics["forces_meV_per_A"]["rmse"] / 1000.0) ** 2 * max(weights["forces"], weights.get("direct_forces", 0.0))
@@ -704,6 +749,9 @@ def train(config: dict) -> dict:
             record["val_energy_rmse_meV_per_atom"] = val_metrics["energy_meV_per_atom"]["rmse"]
             if val_metrics["forces_meV_per_A"] is not None:
                 record["val_forces_rmse_meV_per_A"] = val_metrics["forces_meV_per_A"]["rmse"]
+            record["val_rotational_gradient_rms_eV"] = val_metrics["rotational_gradient_eV"]["rms"]
+        if want_equigrad:
+            record["train_equigrad_eV2"] = train_equigrad / len(train_samples)
         probes = config["probes"]
         if probes is not None and probe_structures and (
             epoch == 0 or (epoch + 1) % probes["every"] == 0 or epoch + 1 == epochs
@@ -741,7 +789,7 @@ def train(config: dict) -> dict:
     bar.close()
 
     final = model_from_checkpoint(checkpoint_path, "best")
-    test_metrics = evaluate_samples(final, test_samples, dtype) if test_samples else None
+    test_metrics = evaluate_samples(final, test_samples, dtype, rotational_gradient=True) if test_samples else None
     data_force_rms = force_rms([a for a in images if "forces" in a.arrays]) if images else None
     stresses = [a.info["stress"] for a in images if "stress" in a.info]
     metrics = {
