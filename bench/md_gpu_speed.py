@@ -10,7 +10,6 @@ message and exits 0 (``--cpu`` times the CPU alone). Budget: a few minutes on on
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -28,7 +27,8 @@ from ase.md.verlet import VelocityVerlet  # noqa: E402
 
 from ase_symdiag import SymDiagCalculator  # noqa: E402
 from ase_symdiag.export import export_symmetrized  # noqa: E402
-from ase_symdiag.report import format_table  # noqa: E402
+from ase_symdiag.errors import SymDiagError  # noqa: E402
+from ase_symdiag.report import format_table, write_json  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,7 +94,16 @@ def main(argv=None) -> int:
                 if device == "cpu" and "symmetrized" in label and len(atoms) > 2000:
                     continue  # minutes per step on one CPU thread
                 calc = SymDiagCalculator(path, device=device)
-                rate = steps_per_second(calc, atoms, steps)
+                try:
+                    rate = steps_per_second(calc, atoms, steps)
+                except (SymDiagError, RuntimeError) as error:  # e.g. CUDA out of memory
+                    reason = str(error).split(":")[-1].strip()[:80]
+                    print(f"{label:>18} {len(atoms):6d} atoms {device:4}: failed ({reason})", flush=True)
+                    data.append({"atoms": len(atoms), "device": device, "model": label, "failed": str(error)[:500]})
+                    rows.append([label, len(atoms), device, None, None, None])
+                    if device == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
                 entry = {"atoms": len(atoms), "device": device, "model": label, "engine": "ase", "steps_per_s": rate,
                          "atom_steps_per_s": rate * len(atoms)}
                 if has_lammps and device == "cuda":
@@ -109,8 +118,7 @@ def main(argv=None) -> int:
     print(f"\ndevice: {name}; torch {torch.__version__}; {torch.get_num_threads()} CPU thread(s)")
     print(format_table(["model", "atoms", "device", "steps/s", "Matom-steps/s", "LAMMPS steps/s"], rows))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"device": name, "torch": torch.__version__, "results": data}, handle, indent=2)
+        write_json(args.json, {"device": name, "torch": torch.__version__, "results": data})
     return 0
 
 
