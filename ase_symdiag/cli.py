@@ -218,6 +218,11 @@ def _add_symmetrize(subparsers) -> None:
     )
     p.add_argument("--quadrature", default=None, help="skip the choice and use this quadrature (e.g. 3, O, lebedev:3)")
     p.add_argument("--export", metavar="OUT.pt", help="write the symmetrized model")
+    p.add_argument(
+        "--corrected", action="store_true",
+        help="also give the export net-force/torque-free direct forces and a symmetric direct stress "
+        "(for LAMMPS 'non_conservative on')",
+    )
     p.add_argument("--json", metavar="OUT", help="write the choice as JSON")
     p.set_defaults(run=_run_symmetrize)
 
@@ -260,9 +265,12 @@ def _run_symmetrize(args) -> int:
     print(f"measured: {elapsed * 1000:.1f} ms per symmetrized evaluation of {structures[0].label} ({len(structures[0])} atoms)")
     data["seconds_per_step"] = elapsed
     if args.export:
-        from .export import export_symmetrized
+        from .export import export_corrected, export_symmetrized
 
-        export_symmetrized(handle.model, quadrature, args.export, batch_size=args.batch_size)
+        if args.corrected:
+            export_corrected(handle.model, args.export, quadrature=quadrature, batch_size=args.batch_size)
+        else:
+            export_symmetrized(handle.model, quadrature, args.export, batch_size=args.batch_size)
         print(f"symmetrized model written to {args.export}")
         data["export"] = args.export
     if args.json:

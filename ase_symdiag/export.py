@@ -113,6 +113,161 @@ class SymmetrizedEnergy(torch.nn.Module):
         return results
 
 
+class CorrectedForces(torch.nn.Module):
+    """Adds corrected direct outputs to an inner metatomic module's energy.
+
+    ``non_conservative_force``: ``-dE/dx`` of the inner energy (recomputed by autograd
+    on a detached copy of the system, whose neighbour vectors are rebuilt from the
+    engine's pairs and cell shifts), with the net force removed (exactly zero total
+    force) and, for non-periodic systems, the net torque about the centroid removed
+    (exactly zero total torque: angular momentum is conserved in MD).
+    ``non_conservative_stress``: ``(1/V) dE/d(strain)``, symmetrised. Engines use them
+    with their non-conservative option (LAMMPS: ``pair_style metatomic ...
+    non_conservative on``); ``energy`` is passed through unchanged.
+    """
+
+    def __init__(self, inner: torch.nn.Module, neighbor_lists: List[NeighborListOptions], net_torque: bool = True) -> None:
+        super().__init__()
+        self.inner = inner
+        self._neighbor_lists = neighbor_lists
+        self.net_torque = bool(net_torque)
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return self._neighbor_lists
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        results: Dict[str, TensorMap] = {}
+        if len(systems) == 0:
+            return results
+        if "energy" in outputs:
+            energy_request: Dict[str, ModelOutput] = {"energy": outputs["energy"]}
+            results["energy"] = self.inner(systems, energy_request, selected_atoms)["energy"]
+        want_forces = "non_conservative_force" in outputs
+        want_stress = "non_conservative_stress" in outputs
+        if not (want_forces or want_stress):
+            return results
+        device = systems[0].positions.device
+        forces: List[torch.Tensor] = []
+        stresses: List[torch.Tensor] = []
+        for system in systems:
+            positions = system.positions.detach().requires_grad_(True)
+            strain = torch.eye(3, dtype=positions.dtype, device=device).requires_grad_(True)
+            strained = positions @ strain
+            cell = system.cell.detach() @ strain
+            copy = System(system.types, strained, cell, system.pbc)
+            for options in self._neighbor_lists:
+                block = system.get_neighbor_list(options)
+                samples = block.samples.values
+                first = samples[:, 0].to(torch.long)
+                second = samples[:, 1].to(torch.long)
+                shifts = samples[:, 2:5].to(positions.dtype)
+                vectors = strained[second] - strained[first] + shifts @ cell
+                copy.add_neighbor_list(
+                    options, TensorBlock(vectors.reshape(-1, 3, 1), block.samples, block.components, block.properties)
+                )
+            request: Dict[str, ModelOutput] = {"energy": ModelOutput(unit="", sample_kind="system")}
+            energy = self.inner([copy], request, None)["energy"].block().values.sum()
+            grads = torch.autograd.grad([energy], [positions, strain])
+            grad_positions = grads[0]
+            grad_strain = grads[1]
+            if want_forces:
+                assert grad_positions is not None
+                force = -grad_positions
+                force = force - force.mean(dim=0, keepdim=True)
+                if self.net_torque and not bool(system.pbc.any()) and force.shape[0] > 1:
+                    r = positions.detach() - positions.detach().mean(dim=0, keepdim=True)
+                    torque = torch.linalg.cross(r, force).sum(dim=0)
+                    inertia = (r * r).sum() * torch.eye(3, dtype=r.dtype, device=device) - r.T @ r
+                    omega = torch.linalg.lstsq(inertia, torque.unsqueeze(1)).solution.squeeze(1)
+                    force = force - torch.linalg.cross(omega.unsqueeze(0).expand_as(r), r)
+                forces.append(force.detach())
+            if want_stress:
+                assert grad_strain is not None
+                volume = torch.abs(torch.linalg.det(system.cell.detach()))
+                stress = grad_strain / volume
+                stresses.append((0.5 * (stress + stress.T)).detach())
+
+        if want_forces:
+            parts: List[torch.Tensor] = []
+            for s, system in enumerate(systems):
+                atoms = torch.arange(len(system), device=device)
+                parts.append(torch.stack([torch.full_like(atoms, s), atoms], dim=1))
+            samples_values = torch.cat(parts)
+            values = torch.cat(forces)
+            if selected_atoms is not None:
+                selected = selected_atoms.values.to(device)
+                width = int(samples_values[:, 1].max().item()) + 1
+                keep = torch.isin(
+                    samples_values[:, 0] * width + samples_values[:, 1],
+                    selected[:, 0].to(samples_values.dtype) * width + selected[:, 1].to(samples_values.dtype),
+                )
+                samples_values = samples_values[keep]
+                values = values[keep]
+            block = TensorBlock(
+                values=values.reshape(-1, 3, 1),
+                samples=Labels(["system", "atom"], samples_values),
+                components=[Labels(["xyz"], torch.arange(3, device=device).reshape(-1, 1))],
+                properties=Labels(["non_conservative_force"], torch.tensor([[0]], device=device)),
+            )
+            results["non_conservative_force"] = TensorMap(Labels("_", torch.tensor([[0]], device=device)), [block])
+        if want_stress:
+            block = TensorBlock(
+                values=torch.stack(stresses).reshape(-1, 3, 3, 1),
+                samples=Labels(["system"], torch.arange(len(systems), device=device).reshape(-1, 1)),
+                components=[
+                    Labels(["xyz_1"], torch.arange(3, device=device).reshape(-1, 1)),
+                    Labels(["xyz_2"], torch.arange(3, device=device).reshape(-1, 1)),
+                ],
+                properties=Labels(["non_conservative_stress"], torch.tensor([[0]], device=device)),
+            )
+            results["non_conservative_stress"] = TensorMap(Labels("_", torch.tensor([[0]], device=device)), [block])
+        return results
+
+
+def export_corrected(model, path: Optional[str] = None, *, quadrature=None, net_torque: bool = True, batch_size: int = 16):
+    """Export ``model`` with corrected direct outputs (see :class:`CorrectedForces`),
+    optionally averaged over ``quadrature`` first (then the energy is the symmetrized
+    one and the corrected forces are its gradients)."""
+    from metatomic.torch import AtomisticModel, ModelCapabilities, ModelMetadata
+
+    base = export_symmetrized(model, quadrature, batch_size=batch_size) if quadrature is not None else None
+    from .metatomic_model import ModelHandle
+
+    handle = ModelHandle.load(base if base is not None else model)
+    inner_model = handle.model
+    capabilities = inner_model.capabilities()
+    module = CorrectedForces(inner_model.module, list(inner_model.requested_neighbor_lists()), net_torque=net_torque).eval()
+    outputs = {
+        "energy": capabilities.outputs[handle.energy_key],
+        "non_conservative_force": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
+        "non_conservative_stress": ModelOutput(unit="eV/Angstrom^3", sample_kind="system"),
+    }
+    new_capabilities = ModelCapabilities(
+        outputs=outputs,
+        atomic_types=list(capabilities.atomic_types),
+        interaction_range=capabilities.interaction_range,
+        length_unit=capabilities.length_unit,
+        supported_devices=list(capabilities.supported_devices),
+        dtype=capabilities.dtype,
+    )
+    inner_metadata = inner_model.metadata()
+    metadata = ModelMetadata(
+        name=f"{inner_metadata.name or 'model'} with net-force/torque-free direct forces",
+        description=f"Direct forces = -dE/dx with zero net force and (finite systems) zero net torque, symmetric direct stress; by ase-symdiag. {inner_metadata.description}",
+        authors=list(inner_metadata.authors),
+        references=inner_metadata.references,
+    )
+    exported = AtomisticModel(module, metadata, new_capabilities)
+    if path is not None:
+        exported.save(str(path))
+    return exported
+
+
 def _repeat_selection(selected_atoms: Optional[Labels], n_copies: int) -> Optional[Labels]:
     """The engine's selection of (system s, atom) for copies s * n_copies + k, k < n_copies."""
     if selected_atoms is None:

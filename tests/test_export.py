@@ -81,3 +81,51 @@ def test_selected_atoms_as_lammps_passes_them(broken_model, symmetrized_file, cr
             raw = crystal.copy()
             raw.calc = SymDiagCalculator(broken_model)
             assert energy == pytest.approx(raw.get_potential_energies()[chosen].sum(), rel=1e-10)
+
+
+@pytest.fixture(scope="module")
+def corrected_file(broken_model, tmp_path_factory):
+    from ase_symdiag.export import export_corrected
+
+    path = tmp_path_factory.mktemp("corrected") / "corrected.pt"
+    export_corrected(broken_model, path)
+    return str(path)
+
+
+def test_exported_corrections_match_the_calculator(broken_model, corrected_file, cluster, crystal):
+    from metatomic_ase import MetatomicCalculator
+
+    exported = cluster.copy()
+    exported.calc = MetatomicCalculator(corrected_file, non_conservative="forces", check_consistency=True)
+    ours = cluster.copy()
+    ours.calc = SymDiagCalculator(broken_model, corrections=["net_force", "net_torque"])
+    forces = exported.get_forces()
+    np.testing.assert_allclose(forces, ours.get_forces(), atol=1e-10)
+    r = cluster.positions - cluster.positions.mean(axis=0)
+    assert np.abs(forces.sum(axis=0)).max() < 1e-10
+    assert np.abs(np.cross(r, forces).sum(axis=0)).max() < 1e-10
+    raw = cluster.copy()
+    raw.calc = SymDiagCalculator(broken_model)
+    assert np.abs(np.cross(r, raw.get_forces()).sum(axis=0)).max() > 1e-4  # there was a torque
+
+    periodic = crystal.copy()
+    periodic.calc = MetatomicCalculator(corrected_file, non_conservative=True, check_consistency=True)
+    reference = crystal.copy()
+    reference.calc = SymDiagCalculator(broken_model, corrections=["net_force", "symmetric_stress"])
+    np.testing.assert_allclose(periodic.get_forces(), reference.get_forces(), atol=1e-10)
+    np.testing.assert_allclose(periodic.get_stress(), reference.get_stress(), atol=1e-12)
+
+
+def test_exported_corrections_compose_with_averaging(broken_model, cluster, tmp_path):
+    from metatomic_ase import MetatomicCalculator
+
+    from ase_symdiag.export import export_corrected
+
+    path = tmp_path / "sym-corrected.pt"
+    export_corrected(broken_model, path, quadrature="T")
+    exported = cluster.copy()
+    exported.calc = MetatomicCalculator(str(path), non_conservative="forces")
+    ours = cluster.copy()
+    ours.calc = SymDiagCalculator(broken_model, symmetrize="T", corrections=["net_force", "net_torque"])
+    np.testing.assert_allclose(exported.get_forces(), ours.get_forces(), atol=1e-10)
+    assert exported.get_potential_energy() == pytest.approx(ours.get_potential_energy(), rel=1e-12)
