@@ -233,7 +233,6 @@ def export_corrected(model, path: Optional[str] = None, *, quadrature=None, net_
     """Export ``model`` with corrected direct outputs (see :class:`CorrectedForces`),
     optionally averaged over ``quadrature`` first (then the energy is the symmetrized
     one and the corrected forces are its gradients)."""
-    from metatomic.torch import AtomisticModel, ModelCapabilities, ModelMetadata
 
     base = export_symmetrized(model, quadrature, batch_size=batch_size) if quadrature is not None else None
     from .metatomic_model import ModelHandle
@@ -247,25 +246,14 @@ def export_corrected(model, path: Optional[str] = None, *, quadrature=None, net_
         "non_conservative_force": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
         "non_conservative_stress": ModelOutput(unit="eV/Angstrom^3", sample_kind="system"),
     }
-    new_capabilities = ModelCapabilities(
-        outputs=outputs,
-        atomic_types=list(capabilities.atomic_types),
-        interaction_range=capabilities.interaction_range,
-        length_unit=capabilities.length_unit,
-        supported_devices=list(capabilities.supported_devices),
-        dtype=capabilities.dtype,
+    return _wrap(
+        module, inner_model, outputs, path,
+        name_suffix="with net-force/torque-free direct forces",
+        description=(
+            "Direct forces = -dE/dx with zero net force and (finite systems) zero net torque, "
+            "symmetric direct stress; by ase-symdiag."
+        ),
     )
-    inner_metadata = inner_model.metadata()
-    metadata = ModelMetadata(
-        name=f"{inner_metadata.name or 'model'} with net-force/torque-free direct forces",
-        description=f"Direct forces = -dE/dx with zero net force and (finite systems) zero net torque, symmetric direct stress; by ase-symdiag. {inner_metadata.description}",
-        authors=list(inner_metadata.authors),
-        references=inner_metadata.references,
-    )
-    exported = AtomisticModel(module, metadata, new_capabilities)
-    if path is not None:
-        exported.save(str(path))
-    return exported
 
 
 def _repeat_selection(selected_atoms: Optional[Labels], n_copies: int) -> Optional[Labels]:
@@ -288,7 +276,6 @@ def export_symmetrized(model, quadrature, path: Optional[str] = None, *, batch_s
     stress from the averaged energy, which are the averaged back-rotated ones).
     """
     import numpy as np
-    from metatomic.torch import AtomisticModel, ModelCapabilities, ModelMetadata
 
     from .errors import ModelError
     from .metatomic_model import ModelHandle
@@ -311,8 +298,27 @@ def export_symmetrized(model, quadrature, path: Optional[str] = None, *, batch_s
         list(inner_model.requested_neighbor_lists()),
         batch_size=batch_size,
     ).eval()
+    return _wrap(
+        module, inner_model, {"energy": energy_output}, path,
+        name_suffix=f"symmetrized over {q.name}",
+        description=(
+            f"Energy averaged over the O(3) quadrature '{q.name}' ({q.size} operations, "
+            f"exact to degree {q.degree}) by ase-symdiag."
+        ),
+    )
+
+
+def _wrap(module, inner_model, outputs: dict, path, *, name_suffix: str, description: str):
+    """An AtomisticModel around ``module`` with ``inner_model``'s capabilities but
+    ``outputs``, metadata extended by ``name_suffix``/``description``; saved
+    atomically to ``path`` if given."""
+    from metatomic.torch import AtomisticModel, ModelCapabilities, ModelMetadata
+
+    from .report import atomic_write
+
+    capabilities = inner_model.capabilities()
     new_capabilities = ModelCapabilities(
-        outputs={"energy": energy_output},
+        outputs=outputs,
         atomic_types=list(capabilities.atomic_types),
         interaction_range=capabilities.interaction_range,
         length_unit=capabilities.length_unit,
@@ -321,15 +327,12 @@ def export_symmetrized(model, quadrature, path: Optional[str] = None, *, batch_s
     )
     inner_metadata = inner_model.metadata()
     metadata = ModelMetadata(
-        name=f"{inner_metadata.name or 'model'} symmetrized over {q.name}",
-        description=(
-            f"Energy averaged over the O(3) quadrature '{q.name}' ({q.size} operations, "
-            f"exact to degree {q.degree}) by ase-symdiag. {inner_metadata.description}"
-        ),
+        name=f"{inner_metadata.name or 'model'} {name_suffix}",
+        description=f"{description} {inner_metadata.description}",
         authors=list(inner_metadata.authors),
         references=inner_metadata.references,
     )
     exported = AtomisticModel(module, metadata, new_capabilities)
     if path is not None:
-        exported.save(str(path))
+        atomic_write(str(path), exported.save)
     return exported

@@ -454,8 +454,6 @@ def export_pet(
     ("float32"/"float64") defaults to the dtype of the model's parameters.
     """
     import copy
-    import os
-    import tempfile
 
     from metatomic.torch import AtomisticModel, ModelCapabilities, ModelMetadata
 
@@ -489,16 +487,7 @@ def export_pet(
     atomistic = AtomisticModel(module, metadata, capabilities)
     if path is not None:
         path = str(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-        os.close(fd)
-        try:
-            atomistic.save(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        from .report import atomic_write
+
+        atomic_write(str(path), atomistic.save)
     return atomistic

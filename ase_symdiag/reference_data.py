@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import warnings
 from typing import List, Optional, Sequence
 
@@ -255,18 +254,9 @@ def write_dataset(images: Sequence[Atoms], path: str) -> None:
     """Write ``images`` to extxyz at ``path`` atomically (temp file + os.replace)."""
     from ase.io import write
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".extxyz", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp, list(images), format="extxyz")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from .report import atomic_write
+
+    atomic_write(path, lambda tmp: write(tmp, list(images), format="extxyz"))
 
 
 def read_dataset(path: str, index: str = ":") -> List[Atoms]:

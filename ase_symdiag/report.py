@@ -6,7 +6,7 @@ import json
 import math
 import os
 import tempfile
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 def format_number(value: Any, digits: int = 3) -> str:
@@ -45,20 +45,34 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
-def write_json(path: str, data: Any) -> None:
-    """Write ``data`` as JSON atomically (temp file + rename), NaN as null."""
+def atomic_write(path: str, writer: Callable[[str], None]) -> None:
+    """Write ``path`` atomically: ``writer(tmp)`` fills a temporary file next to it,
+    which then replaces ``path`` (an interrupted write never leaves a partial file)."""
+    path = str(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(_clean(data), handle, indent=2)
-            handle.write("\n")
+        writer(tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write ``data`` as JSON atomically, NaN and infinities as null."""
+
+    def writer(tmp: str) -> None:
+        with open(tmp, "w") as handle:
+            json.dump(_clean(data), handle, indent=2)
+            handle.write("\n")
+
+    atomic_write(path, writer)
 
 
 def _clean(value: Any) -> Any:
@@ -74,16 +88,6 @@ def _clean(value: Any) -> Any:
 
 
 def atomic_savefig(figure, path: str, **kwargs) -> None:
-    """Save a matplotlib figure atomically (temp file + rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1] or ".png"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    try:
-        figure.savefig(tmp, dpi=kwargs.pop("dpi", 120), **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Save a matplotlib figure atomically."""
+    dpi = kwargs.pop("dpi", 120)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=dpi, **kwargs))

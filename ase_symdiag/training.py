@@ -63,10 +63,8 @@ Config keys (paths relative to the config file's directory when read from a file
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
-import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
@@ -510,29 +508,15 @@ def probe_representations(model, structures, lmax: int) -> dict:
 
 
 def _atomic_torch_save(obj: Any, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from .report import atomic_write
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _atomic_json(obj: Any, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    from .report import write_json
+
+    write_json(path, obj)
 
 
 def load_checkpoint(path: str) -> dict:
