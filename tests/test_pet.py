@@ -13,7 +13,7 @@ from ase_symdiag import SymDiagCalculator, SymDiagError, check_equivariance
 from ase_symdiag.pet import build_pet, export_pet
 
 MODELS = pathlib.Path(__file__).resolve().parents[1] / "models"
-SHIPPED = ["cu-emt-augmented", "cu-emt-plain", "ethanol-xtb-augmented", "ethanol-xtb-plain"]
+SHIPPED = ["cu-emt-augmented", "cu-emt-plain", "ethanol-xtb-augmented", "ethanol-xtb-plain", "ethanol-xtb-equigrad"]
 TINY = {"d_model": 16, "n_heads": 2, "n_layers": 2, "d_feedforward": 16, "cutoff": 4.5}
 
 
