@@ -26,7 +26,7 @@ from .evaluation import Predictions, evaluate
 from .metatomic_model import ModelHandle
 from .operations import haar_rotations, validate_rotations
 from .report import format_table
-from .structures import Structure, from_atoms_list
+from .structures import Structure, from_atoms, from_atoms_list
 from .transforms import rotate_tensors, rotate_vectors
 
 
@@ -363,7 +363,7 @@ def calculator_equivariance(calculator, labelled, operations: np.ndarray, *, see
     with_identity = np.concatenate([np.eye(3)[None], operations])
     predictions = []
     for label, atoms in labelled:
-        structure = from_atoms_list([atoms], labels=[label])[0]
+        structure = from_atoms(atoms, label=label)
         prediction = calculator_predictions(calculator, atoms, with_identity)
         predictions.append(prediction)
         report.structures.append(structure_errors(structure, prediction, operations))

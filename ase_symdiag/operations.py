@@ -61,8 +61,3 @@ def haar_rotations(n: int, seed: int | None = 0, *, improper: bool = True) -> np
     if improper:
         matrices[1::2] *= -1.0
     return np.ascontiguousarray(matrices)
-
-
-def is_proper(rotations: np.ndarray) -> np.ndarray:
-    """Boolean ``(K,)``: ``det R > 0``."""
-    return np.linalg.det(rotations) > 0

@@ -416,7 +416,7 @@ def _single_block_map(block: TensorBlock, device: torch.device) -> TensorMap:
     return TensorMap(Labels("_", torch.tensor([[0]], device=device)), [block])
 
 
-def fit_composition(counts, energies, l2: float = 1e-8):
+def fit_composition(counts, energies):
     """Least-squares per-species energies: ``counts`` (S, T) atoms of each species per
     structure, ``energies`` (S,). Returns (T,) float64 (minimum-norm if degenerate)."""
     import numpy as np

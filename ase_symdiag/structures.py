@@ -42,12 +42,6 @@ class Structure:
         """Cell volume in Å^3 (0 unless fully periodic)."""
         return float(abs(np.linalg.det(self.cell))) if self.periodic else 0.0
 
-    def rotated(self, rotation: np.ndarray) -> "Structure":
-        """The structure after ``x' = x R^T`` (the cell rotates with the atoms)."""
-        return Structure(
-            self.numbers, self.positions @ rotation.T, self.cell @ rotation.T, self.pbc, self.label
-        )
-
 
 def from_atoms(atoms, label: str = "") -> Structure:
     """Validate an :class:`ase.Atoms` and convert it to a :class:`Structure`.

@@ -139,11 +139,6 @@ def _labelled_atoms(atoms) -> List[tuple]:
     ]
 
 
-def _generic_report(calculator, labelled, operations, seed, dtype):
-    """Equivariance report of any ASE calculator, plus the predictions of each structure."""
-    return calculator_equivariance(calculator, labelled, operations, seed=seed, dtype=dtype)
-
-
 def _handle_of(model, dtype):
     from .calculator import SymDiagCalculator
 
@@ -319,7 +314,7 @@ def assert_equivariant(
             operations = np.concatenate([operations, validate_rotations(rotations)])
         if len(operations) == 0:
             raise ValueError("no operations to check: give n_rotations > 0 or rotations")
-        report, predictions = _generic_report(calculator_or_model, labelled, operations, seed, dtype)
+        report, predictions = calculator_equivariance(calculator_or_model, labelled, operations, seed=seed, dtype=dtype)
         handle = None
 
     defaults = TOLERANCES[dtype]
