@@ -19,6 +19,8 @@ import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
+from .blocks import atom_samples, selection_mask, single_block_map
+
 
 class SymmetrizedEnergy(torch.nn.Module):
     """Quadrature average of an inner metatomic module's energy (system or per-atom)."""
@@ -96,11 +98,7 @@ class SymmetrizedEnergy(torch.nn.Module):
 
         values = torch.cat(totals).reshape(-1, 1)
         if per_atom:
-            parts: List[torch.Tensor] = []
-            for s, system in enumerate(systems):
-                atoms = torch.arange(len(system), device=device)
-                parts.append(torch.stack([torch.full_like(atoms, s), atoms], dim=1))
-            samples = Labels(["system", "atom"], torch.cat(parts))
+            samples = atom_samples(systems, device)
         else:
             samples = Labels(["system"], torch.arange(len(systems), device=device).reshape(-1, 1))
         block = TensorBlock(
@@ -109,7 +107,7 @@ class SymmetrizedEnergy(torch.nn.Module):
             components=[],
             properties=Labels(["energy"], torch.tensor([[0]], device=device)),
         )
-        results["energy"] = TensorMap(Labels("_", torch.tensor([[0]], device=device)), [block])
+        results["energy"] = single_block_map(block, device)
         return results
 
 
@@ -193,28 +191,15 @@ class CorrectedForces(torch.nn.Module):
                 stresses.append((0.5 * (stress + stress.T)).detach())
 
         if want_forces:
-            parts: List[torch.Tensor] = []
-            for s, system in enumerate(systems):
-                atoms = torch.arange(len(system), device=device)
-                parts.append(torch.stack([torch.full_like(atoms, s), atoms], dim=1))
-            samples_values = torch.cat(parts)
-            values = torch.cat(forces)
-            if selected_atoms is not None:
-                selected = selected_atoms.values.to(device)
-                width = int(samples_values[:, 1].max().item()) + 1
-                keep = torch.isin(
-                    samples_values[:, 0] * width + samples_values[:, 1],
-                    selected[:, 0].to(samples_values.dtype) * width + selected[:, 1].to(samples_values.dtype),
-                )
-                samples_values = samples_values[keep]
-                values = values[keep]
+            samples = atom_samples(systems, device)
+            keep = selection_mask(samples, selected_atoms)
             block = TensorBlock(
-                values=values.reshape(-1, 3, 1),
-                samples=Labels(["system", "atom"], samples_values),
+                values=torch.cat(forces)[keep].reshape(-1, 3, 1),
+                samples=Labels(["system", "atom"], samples.values[keep]),
                 components=[Labels(["xyz"], torch.arange(3, device=device).reshape(-1, 1))],
                 properties=Labels(["non_conservative_force"], torch.tensor([[0]], device=device)),
             )
-            results["non_conservative_force"] = TensorMap(Labels("_", torch.tensor([[0]], device=device)), [block])
+            results["non_conservative_force"] = single_block_map(block, device)
         if want_stress:
             block = TensorBlock(
                 values=torch.stack(stresses).reshape(-1, 3, 3, 1),
@@ -225,7 +210,7 @@ class CorrectedForces(torch.nn.Module):
                 ],
                 properties=Labels(["non_conservative_stress"], torch.tensor([[0]], device=device)),
             )
-            results["non_conservative_stress"] = TensorMap(Labels("_", torch.tensor([[0]], device=device)), [block])
+            results["non_conservative_stress"] = single_block_map(block, device)
         return results
 
 

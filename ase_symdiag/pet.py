@@ -39,6 +39,8 @@ import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
+from .blocks import single_block_map
+
 ENERGY = "energy"
 NC_FORCES = "non_conservative_force"
 FEATURES_PREFIX = "mtt::features::layer"
@@ -377,7 +379,7 @@ class PET(torch.nn.Module):
                     components=[],
                     properties=Labels(["energy"], torch.tensor([[0]], device=device)),
                 )
-                results[name] = _single_block_map(block, device)
+                results[name] = single_block_map(block, device)
             elif name == "non_conservative_force":
                 if not self.direct_forces:
                     raise ValueError("this model has no direct force head")
@@ -387,7 +389,7 @@ class PET(torch.nn.Module):
                     components=[Labels(["xyz"], torch.arange(3, device=device).reshape(-1, 1))],
                     properties=Labels(["non_conservative_force"], torch.tensor([[0]], device=device)),
                 )
-                results[name] = _single_block_map(block, device)
+                results[name] = single_block_map(block, device)
             elif name.startswith("mtt::features::layer"):
                 key = "features::" + name[len("mtt::features::layer"):]
                 if key not in computed:
@@ -408,12 +410,8 @@ class PET(torch.nn.Module):
                         ["feature"], torch.arange(features.shape[1], device=device).reshape(-1, 1)
                     ),
                 )
-                results[name] = _single_block_map(block, device)
+                results[name] = single_block_map(block, device)
         return results
-
-
-def _single_block_map(block: TensorBlock, device: torch.device) -> TensorMap:
-    return TensorMap(Labels("_", torch.tensor([[0]], device=device)), [block])
 
 
 def fit_composition(counts, energies):

@@ -27,6 +27,8 @@ import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
+from .blocks import atom_samples, selection_mask, single_block_map
+
 #: Morse parameters for copper (Girifalco & Weizer 1959), eV and Å
 CU_MORSE = {"depth": 0.3429, "alpha": 1.3588, "r0": 2.866}
 
@@ -134,8 +136,8 @@ class PairPotential(torch.nn.Module):
                 stresses.append(virial / volume)
 
         # engines such as LAMMPS ask for the atoms they own only (selected_atoms)
-        all_samples = _atom_samples(systems, device)
-        keep = _selection_mask(all_samples, selected_atoms)
+        all_samples = atom_samples(systems, device)
+        keep = selection_mask(all_samples, selected_atoms)
         kept_samples = Labels(["system", "atom"], all_samples.values[keep])
 
         if "energy" in outputs:
@@ -157,7 +159,7 @@ class PairPotential(torch.nn.Module):
                 components=[],
                 properties=Labels(["energy"], torch.tensor([[0]], device=device)),
             )
-            results["energy"] = _single_block_map(block, device)
+            results["energy"] = single_block_map(block, device)
 
         if "non_conservative_force" in outputs:
             block = TensorBlock(
@@ -166,7 +168,7 @@ class PairPotential(torch.nn.Module):
                 components=[Labels(["xyz"], torch.arange(3, device=device).reshape(-1, 1))],
                 properties=Labels(["non_conservative_force"], torch.tensor([[0]], device=device)),
             )
-            results["non_conservative_force"] = _single_block_map(block, device)
+            results["non_conservative_force"] = single_block_map(block, device)
 
         if "mtt::features::planted" in outputs:
             block = TensorBlock(
@@ -175,7 +177,7 @@ class PairPotential(torch.nn.Module):
                 components=[],
                 properties=Labels(["feature"], torch.arange(3, device=device).reshape(-1, 1)),
             )
-            results["mtt::features::planted"] = _single_block_map(block, device)
+            results["mtt::features::planted"] = single_block_map(block, device)
 
         if "non_conservative_stress" in outputs:
             block = TensorBlock(
@@ -189,33 +191,8 @@ class PairPotential(torch.nn.Module):
                 ],
                 properties=Labels(["non_conservative_stress"], torch.tensor([[0]], device=device)),
             )
-            results["non_conservative_stress"] = _single_block_map(block, device)
+            results["non_conservative_stress"] = single_block_map(block, device)
         return results
-
-
-def _atom_samples(systems: List[System], device: torch.device) -> Labels:
-    parts: List[torch.Tensor] = []
-    for i, system in enumerate(systems):
-        n = len(system)
-        atoms = torch.arange(n, device=device)
-        parts.append(torch.stack([torch.full_like(atoms, i), atoms], dim=1))
-    return Labels(["system", "atom"], torch.cat(parts))
-
-
-def _selection_mask(samples: Labels, selected_atoms: Optional[Labels]) -> torch.Tensor:
-    """Boolean mask over ``samples`` (system, atom) of the rows in ``selected_atoms``."""
-    values = samples.values
-    if selected_atoms is None:
-        return torch.ones(values.shape[0], dtype=torch.bool, device=values.device)
-    selected = selected_atoms.values.to(values.device)
-    n_atoms_max = int(values[:, 1].max().item()) + 1 if values.shape[0] > 0 else 1
-    key_all = values[:, 0].to(torch.long) * n_atoms_max + values[:, 1].to(torch.long)
-    key_selected = selected[:, 0].to(torch.long) * n_atoms_max + selected[:, 1].to(torch.long)
-    return torch.isin(key_all, key_selected)
-
-
-def _single_block_map(block: TensorBlock, device: torch.device) -> TensorMap:
-    return TensorMap(Labels("_", torch.tensor([[0]], device=device)), [block])
 
 
 def export_pair_potential(

@@ -1,0 +1,37 @@
+"""Metatensor samples and maps shared by the TorchScript modules of ase-symdiag.
+
+Used inside ``forward`` of the exported models (reference_models, pet, export), so
+every function here must stay TorchScript-compatible (no ``from __future__`` import).
+"""
+
+from typing import List, Optional
+
+import torch
+from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import System
+
+
+def atom_samples(systems: List[System], device: torch.device) -> Labels:
+    """``(system, atom)`` samples of every atom of ``systems``, system-major."""
+    parts: List[torch.Tensor] = []
+    for i, system in enumerate(systems):
+        atoms = torch.arange(len(system), device=device)
+        parts.append(torch.stack([torch.full_like(atoms, i), atoms], dim=1))
+    return Labels(["system", "atom"], torch.cat(parts))
+
+
+def selection_mask(samples: Labels, selected_atoms: Optional[Labels]) -> torch.Tensor:
+    """Boolean mask over ``samples`` (system, atom) of the rows in ``selected_atoms``."""
+    values = samples.values
+    if selected_atoms is None:
+        return torch.ones(values.shape[0], dtype=torch.bool, device=values.device)
+    selected = selected_atoms.values.to(values.device)
+    n_atoms_max = int(values[:, 1].max().item()) + 1 if values.shape[0] > 0 else 1
+    key_all = values[:, 0].to(torch.long) * n_atoms_max + values[:, 1].to(torch.long)
+    key_selected = selected[:, 0].to(torch.long) * n_atoms_max + selected[:, 1].to(torch.long)
+    return torch.isin(key_all, key_selected)
+
+
+def single_block_map(block: TensorBlock, device: torch.device) -> TensorMap:
+    """A TensorMap with one block under the placeholder key ``_``."""
+    return TensorMap(Labels("_", torch.tensor([[0]], device=device)), [block])
