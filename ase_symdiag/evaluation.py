@@ -4,8 +4,10 @@ Rotating a structure (atoms and cell together, ``x' = x R^T``) does not change i
 graph: the same atom pairs and cell shifts are neighbours. :func:`evaluate` builds
 the neighbour lists once with vesin and, for each operation, recomputes only the
 pair vectors ``d' = x'_j - x'_i + S cell'`` in torch, so autograd reaches positions
-and strain directly. The rotated copies go through the model ``batch_size`` at a
-time, in one call each. All returned outputs are in the *rotated* frame; the
+and strain directly. The rotated copies go through the model a chunk at a time
+(:func:`chunk_size`: at most ``batch_size`` copies and about :data:`CHUNK_ATOMS`
+atoms per call), and :func:`evaluate_chunks` hands each chunk over before the next is
+built, so averaging can run in O(chunk x atoms) memory. All returned outputs are in the *rotated* frame; the
 back-transformation lives in :mod:`ase_symdiag.transforms`.
 
 Units: energy eV, forces eV/Å, stress eV/Å^3 (``dE/d(strain) / V``, ASE's sign).
@@ -14,7 +16,7 @@ Units: energy eV, forces eV/Å, stress eV/Å^3 (``dE/d(strain) / V``, ASE's sign
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -126,6 +128,28 @@ def _per_system(block, n_systems: int, n_atoms: int, width: int) -> torch.Tensor
     return out
 
 
+#: default atoms per model call (copies x atoms): small structures are batched up to
+#: ``batch_size`` copies, large ones go one copy at a time so that peak memory stays
+#: that of one plain evaluation (O(chunk x atoms), never O(operations x atoms))
+CHUNK_ATOMS = 2048
+
+
+def chunk_size(n_atoms: int, n_ops: int, batch_size: Optional[int] = 16, chunk_atoms: Optional[int] = None) -> int:
+    """Copies per model call: ``min(batch_size, n_ops, max(1, chunk_atoms // n_atoms))``.
+
+    ``batch_size`` caps the chunk (``None``: no cap), ``chunk_atoms`` (default
+    :data:`CHUNK_ATOMS`) bounds the atoms in one call, so a 32-atom cell runs 16
+    copies per call and a 10,000-atom one a single copy.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    budget = CHUNK_ATOMS if chunk_atoms is None else int(chunk_atoms)
+    size = max(1, budget // max(1, n_atoms))
+    if batch_size is not None:
+        size = min(size, int(batch_size))
+    return max(1, min(size, n_ops))
+
+
 def evaluate(
     handle: ModelHandle,
     structure: Structure,
@@ -136,7 +160,8 @@ def evaluate(
     energies: bool = False,
     direct: bool = False,
     features: Sequence[str] = (),
-    batch_size: int = 16,
+    batch_size: Optional[int] = 16,
+    chunk_atoms: Optional[int] = None,
     graphs: Optional[List[_Graph]] = None,
     progress: Optional[Callable[[int], None]] = None,
 ) -> Predictions:
@@ -146,8 +171,52 @@ def evaluate(
     structures). ``energies``: per-atom energies (if the model has them). ``direct``:
     the model's non-conservative forces/stress heads (if it has them). ``features``:
     names of per-atom feature outputs, returned without any transformation. ``progress`` is called with the number
-    of operations done after each batch.
+    of operations done after each batch. Copies go through the model
+    :func:`chunk_size` at a time (``batch_size`` caps it, ``chunk_atoms`` bounds
+    copies x atoms).
     """
+    chunks: Dict[str, list] = {}
+    for _, _, values in evaluate_chunks(
+        handle, structure, rotations, forces=forces, stress=stress, energies=energies, direct=direct,
+        features=features, batch_size=batch_size, chunk_atoms=chunk_atoms, graphs=graphs, progress=progress,
+    ):
+        for name, value in values.items():
+            chunks.setdefault(name, []).append(value)
+
+    def joined(name: str) -> Optional[np.ndarray]:
+        return np.concatenate(chunks[name]) if name in chunks else None
+
+    return Predictions(
+        energy=joined("energy"),
+        forces=joined("forces"),
+        stress=joined("stress"),
+        energies=joined("energies"),
+        direct_forces=joined("direct_forces"),
+        direct_stress=joined("direct_stress"),
+        features={name: joined("feature:" + name) for name in features} or None,
+    )
+
+
+def evaluate_chunks(
+    handle: ModelHandle,
+    structure: Structure,
+    rotations: Optional[np.ndarray] = None,
+    *,
+    forces: bool = True,
+    stress: bool = True,
+    energies: bool = False,
+    direct: bool = False,
+    features: Sequence[str] = (),
+    batch_size: Optional[int] = 16,
+    chunk_atoms: Optional[int] = None,
+    graphs: Optional[List[_Graph]] = None,
+    progress: Optional[Callable[[int], None]] = None,
+) -> Iterator[Tuple[int, int, Dict[str, np.ndarray]]]:
+    """Like :func:`evaluate`, one chunk of operations at a time: yields
+    ``(start, stop, {name: (stop - start, ...) float64 array})`` with the names of
+    :func:`evaluate`'s chunks (``energy``, ``forces``, ``stress``, ``energies``,
+    ``direct_forces``, ``direct_stress``, ``feature:NAME``). Nothing of a chunk is
+    kept after it is yielded, so a consumer that accumulates holds O(chunk x atoms)."""
     from metatomic.torch import ModelEvaluationOptions, ModelOutput, System
 
     handle.check_types(structure.numbers, structure.label)
@@ -155,8 +224,7 @@ def evaluate(
         rotations = np.eye(3)[None]
     n_ops = len(rotations)
     n_atoms = len(structure)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    step = chunk_size(n_atoms, n_ops, batch_size, chunk_atoms)
     stress = stress and structure.periodic
     energies = energies and handle.per_atom_energy
     want_direct_forces = direct and handle.has_direct_forces
@@ -186,13 +254,13 @@ def evaluate(
     rot = torch.tensor(np.asarray(rotations), dtype=handle.dtype, device=handle.device)
     volume = structure.volume
 
-    chunks: Dict[str, list] = {}
+    for start in range(0, n_ops, step):
+        stop = min(start + step, n_ops)
+        chunk: Dict[str, np.ndarray] = {}
 
-    def keep(name: str, value: torch.Tensor) -> None:
-        chunks.setdefault(name, []).append(value.detach().to("cpu", torch.float64).numpy())
+        def keep(name: str, value: torch.Tensor) -> None:
+            chunk[name] = value.detach().to("cpu", torch.float64).numpy()
 
-    for start in range(0, n_ops, batch_size):
-        stop = min(start + batch_size, n_ops)
         # one batched leaf per quantity: (B, N, 3) positions and (B, 3, 3) strains
         positions = (base_positions.unsqueeze(0) @ rot[start:stop].transpose(1, 2)).detach()
         cell = (base_cell.unsqueeze(0) @ rot[start:stop].transpose(1, 2)).detach()
@@ -254,21 +322,11 @@ def evaluate(
         for name in features:
             block = outputs[name].block()
             keep("feature:" + name, _per_system(block, n_batch, n_atoms, block.values[0].numel()))
+        # drop this chunk's graph and copies before the next one is built
+        del outputs, systems, vectors, positions, cell, leaf_positions, energy_block, total
         if progress is not None:
             progress(n_batch)
-
-    def joined(name: str) -> Optional[np.ndarray]:
-        return np.concatenate(chunks[name]) if name in chunks else None
-
-    return Predictions(
-        energy=joined("energy"),
-        forces=joined("forces"),
-        stress=joined("stress"),
-        energies=joined("energies"),
-        direct_forces=joined("direct_forces"),
-        direct_stress=joined("direct_stress"),
-        features={name: joined("feature:" + name) for name in features} or None,
-    )
+        yield start, stop, chunk
 
 
 def _zero_if_none(grad: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:

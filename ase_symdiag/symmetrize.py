@@ -15,7 +15,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .evaluation import Predictions, evaluate
+from .evaluation import Predictions
 from .metatomic_model import ModelHandle
 from .quadrature import O3Quadrature
 from .structures import Structure
@@ -55,14 +55,48 @@ class SymmetrizedPrediction:
     """Quadrature averages (``mean``) and rotational spreads (``std``) of each output.
 
     Keys: ``energy`` (eV), ``energies`` (N,), ``forces`` (N, 3) eV/Å, ``stress``
-    (3, 3) eV/Å^3, and ``direct_forces``/``direct_stress`` when requested.
-    ``samples`` keeps the back-rotated values ``g(R_k)``, (K, ...), for spectra.
+    (3, 3) eV/Å^3, and ``direct_forces``/``direct_stress`` when requested; ``std``
+    also has ``stress:voigt`` (and ``direct_stress:voigt``), the spread of the six
+    Voigt components. ``samples`` keeps the back-rotated values ``g(R_k)``,
+    (K, ...), for spectra; it is empty when computed with ``keep_samples=False``.
     """
 
     mean: Dict[str, np.ndarray]
     std: Dict[str, np.ndarray]
     quadrature: O3Quadrature
     samples: Dict[str, np.ndarray]
+
+
+class _RunningMoments:
+    """Weighted mean and spread accumulated chunk by chunk.
+
+    Sums are taken about the first sample ``g_0`` (``S1 = sum w (g - g_0)``,
+    ``S2 = sum w (g - g_0)^2``), so ``mean = g_0 + S1`` and ``var = S2 - S1^2`` lose
+    only the precision of the spread, not of the magnitude (weights sum to 1).
+    """
+
+    def __init__(self) -> None:
+        self.shift: Dict[str, np.ndarray] = {}
+        self.first: Dict[str, np.ndarray] = {}
+        self.second: Dict[str, np.ndarray] = {}
+
+    def add(self, name: str, values: np.ndarray, weights: np.ndarray) -> None:
+        if name not in self.shift:
+            self.shift[name] = values[0].copy()
+            self.first[name] = np.zeros_like(values[0])
+            self.second[name] = np.zeros_like(values[0])
+        delta = values - self.shift[name]
+        w = weights.reshape((-1,) + (1,) * (values.ndim - 1))
+        self.first[name] += np.sum(w * delta, axis=0)
+        self.second[name] += np.sum(w * delta * delta, axis=0)
+
+    def result(self):
+        mean, std = {}, {}
+        for name, shift in self.shift.items():
+            first = self.first[name]
+            mean[name] = shift + first
+            std[name] = np.sqrt(np.clip(self.second[name] - first * first, 0.0, None))
+        return mean, std
 
 
 def symmetrized_prediction(
@@ -74,26 +108,46 @@ def symmetrized_prediction(
     stress: bool = True,
     energies: bool = False,
     direct: bool = False,
-    batch_size: int = 16,
+    batch_size: Optional[int] = 16,
+    chunk_atoms: Optional[int] = None,
+    keep_samples: bool = True,
     progress=None,
 ) -> SymmetrizedPrediction:
-    """Evaluate all operations of ``quadrature`` in batches and average them."""
-    predictions = evaluate(
-        handle,
-        structure,
-        quadrature.rotations,
-        forces=forces,
-        stress=stress,
-        energies=energies,
-        direct=direct,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    samples = back_rotated(predictions, quadrature.rotations)
-    mean, std = {}, {}
-    for name, values in samples.items():
-        mean[name], std[name] = weighted_mean_std(values, quadrature.weights)
+    """Evaluate all operations of ``quadrature`` chunk by chunk and average them.
+
+    With ``keep_samples=False`` every chunk is back-rotated and folded into running
+    weighted sums, then dropped: peak memory is that of one chunk
+    (:func:`~ase_symdiag.evaluation.chunk_size` copies), independent of the number
+    of operations. ``keep_samples=True`` also returns every ``g(R_k)`` (spectra).
+    """
+    from .evaluation import evaluate_chunks
+    from .transforms import voigt_from_tensor
+
+    moments = _RunningMoments()
+    kept: Dict[str, list] = {}
+    rotations = np.asarray(quadrature.rotations)
+    weights = np.asarray(quadrature.weights)
+    for start, stop, chunk in evaluate_chunks(
+        handle, structure, rotations, forces=forces, stress=stress, energies=energies, direct=direct,
+        batch_size=batch_size, chunk_atoms=chunk_atoms, progress=progress,
+    ):
+        predictions = Predictions(**{name: chunk.get(name) for name in _PREDICTION_FIELDS})
+        values = back_rotated(predictions, rotations[start:stop])
+        for name in ("stress", "direct_stress"):
+            if name in values:
+                values[name + ":voigt"] = voigt_from_tensor(values[name])
+        for name, value in values.items():
+            moments.add(name, value, weights[start:stop])
+            if keep_samples and not name.endswith(":voigt"):
+                kept.setdefault(name, []).append(value)
+    mean, std = moments.result()
+    for name in [n for n in mean if n.endswith(":voigt")]:
+        del mean[name]
+    samples = {name: np.concatenate(parts) for name, parts in kept.items()}
     return SymmetrizedPrediction(mean=mean, std=std, quadrature=quadrature, samples=samples)
+
+
+_PREDICTION_FIELDS = ("energy", "forces", "stress", "energies", "direct_forces", "direct_stress")
 
 
 def resolve_quadrature(spec) -> Optional[O3Quadrature]:
