@@ -107,3 +107,41 @@ def test_float32_symmetrized_matches_float64(broken_model, crystal):
     np.testing.assert_allclose(single.get_stress(), double.get_stress(), atol=1e-5)
     # float32 energies of ~26 eV carry ~2e-6 eV of rounding, against a spread of ~5e-4 eV
     assert single.calc.results["energy_std"] == pytest.approx(double.calc.results["energy_std"], rel=2e-2)
+
+
+@pytest.mark.parametrize("chunk_atoms", [1, 40, 10_000])
+def test_streamed_average_equals_the_stored_samples(broken_model, crystal, chunk_atoms):
+    """Chunk-by-chunk running moments (what the calculator uses, memory of one chunk)
+    give the mean and spread of the full (K, ...) sample arrays, whatever the chunk
+    (1 copy, 1 copy of 32 atoms + remainder, all 48 at once)."""
+    from ase_symdiag import ModelHandle
+    from ase_symdiag.evaluation import chunk_size
+    from ase_symdiag.structures import from_atoms
+    from ase_symdiag.symmetrize import symmetrized_prediction, weighted_mean_std
+
+    handle = ModelHandle.load(broken_model)
+    structure = from_atoms(crystal)
+    q = resolve_quadrature("O")
+    stored = symmetrized_prediction(handle, structure, q, energies=True, batch_size=None, chunk_atoms=10**9)
+    streamed = symmetrized_prediction(
+        handle, structure, q, energies=True, batch_size=None, chunk_atoms=chunk_atoms, keep_samples=False
+    )
+    assert streamed.samples == {}
+    for name, values in stored.samples.items():
+        mean, std = weighted_mean_std(values, q.weights)
+        np.testing.assert_allclose(streamed.mean[name], mean, rtol=0, atol=1e-12 * max(1.0, np.abs(mean).max()))
+        np.testing.assert_allclose(streamed.std[name], std, rtol=1e-6, atol=1e-12)
+    assert np.abs(stored.std["forces"]).max() > 1e-4  # the planted breaking spreads the samples
+    assert chunk_size(len(crystal), q.size, None, chunk_atoms) == max(1, min(q.size, chunk_atoms // len(crystal)))
+
+
+def test_chunk_size_adapts_to_the_structure():
+    from ase_symdiag.evaluation import CHUNK_ATOMS, chunk_size
+
+    assert chunk_size(32, 84, 16) == 16  # small cells keep large batches
+    assert chunk_size(108, 84, 16) == min(16, CHUNK_ATOMS // 108)
+    assert chunk_size(10_976, 48, 16) == 1  # large ones go one copy at a time
+    assert chunk_size(100_000, 48, None) == 1
+    assert chunk_size(32, 3, 16) == 3
+    with pytest.raises(ValueError, match="batch_size"):
+        chunk_size(32, 3, 0)
