@@ -131,7 +131,7 @@ def _per_system(block, n_systems: int, n_atoms: int, width: int) -> torch.Tensor
 #: default atoms per model call (copies x atoms): small structures are batched up to
 #: ``batch_size`` copies, large ones go one copy at a time so that peak memory stays
 #: that of one plain evaluation (O(chunk x atoms), never O(operations x atoms))
-CHUNK_ATOMS = 2048
+CHUNK_ATOMS = 1024
 
 
 def chunk_size(n_atoms: int, n_ops: int, batch_size: Optional[int] = 16, chunk_atoms: Optional[int] = None) -> int:

@@ -40,7 +40,7 @@ from metatomic.torch import ModelOutput, NeighborListOptions, System
 from .blocks import atom_samples, selection_mask, single_block_map
 
 #: atoms per inner call (copies x atoms); see ase_symdiag.evaluation.CHUNK_ATOMS
-DEFAULT_CHUNK_ATOMS = 2048
+DEFAULT_CHUNK_ATOMS = 1024
 
 NC_FORCE = "non_conservative_force"
 NC_STRESS = "non_conservative_stress"
