@@ -10,3 +10,9 @@ python make_models.py
 # operations, exact up to degree 3, removes the planted lambda = 2 breaking exactly)
 ase-symdiag symmetrize morse-broken-l2-lammps.pt ../docs/examples/structures.extxyz --index 0 \
     --quadrature O --export morse-broken-l2-symmetrized.pt
+# PET export: the shipped Cu PET (float32) averaged over O_h (in.cu-pet-symmetrized)
+ase-symdiag symmetrize ../models/cu-emt-augmented.pt ../docs/examples/structures.extxyz --index 0 \
+    --quadrature O --export cu-emt-augmented-symmetrized.pt
+# corrected export for 'non_conservative on' (in.cu-corrected; single MPI rank)
+ase-symdiag symmetrize morse-broken-l2-lammps.pt ../docs/examples/structures.extxyz --index 0 \
+    --quadrature O --corrected --export morse-broken-l2-corrected.pt
