@@ -157,7 +157,8 @@ _MALLOC_TRIM = None
 
 
 def chunk_size(n_atoms: int, n_ops: int, batch_size: Optional[int] = 16, chunk_atoms: Optional[int] = None) -> int:
-    """Copies per model call: ``min(batch_size, n_ops, max(1, chunk_atoms // n_atoms))``.
+    """Copies per model call: at most ``min(batch_size, n_ops, max(1, chunk_atoms // n_atoms))``,
+    evened out so that every chunk has the same size (up to one less for the last).
 
     ``batch_size`` caps the chunk (``None``: no cap), ``chunk_atoms`` (default
     :data:`CHUNK_ATOMS`) bounds the atoms in one call, so a 32-atom cell runs 16
@@ -169,7 +170,11 @@ def chunk_size(n_atoms: int, n_ops: int, batch_size: Optional[int] = 16, chunk_a
     size = max(1, budget // max(1, n_atoms))
     if batch_size is not None:
         size = min(size, int(batch_size))
-    return max(1, min(size, n_ops))
+    size = max(1, min(size, n_ops))
+    # equal chunks (84 operations by 16 -> 6 x 14, not 5 x 16 + 4): TorchScript
+    # specialises on input shapes, and a last, smaller chunk costs a re-optimisation
+    n_chunks = -(-n_ops // size)
+    return -(-n_ops // n_chunks)
 
 
 def evaluate(

@@ -113,8 +113,10 @@ class SymmetrizedEnergy(torch.nn.Module):
 
     def chunk_size(self, n_atoms: int) -> int:
         """Copies per inner call: at most ``batch_size``, about ``chunk_atoms`` atoms."""
-        size = self.chunk_atoms // max(1, n_atoms)
-        return max(1, min(size, self.batch_size, int(self.rotations.shape[0])))
+        n_ops = int(self.rotations.shape[0])
+        size = max(1, min(self.chunk_atoms // max(1, n_atoms), self.batch_size, n_ops))
+        n_chunks = (n_ops + size - 1) // size
+        return (n_ops + n_chunks - 1) // n_chunks  # equal chunks: one TorchScript specialisation
 
     def forward(
         self,

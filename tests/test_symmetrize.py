@@ -132,14 +132,14 @@ def test_streamed_average_equals_the_stored_samples(broken_model, crystal, chunk
         np.testing.assert_allclose(streamed.mean[name], mean, rtol=0, atol=1e-12 * max(1.0, np.abs(mean).max()))
         np.testing.assert_allclose(streamed.std[name], std, rtol=1e-6, atol=1e-12)
     assert np.abs(stored.std["forces"]).max() > 1e-4  # the planted breaking spreads the samples
-    assert chunk_size(len(crystal), q.size, None, chunk_atoms) == max(1, min(q.size, chunk_atoms // len(crystal)))
 
 
 def test_chunk_size_adapts_to_the_structure():
     from ase_symdiag.evaluation import CHUNK_ATOMS, chunk_size
 
-    assert chunk_size(32, 84, 16) == 16  # small cells keep large batches
-    assert chunk_size(108, 84, 16) == min(16, CHUNK_ATOMS // 108)
+    assert chunk_size(32, 84, 16) == 14  # small cells keep large batches, in equal chunks
+    assert chunk_size(32, 48, 16) == 16
+    assert chunk_size(108, 84, 16) <= min(16, CHUNK_ATOMS // 108)
     assert chunk_size(10_976, 48, 16) == 1  # large ones go one copy at a time
     assert chunk_size(100_000, 48, None) == 1
     assert chunk_size(32, 3, 16) == 3
