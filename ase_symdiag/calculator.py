@@ -7,12 +7,12 @@ from typing import List, Literal, Optional, Sequence, Union
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from .corrections import correct_prediction, prepare_evaluation
-from .evaluation import evaluate
-from .symmetrize import back_rotated, symmetrized_prediction, weighted_mean_std
-from .metatomic_model import ModelHandle
-from .structures import from_atoms
-from .transforms import voigt_from_tensor
+from ase_symdiag.corrections.core import correct_prediction, prepare_evaluation
+from ase_symdiag.backends.metatomic.evaluation import evaluate
+from ase_symdiag.metrics.symmetrize import back_rotated, symmetrized_prediction, weighted_mean_std
+from ase_symdiag.backends.metatomic.model import ModelHandle
+from ase_symdiag.structures import from_atoms
+from ase_symdiag.o3.transforms import voigt_from_tensor
 
 
 class SymDiagCalculator(Calculator):
@@ -26,8 +26,8 @@ class SymDiagCalculator(Calculator):
 
     ``symmetrize``: average over an O(3) quadrature (a degree such as ``3``, or
     ``"lebedev:3"``, ``"grid:3"``, ``"O"``, ``"I"``, or an
-    :class:`~ase_symdiag.quadrature.O3Quadrature`; see
-    :func:`~ase_symdiag.symmetrize.resolve_quadrature`). Forces are back-rotated with
+    :class:`~ase_symdiag.o3.quadrature.O3Quadrature`; see
+    :func:`~ase_symdiag.metrics.symmetrize.resolve_quadrature`). Forces are back-rotated with
     ``F(Rx) R`` and stress with ``R^T S(Rx) R`` before the weighted average; the
     rotational standard deviations go to ``results["energy_std"]``,
     ``["forces_std"]``, ``["stress_std"]`` (Voigt) and ``["energies_std"]``. All rotated
@@ -35,7 +35,7 @@ class SymDiagCalculator(Calculator):
 
     ``corrections``: exact constraints applied after evaluation/averaging, in order
     (objects or names such as ``"net_force"``, ``"net_torque"``, ``"point_group"``,
-    ``"stochastic"``; see :mod:`ase_symdiag.corrections`).
+    ``"stochastic"``; see :mod:`ase_symdiag.corrections.core`).
 
     Everything is computed at once and cached by ASE's ``check_state`` until the
     atoms change.
@@ -56,8 +56,8 @@ class SymDiagCalculator(Calculator):
         corrections: Sequence = (),
         **kwargs,
     ) -> None:
-        from .corrections import resolve_corrections
-        from .symmetrize import resolve_quadrature
+        from ase_symdiag.corrections.core import resolve_corrections
+        from ase_symdiag.metrics.symmetrize import resolve_quadrature
 
         if non_conservative not in (True, False, "forces", "stress"):
             raise ValueError(
@@ -151,7 +151,7 @@ class SymDiagCalculator(Calculator):
 
         ``structures`` defaults to the calculator's current atoms.
         """
-        from .equivariance import check_equivariance
+        from ase_symdiag.metrics.equivariance import check_equivariance
 
         if structures is None:
             if self.atoms is None:

@@ -17,10 +17,10 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .equivariance import calculator_equivariance
-from .operations import haar_rotations
-from .report import format_table
-from .transforms import back_rotate_vectors
+from ase_symdiag.metrics.equivariance import calculator_equivariance
+from ase_symdiag.o3.operations import haar_rotations
+from ase_symdiag.report import format_table
+from ase_symdiag.o3.transforms import back_rotate_vectors
 
 
 def parse_variant(spec: str) -> dict:
@@ -111,8 +111,8 @@ def compare_variants(
     progress=None,
 ) -> Comparison:
     """Compare the variants of ``model`` on ``atoms_list`` (ase.Atoms, may carry labels)."""
-    from .calculator import SymDiagCalculator
-    from .metatomic_model import ModelHandle
+    from ase_symdiag.calculator import SymDiagCalculator
+    from ase_symdiag.backends.metatomic.model import ModelHandle
 
     atoms_list = list(atoms_list)
     variants = list(variants) if variants else default_variants(atoms_list)
@@ -181,7 +181,7 @@ def plot_comparison(comparison: Comparison, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import atomic_savefig
+    from ase_symdiag.report import atomic_savefig
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for k, r in enumerate(comparison.results):
@@ -229,8 +229,8 @@ def add_compare_cli(subparsers) -> None:
 def _run_compare(args) -> int:
     import ase.io
 
-    from .errors import StructureError
-    from .report import write_json
+    from ase_symdiag.errors import StructureError
+    from ase_symdiag.report import write_json
 
     try:
         images = ase.io.read(args.structures, index=args.index)

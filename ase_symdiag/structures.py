@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import StructureError
+from ase_symdiag.errors import StructureError
 
 #: a periodic cell whose volume (or area, for 2D periodicity) is below this is degenerate
 MIN_CELL_MEASURE = 1e-6

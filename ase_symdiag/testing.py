@@ -9,7 +9,7 @@
 
 :func:`assert_equivariant` measures the output equivariance errors of METHODS.md
 section 1 (the same definitions as :func:`ase_symdiag.check_equivariance`, through
-:func:`ase_symdiag.equivariance.structure_errors`) and raises an ``AssertionError``
+:func:`ase_symdiag.metrics.equivariance.structure_errors`) and raises an ``AssertionError``
 with a small table when one exceeds its tolerance. It accepts any ASE calculator
 (evaluated one rotated copy at a time), a :class:`~ase_symdiag.SymDiagCalculator`,
 a metatomic model file, an ``AtomisticModel`` or a
@@ -28,11 +28,11 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from .equivariance import EquivarianceReport, calculator_equivariance, check_equivariance
-from .metatomic_model import ModelHandle
-from .operations import haar_rotations, validate_rotations
-from .report import format_table
-from .structures import from_atoms
+from ase_symdiag.metrics.equivariance import EquivarianceReport, calculator_equivariance, check_equivariance
+from ase_symdiag.backends.metatomic.model import ModelHandle
+from ase_symdiag.o3.operations import haar_rotations, validate_rotations
+from ase_symdiag.report import format_table
+from ase_symdiag.structures import from_atoms
 
 # --------------------------------------------------------------------------------------
 # default tolerances: derived floating-point noise floors
@@ -140,7 +140,7 @@ def _labelled_atoms(atoms) -> List[tuple]:
 
 
 def _handle_of(model, dtype):
-    from .calculator import SymDiagCalculator
+    from ase_symdiag.calculator import SymDiagCalculator
 
     if isinstance(model, SymDiagCalculator):
         return model.handle
@@ -152,7 +152,7 @@ def _handle_of(model, dtype):
 def _is_model(model) -> bool:
     import torch
 
-    from .calculator import SymDiagCalculator
+    from ase_symdiag.calculator import SymDiagCalculator
 
     return isinstance(model, (SymDiagCalculator, ModelHandle, str, pathlib.PurePath, torch.nn.Module))
 
@@ -340,7 +340,7 @@ def _fail(report, checks, tol, relative, labelled, predictions, handle):
         if p.forces is not None:
             forces = p.forces[[0, worst.operation + 1]]
     else:
-        from .evaluation import evaluate
+        from ase_symdiag.backends.metatomic.evaluation import evaluate
 
         label, atoms = labelled[worst.structure]
         p = evaluate(

@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     parser.add_argument("--serial", action="store_true", help="run the two simulations one after the other")
     args = parser.parse_args(argv)
 
-    from ase_symdiag.reference_models import export_pair_potential
+    from ase_symdiag.reference.analytic import export_pair_potential
 
     with tempfile.TemporaryDirectory() as tmp:
         model = os.path.join(tmp, "broken.pt")

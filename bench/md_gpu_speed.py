@@ -26,7 +26,7 @@ from ase.build import bulk  # noqa: E402
 from ase.md.verlet import VelocityVerlet  # noqa: E402
 
 from ase_symdiag import SymDiagCalculator  # noqa: E402
-from ase_symdiag.export import export_symmetrized  # noqa: E402
+from ase_symdiag.backends.metatomic.export import export_symmetrized  # noqa: E402
 from ase_symdiag.errors import SymDiagError  # noqa: E402
 from ase_symdiag.report import format_table, write_json  # noqa: E402
 
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
                 entry = {"atoms": len(atoms), "device": device, "model": label, "engine": "ase", "steps_per_s": rate,
                          "atom_steps_per_s": rate * len(atoms)}
                 if has_lammps and device == "cuda":
-                    from ase_symdiag.md import lammps_external_md
+                    from ase_symdiag.md.runner import lammps_external_md
 
                     result = lammps_external_md(SymDiagCalculator(path, device=device), atoms, steps=steps)
                     entry["lammps_steps_per_s"] = 1.0 / result["seconds_per_step"]

@@ -24,7 +24,7 @@ warnings.filterwarnings("ignore", message=".*torch.jit.*")
 from metatomic_ase import MetatomicCalculator, SymmetrizedCalculator  # noqa: E402
 
 from ase_symdiag import SymDiagCalculator  # noqa: E402
-from ase_symdiag.quadrature import lebedev_quadrature  # noqa: E402
+from ase_symdiag.o3.quadrature import lebedev_quadrature  # noqa: E402
 from ase_symdiag.report import format_table  # noqa: E402
 
 

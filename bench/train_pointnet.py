@@ -20,12 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ase_symdiag.lartpc import LABELS, make_dataset
-from ase_symdiag.operations import haar_rotations
-from ase_symdiag.pointcloud import analyse_model, spectra_table
-from ase_symdiag.pointnet import PointNetConfig, PointNetSegmenter, group, load_model, save_model
+from ase_symdiag.pointcloud.lartpc import LABELS, make_dataset
+from ase_symdiag.o3.operations import haar_rotations
+from ase_symdiag.pointcloud.diagnostics import analyse_model, spectra_table
+from ase_symdiag.pointcloud.pointnet import PointNetConfig, PointNetSegmenter, group, load_model, save_model
 from ase_symdiag.report import atomic_savefig, format_table, write_json
-from ase_symdiag.representations import plot_representations
+from ase_symdiag.metrics.representations import plot_representations
 
 
 def rotate(positions: torch.Tensor, rotations: np.ndarray) -> torch.Tensor:

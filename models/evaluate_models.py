@@ -35,8 +35,8 @@ def evaluate(name: str, max_structures: int = 40) -> dict:
     from metatomic_ase import MetatomicCalculator
 
     from ase_symdiag import SymDiagCalculator, check_equivariance
-    from ase_symdiag.reference_data import read_dataset
-    from ase_symdiag.training import load_config, split_indices, validate_config
+    from ase_symdiag.reference.data import read_dataset
+    from ase_symdiag.reference.training import load_config, split_indices, validate_config
 
     config = validate_config(load_config(os.path.join(HERE, f"{name}.yaml")))
     metrics_path = os.path.join(HERE, config["output_dir"], "metrics.json")
@@ -66,7 +66,7 @@ def evaluate(name: str, max_structures: int = 40) -> dict:
         equivariance["direct_force_relative"] = _stats([r.direct_forces.relative for r in s])
 
     # test errors on rotated copies (one Haar-random O(3) operation per structure)
-    from ase_symdiag.operations import haar_rotations
+    from ase_symdiag.o3.operations import haar_rotations
 
     rotations = haar_rotations(len(test), seed=1)
     calc = SymDiagCalculator(model_path)
@@ -129,7 +129,7 @@ def card(result: dict, partner: dict = None) -> str:
     lines = [
         f"# {name}",
         "",
-        f"Unconstrained PET-style point-edge transformer (`ase_symdiag.pet.PET`), "
+        f"Unconstrained PET-style point-edge transformer (`ase_symdiag.reference.pet.PET`), "
         f"{'trained WITH' if metrics['augmentation_fraction'] > 0 else 'trained WITHOUT'} random O(3) "
         f"augmentation (`augmentation_fraction: {metrics['augmentation_fraction']}`). "
         "Reference model for the symmetry diagnostics of ase-symdiag: it is NOT "
@@ -141,7 +141,7 @@ def card(result: dict, partner: dict = None) -> str:
         + ("`non_conservative_force`, " if hypers["direct_forces"] else "")
         + ", ".join(f"`mtt::features::layer{k}`" for k in range(hypers["n_layers"])),
         f"- config: `models/{name}.yaml`; reproduce with "
-        f"`python -m ase_symdiag.training train models/{name}.yaml` "
+        f"`python -m ase_symdiag.reference.training train models/{name}.yaml` "
         "(checkpoint and metrics.json in "
         f"`models/{config['output_dir']}`)",
         "",

@@ -5,7 +5,7 @@ import pytest
 import torch
 from ase.build import bulk, fcc111, molecule
 
-from ase_symdiag.reference_models import export_pair_potential
+from ase_symdiag.reference.analytic import export_pair_potential
 
 # On the 2-core CI machines torch's two intra-op threads make the small gather/scatter
 # kernels of these models ~10x slower than one thread (measured: 3.7 s vs 0.39 s for the

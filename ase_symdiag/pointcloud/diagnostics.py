@@ -1,0 +1,549 @@
+"""The symmetry diagnostics on generic decorated point clouds (no ASE, no metatomic).
+
+A model is any torch callable ``fn(positions, decorations) -> {name: tensor}`` on one
+point cloud: ``positions`` (N, 3), ``decorations`` (N, F) (per-point features that do
+not transform: deposited energy, atomic type, ...). Each output has an
+:class:`OutputRule` saying how it transforms under an O(3) operation R (x' = x R^T):
+
+=============  ============  =====================================================
+kind           shape         transformation / back-rotation g(R)
+=============  ============  =====================================================
+scalar         (...)         invariant per event (energy, event logits)
+point_scalar   (N, ...)      invariant per point (segmentation logits, energies)
+vector         (3,)          v -> v R^T;       g(R) = v(Rx) R
+point_vector   (N, 3)        rows rotate;      g(R) = F(Rx) R (forces)
+tensor2        (3, 3)        S -> R S R^T;     g(R) = R^T S(Rx) R (stress)
+=============  ============  =====================================================
+
+A callable with attribute ``batched = True`` is instead called on (B, N, 3) and
+(B, N, F) and returns outputs with a leading B (used to evaluate many rotated
+copies at once); one with ``needs_grad = True`` is called with autograd enabled
+(forces by differentiation), otherwise under ``torch.no_grad()``. Rotations act about ``center`` (default the origin):
+``x' = (x - c) R^T + c``.
+
+The functions mirror the atomistic ones and share their arithmetic:
+:func:`equivariance_errors` (:mod:`ase_symdiag.metrics.equivariance`), :func:`output_spectra`
+(:func:`ase_symdiag.metrics.spectrum.channel_powers`, :class:`~ase_symdiag.metrics.spectrum.OutputSpectrum`)
+and :func:`layer_content` (same aggregation as
+:func:`ase_symdiag.metrics.representations.representation_content`, returning its
+:class:`~ase_symdiag.metrics.representations.RepresentationReport`). ``tests/test_pointcloud.py``
+checks that they give the atomistic numbers on a metatomic model to 1e-10.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from ase_symdiag.o3.operations import haar_rotations, validate_rotations
+from ase_symdiag.o3.quadrature import O3Quadrature, smallest_exact_quadrature
+from ase_symdiag.metrics.representations import LayerAccumulator, RepresentationReport
+from ase_symdiag.metrics.spectrum import OutputSpectrum, _key, channel_powers
+from ase_symdiag.o3.transforms import back_rotate_tensors, back_rotate_vectors
+
+__all__ = [
+    "KINDS",
+    "OutputRule",
+    "OutputErrors",
+    "PointCloudErrors",
+    "evaluate_rotated",
+    "equivariance_errors",
+    "output_spectra",
+    "layer_content",
+    "spectra_table",
+    "errors_table",
+    "add_pointcloud_cli",
+]
+
+KINDS = ("scalar", "point_scalar", "vector", "point_vector", "tensor2")
+_PER_POINT = ("point_scalar", "point_vector")
+
+
+@dataclass(frozen=True)
+class OutputRule:
+    """How one output transforms: ``kind`` in :data:`KINDS`; ``unit`` for reports."""
+
+    kind: str
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown output kind {self.kind!r}; use one of {KINDS}")
+
+    @property
+    def per_point(self) -> bool:
+        return self.kind in _PER_POINT
+
+
+Rules = Mapping[str, Union[OutputRule, str]]
+
+
+def _rules(rules: Rules) -> Dict[str, OutputRule]:
+    if not rules:
+        raise ValueError("give at least one output rule")
+    return {name: rule if isinstance(rule, OutputRule) else OutputRule(rule) for name, rule in rules.items()}
+
+
+def _as_array(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _call(fn, positions: torch.Tensor, decorations: torch.Tensor, batched: bool) -> Dict[str, np.ndarray]:
+    """Run ``fn`` on (B, N, 3) inputs, returning numpy (B, ...) outputs."""
+    if batched:
+        out = fn(positions, decorations)
+        return {k: _as_array(v) for k, v in out.items()}
+    results: Dict[str, list] = {}
+    for b in range(positions.shape[0]):
+        for k, v in fn(positions[b], decorations[b]).items():
+            results.setdefault(k, []).append(_as_array(v))
+    return {k: np.stack(v) for k, v in results.items()}
+
+
+def evaluate_rotated(
+    fn: Callable,
+    positions,
+    decorations,
+    rotations,
+    rules: Rules,
+    *,
+    batch_size: int = 16,
+    center=None,
+    back_rotate: bool = True,
+    dtype: torch.dtype = torch.float64,
+) -> Dict[str, np.ndarray]:
+    """``fn`` on the point cloud rotated by each of ``rotations`` (K, 3, 3).
+
+    Returns ``{name: (K, ...)}`` float64 for every output named in ``rules``: the
+    back-rotated samples g(R_k) (``back_rotate=True``) or the raw rotated-frame
+    outputs. Positions are rotated in float64 and cast to ``dtype`` for ``fn``.
+    """
+    rules = _rules(rules)
+    R = validate_rotations(rotations)
+    pos = np.asarray(_as_array(positions))
+    if pos.ndim != 2 or pos.shape[1] != 3:
+        raise ValueError(f"positions must have shape (N, 3), got {pos.shape}")
+    dec = _as_array(decorations) if decorations is not None else np.zeros((pos.shape[0], 0))
+    if dec.ndim == 1:
+        dec = dec[:, None]
+    c = np.zeros(3) if center is None else np.asarray(center, dtype=np.float64).reshape(3)
+    batched = bool(getattr(fn, "batched", False))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    chunks: Dict[str, list] = {name: [] for name in rules}
+    dec_t = torch.as_tensor(dec, dtype=dtype)
+    for start in range(0, len(R), batch_size):
+        Rb = R[start : start + batch_size]
+        rotated = (pos - c)[None] @ np.swapaxes(Rb, 1, 2) + c  # (B, N, 3)
+        with torch.no_grad() if not getattr(fn, "needs_grad", False) else torch.enable_grad():
+            out = _call(fn, torch.as_tensor(rotated, dtype=dtype), dec_t.expand(len(Rb), *dec.shape), batched)
+        for name, rule in rules.items():
+            if name not in out:
+                raise KeyError(f"the callable returned no output '{name}' (it returned {sorted(out)})")
+            values = out[name]
+            if back_rotate:
+                if rule.kind == "vector":
+                    values = back_rotate_vectors(values[:, None, :], Rb)[:, 0]
+                elif rule.kind == "point_vector":
+                    values = back_rotate_vectors(values, Rb)
+                elif rule.kind == "tensor2":
+                    values = back_rotate_tensors(values, Rb)
+            chunks[name].append(values)
+    return {name: np.concatenate(v) for name, v in chunks.items()}
+
+
+# --------------------------------------------------------------------------------------
+# Equivariance errors
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class OutputErrors:
+    """Errors of one output over K operations, measured on g(R) - g(1).
+
+    ``rms``: RMS over operations, points and components; ``max``: max over operations
+    (and points, for per-point outputs) of the norm of the error of one item (a
+    point's value, or the whole event-level output); ``reference_rms``: RMS of the
+    unrotated output; ``relative = rms / reference_rms``. For outputs with a trailing
+    class axis (logits), ``label_flip`` is the fraction of (operation, item) pairs
+    whose argmax changes. Equal to the atomistic ``VectorErrors``/``TensorErrors``
+    numbers since R is orthogonal (|dF R| = |dF|).
+    """
+
+    kind: str
+    rms: float
+    max: float
+    reference_rms: float
+    relative: float
+    per_operation_rms: List[float]
+    label_flip: Optional[float] = None
+
+
+@dataclass
+class PointCloudErrors:
+    """Result of :func:`equivariance_errors` for one point cloud."""
+
+    label: str
+    n_points: int
+    outputs: Dict[str, OutputErrors]
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "n_points": self.n_points, "outputs": {k: asdict(v) for k, v in self.outputs.items()}}
+
+
+def _item_norms(diff: np.ndarray, kind: str) -> np.ndarray:
+    """(K, items) norms of the error of each item (point or event output)."""
+    K = diff.shape[0]
+    if kind in _PER_POINT:
+        return np.linalg.norm(diff.reshape(K, diff.shape[1], -1), axis=2)
+    return np.linalg.norm(diff.reshape(K, 1, -1), axis=2)
+
+
+def _errors(samples: np.ndarray, kind: str, classes: bool) -> OutputErrors:
+    reference = samples[0]
+    diff = samples[1:] - reference[None]
+    K = diff.shape[0]
+    reference_rms = float(np.sqrt(np.mean(reference**2))) if reference.size else 0.0
+    rms = float(np.sqrt(np.mean(diff**2)))
+    flip = None
+    if classes and reference.ndim >= 1 and reference.shape[-1] > 1:
+        flip = float(np.mean(np.argmax(samples[1:], axis=-1) != np.argmax(reference, axis=-1)[None]))
+    return OutputErrors(
+        kind=kind,
+        rms=rms,
+        max=float(_item_norms(diff, kind).max()),
+        reference_rms=reference_rms,
+        relative=rms / reference_rms if reference_rms > 0 else float("inf") if rms > 0 else 0.0,
+        per_operation_rms=np.sqrt(np.mean(diff.reshape(K, -1) ** 2, axis=1)).tolist(),
+        label_flip=flip,
+    )
+
+
+def equivariance_errors(
+    fn: Callable,
+    positions,
+    decorations,
+    rotations=None,
+    rules: Rules = None,
+    *,
+    n_rotations: int = 8,
+    seed: Optional[int] = 0,
+    batch_size: int = 16,
+    center=None,
+    label: str = "",
+    dtype: torch.dtype = torch.float64,
+) -> PointCloudErrors:
+    """Per-output equivariance errors of ``fn`` under ``rotations`` (default:
+    ``n_rotations`` Haar-random O(3) operations from ``seed``, every second one
+    improper, as :func:`ase_symdiag.check_equivariance`). The unrotated cloud is
+    evaluated in the same batches. ``label_flip`` is reported for scalar and
+    point_scalar outputs with a class axis (argmax of logits/probabilities)."""
+    rules = _rules(rules)
+    if rotations is None:
+        rotations = haar_rotations(n_rotations, seed)
+    R = validate_rotations(rotations)
+    with_identity = np.concatenate([np.eye(3)[None], R])
+    samples = evaluate_rotated(fn, positions, decorations, with_identity, rules, batch_size=batch_size, center=center, dtype=dtype)
+    n = int(np.asarray(_as_array(positions)).shape[0])
+    outputs = {}
+    for name, rule in rules.items():
+        values = samples[name]
+        classes = rule.kind == "scalar" and values.ndim >= 2 or rule.kind == "point_scalar" and values.ndim >= 3
+        outputs[name] = _errors(values, rule.kind, classes)
+    return PointCloudErrors(label=label, n_points=n, outputs=outputs)
+
+
+def errors_table(results: Sequence[PointCloudErrors]) -> str:
+    from ase_symdiag.report import format_table
+
+    headers = ["cloud", "output", "kind", "rms", "max", "ref rms", "relative", "argmax flips"]
+    rows = []
+    for r in results:
+        for name, e in r.outputs.items():
+            rows.append([r.label, name, e.kind, e.rms, e.max, e.reference_rms, e.relative, e.label_flip])
+    return format_table(headers, rows)
+
+
+# --------------------------------------------------------------------------------------
+# Spectra
+# --------------------------------------------------------------------------------------
+
+
+def _spectrum(name: str, samples: np.ndarray, quadrature: O3Quadrature, lmax: int, rule: OutputRule) -> OutputSpectrum:
+    """As :func:`ase_symdiag.metrics.spectrum.output_spectrum`: per-point outputs are summed over
+    components and averaged over points, event-level outputs summed over components."""
+    powers = channel_powers(samples, quadrature, lmax)
+    weights = quadrature.weights.reshape((-1,) + (1,) * (samples.ndim - 1))
+    square = np.sum(weights * samples**2, axis=0)
+    mean = np.sum(weights * samples, axis=0)
+    variance = np.clip(np.sum(weights * (samples - mean) ** 2, axis=0), 0.0, None)
+
+    def reduce(array: np.ndarray) -> float:
+        if rule.per_point:
+            per = array.reshape(array.shape[0], -1).sum(axis=1) if array.ndim > 1 else array
+            return float(per.mean())
+        return float(np.sum(array))
+
+    power = {c: reduce(p) for c, p in powers.items()}
+    total_variance = reduce(variance)
+    unresolved = total_variance - sum(p for c, p in power.items() if c != (0, 1))
+    if unresolved < -1e-8 * max(reduce(square), 1e-300):
+        warnings.warn(
+            f"{name}: resolved channels exceed the variance by {-unresolved:.3g}: the "
+            f"quadrature '{quadrature.name}' (degree {quadrature.degree}) is not exact to "
+            f"2*lmax = {2 * lmax}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return OutputSpectrum(
+        output=name,
+        unit=rule.unit,
+        mean_square=reduce(square),
+        variance=total_variance,
+        power=power,
+        unresolved=max(unresolved, 0.0),
+    )
+
+
+def _quadrature(lmax: int, quadrature: Optional[O3Quadrature]) -> O3Quadrature:
+    if quadrature is None:
+        return smallest_exact_quadrature(2 * lmax)
+    if quadrature.degree < 2 * lmax:
+        raise ValueError(
+            f"quadrature '{quadrature.name}' is exact to degree {quadrature.degree}, lambda <= {lmax} needs {2 * lmax}"
+        )
+    return quadrature
+
+
+def output_spectra(
+    fn: Callable,
+    positions,
+    decorations,
+    lmax: int = 3,
+    rules: Rules = None,
+    *,
+    quadrature: Optional[O3Quadrature] = None,
+    batch_size: int = 16,
+    center=None,
+    dtype: torch.dtype = torch.float64,
+) -> Dict[str, OutputSpectrum]:
+    """Channel powers (lambda <= lmax, parity) of every output's back-rotated g(R),
+    on a quadrature exact to ``2 lmax`` (default: the smallest available)."""
+    rules = _rules(rules)
+    quadrature = _quadrature(lmax, quadrature)
+    samples = evaluate_rotated(
+        fn, positions, decorations, quadrature.rotations, rules, batch_size=batch_size, center=center, dtype=dtype
+    )
+    return {name: _spectrum(name, samples[name], quadrature, lmax, rule) for name, rule in rules.items()}
+
+
+def mean_spectra(spectra: Sequence[Dict[str, OutputSpectrum]]) -> Dict[str, OutputSpectrum]:
+    """Average of per-cloud spectra (powers, mean squares and variances are means)."""
+    out = {}
+    for name in spectra[0]:
+        items = [s[name] for s in spectra]
+        out[name] = OutputSpectrum(
+            output=name,
+            unit=items[0].unit,
+            mean_square=float(np.mean([s.mean_square for s in items])),
+            variance=float(np.mean([s.variance for s in items])),
+            power={c: float(np.mean([s.power[c] for s in items])) for c in items[0].power},
+            unresolved=float(np.mean([s.unresolved for s in items])),
+        )
+    return out
+
+
+def spectra_table(spectra: Dict[str, Dict[str, OutputSpectrum]], lmax: int) -> str:
+    """Rows: model/cloud x output; columns: relative breaking and sqrt(power) per channel."""
+    from ase_symdiag.report import format_table
+
+    channels = [(l, s) for l in range(lmax + 1) for s in (1, -1) if (l, s) != (0, 1)]
+    headers = ["model", "output", "rms", "rms breaking", "breaking/rms"] + [_key(c) for c in channels] + [f">{lmax}"]
+    rows = []
+    for label, outputs in spectra.items():
+        for name, out in outputs.items():
+            rms = float(np.sqrt(out.mean_square))
+            rows.append(
+                [label, name, rms, float(np.sqrt(out.variance)), float(np.sqrt(out.variance)) / rms if rms > 0 else None]
+                + [float(np.sqrt(out.power[c])) if c in out.power else None for c in channels]
+                + [float(np.sqrt(out.unresolved))]
+            )
+    return (
+        "RMS amplitude of the symmetry breaking of g(R) in each O(3) channel (lambda, parity)\n"
+        + format_table(headers, rows)
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Layer content
+# --------------------------------------------------------------------------------------
+
+Cloud = Tuple[object, object]
+
+
+def layer_content(
+    fn_features: Callable,
+    clouds: Union[Cloud, Sequence[Cloud]],
+    lmax: int = 3,
+    *,
+    layers: Optional[Sequence[str]] = None,
+    quadrature: Optional[O3Quadrature] = None,
+    batch_size: int = 16,
+    center=None,
+    model: str = "",
+    dtype: torch.dtype = torch.float64,
+) -> RepresentationReport:
+    """Character projection of per-layer features ``fn_features(pos, dec) -> {layer: (M, d)}``
+    (M = points or patches; rows must correspond between rotated copies, which holds
+    when the row order is chosen invariantly) as functions of the orientation.
+
+    ``clouds``: one ``(positions, decorations)`` pair or a list of them. Aggregation
+    as :func:`ase_symdiag.metrics.representations.representation_content`: powers summed over
+    rows and averaged over clouds; the features are not transformed.
+    """
+    if isinstance(clouds, tuple) and len(clouds) == 2 and isinstance(clouds[0], (np.ndarray, torch.Tensor)) and clouds[0].ndim == 2:
+        clouds = [clouds]
+    clouds = list(clouds)
+    if not clouds:
+        raise ValueError("no point clouds given")
+    quadrature = _quadrature(lmax, quadrature)
+    accumulator = LayerAccumulator(quadrature, lmax)
+    names: Optional[List[str]] = list(layers) if layers else None
+    for positions, decorations in clouds:
+        if names is None:
+            probe = _call(
+                fn_features,
+                torch.as_tensor(_as_array(positions), dtype=dtype)[None],
+                torch.as_tensor(_as_array(decorations), dtype=dtype).reshape(1, len(_as_array(positions)), -1),
+                bool(getattr(fn_features, "batched", False)),
+            )
+            names = list(probe)
+        rules = {name: OutputRule("point_scalar") for name in names}
+        samples = evaluate_rotated(
+            fn_features, positions, decorations, quadrature.rotations, rules,
+            batch_size=batch_size, center=center, back_rotate=False, dtype=dtype,
+        )
+        for name in names:
+            accumulator.add(name, samples[name])
+    contents = accumulator.contents()
+    return RepresentationReport(model, lmax, quadrature.name, len(clouds), contents)
+
+
+# --------------------------------------------------------------------------------------
+# Command line (registered by ase_symdiag.cli.main)
+# --------------------------------------------------------------------------------------
+
+
+def add_pointcloud_cli(subparsers) -> None:
+    """Add ``pointcloud MODEL_DIR_OR_PT [--events N] [--seed S] [--lmax L] [--json OUT]
+    [--plot OUT.png]`` to an argparse ``subparsers``."""
+    p = subparsers.add_parser(
+        "pointcloud",
+        help="symmetry diagnostics of a point-cloud model (PointNet on toy LArTPC events)",
+        description=(
+            "Load a PointNet-style segmentation model (a models/pointnet/*.pt file, or a directory "
+            "of them), generate toy LArTPC events, and print the invariance errors of the "
+            "segmentation and event outputs under Haar-random O(3) operations, the spectrum of "
+            "their orientation dependence, and the invariant fraction of each layer."
+        ),
+    )
+    p.add_argument("model", help="a .pt file written by bench/train_pointnet.py, or a directory of them")
+    p.add_argument("--events", type=int, default=4, help="number of test events (default 4)")
+    p.add_argument("--seed", type=int, default=12345, help="event and rotation seed (default 12345)")
+    p.add_argument("--lmax", type=int, default=3, help="largest lambda resolved (default 3)")
+    p.add_argument("--rotations", type=int, default=16, help="Haar-random operations for the errors (default 16)")
+    p.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="heat map of layer x channel fractions")
+    p.set_defaults(run=_run_pointcloud)
+
+
+def analyse_model(model, events: Dict[str, np.ndarray], *, lmax: int = 3, n_rotations: int = 16, seed: int = 0,
+                  label: str = "model", batch_size: int = 32, spectrum_events: Optional[int] = None) -> dict:
+    """Errors, spectra and layer content of a :class:`ase_symdiag.pointcloud.pointnet.PointNetSegmenter`
+    on ``events`` (a :func:`ase_symdiag.pointcloud.lartpc.make_dataset` dict); spectra and layers on
+    the first ``spectrum_events`` of them (default all). Evaluated in float64."""
+    from ase_symdiag.pointcloud.pointnet import as_callables
+
+    outputs_fn, features_fn, rules = as_callables(model)
+    clouds = [(events["positions"][i], events["energy"][i]) for i in range(len(events["positions"]))]
+    errors = [
+        equivariance_errors(outputs_fn, pos, dec, rules=rules, n_rotations=n_rotations, seed=seed + i,
+                            batch_size=batch_size, label=f"event{i}")
+        for i, (pos, dec) in enumerate(clouds)
+    ]
+    quad = smallest_exact_quadrature(2 * lmax)
+    few = clouds[:spectrum_events] if spectrum_events else clouds
+    spectra = mean_spectra([output_spectra(outputs_fn, pos, dec, lmax, rules, quadrature=quad, batch_size=batch_size)
+                            for pos, dec in few])
+    content = layer_content(features_fn, few, lmax, quadrature=quad, batch_size=batch_size, model=label)
+    summary = {}
+    for name in rules:
+        items = [e.outputs[name] for e in errors]
+        summary[name] = {
+            "relative_rms": float(np.sqrt(np.mean([x.rms**2 for x in items])) / np.sqrt(np.mean([x.reference_rms**2 for x in items]))),
+            "rms": float(np.sqrt(np.mean([x.rms**2 for x in items]))),
+            "max": float(max(x.max for x in items)),
+            "label_flip": float(np.mean([x.label_flip for x in items])) if items[0].label_flip is not None else None,
+        }
+    return {"errors": errors, "error_summary": summary, "spectra": spectra, "layers": content, "quadrature": quad.name,
+            "n_error_events": len(clouds), "n_spectrum_events": len(few)}
+
+
+def _run_pointcloud(args) -> int:
+    import os
+
+    from ase_symdiag.pointcloud.lartpc import make_dataset
+    from ase_symdiag.pointcloud.pointnet import load_model
+    from ase_symdiag.report import format_table, write_json
+
+    torch.set_num_threads(1)
+    if os.path.isdir(args.model):
+        paths = sorted(os.path.join(args.model, f) for f in os.listdir(args.model) if f.endswith(".pt"))
+    else:
+        paths = [args.model]
+    if not paths:
+        raise FileNotFoundError(f"no .pt model in {args.model}")
+    results, reports, spectra = {}, {}, {}
+    for path in paths:
+        name = os.path.splitext(os.path.basename(path))[0]
+        model, config = load_model(path)
+        events = make_dataset(args.events, config["n_points"], seed=args.seed)
+        res = analyse_model(model, events, lmax=args.lmax, n_rotations=args.rotations, seed=args.seed, label=name)
+        results[name] = res
+        reports[name] = res["layers"]
+        spectra[name] = res["spectra"]
+    rows = []
+    for name, res in results.items():
+        for out, s in res["error_summary"].items():
+            rows.append([name, out, s["rms"], s["max"], s["relative_rms"], s["label_flip"]])
+    print(f"invariance under {args.rotations} Haar-random O(3) operations, {args.events} events (float64)")
+    print(format_table(["model", "output", "rms", "max", "relative", "argmax flips"], rows))
+    print()
+    print(spectra_table(spectra, args.lmax))
+    for name, report in reports.items():
+        print()
+        print(f"model {name}")
+        print(report.table())
+    if args.json:
+        write_json(args.json, {
+            name: {
+                "errors": [e.to_dict() for e in res["errors"]],
+                "error_summary": res["error_summary"],
+                "spectra": {k: v.to_dict() for k, v in res["spectra"].items()},
+                "layers": res["layers"].to_dict(),
+            }
+            for name, res in results.items()
+        })
+        print(f"results written to {args.json}")
+    if args.plot:
+        from ase_symdiag.metrics.representations import plot_representations
+
+        plot_representations(reports, args.plot)
+        print(f"heat map written to {args.plot}")
+    return 0
