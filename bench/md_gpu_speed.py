@@ -107,7 +107,7 @@ def main(argv=None) -> int:
                 entry = {"atoms": len(atoms), "device": device, "model": label, "engine": "ase", "steps_per_s": rate,
                          "atom_steps_per_s": rate * len(atoms)}
                 if has_lammps and device == "cuda":
-                    from ase_symdiag.md.runner import lammps_external_md
+                    from ase_symdiag.md import lammps_external_md
 
                     result = lammps_external_md(SymDiagCalculator(path, device=device), atoms, steps=steps)
                     entry["lammps_steps_per_s"] = 1.0 / result["seconds_per_step"]

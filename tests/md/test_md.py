@@ -1,4 +1,4 @@
-"""MD stability runs (ase_symdiag.md.runner): analytic drift, failure detection, resume, CLI."""
+"""MD stability runs (ase_symdiag.md): analytic drift, failure detection, resume, CLI."""
 
 from repo import ROOT as REPO_ROOT
 import argparse
@@ -13,7 +13,8 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.lj import LennardJones
 from ase.cluster import Icosahedron
 
-from ase_symdiag.md.runner import MDError, add_md_cli, run_md, supports_corrections
+from ase_symdiag.cli.md import add_parser as add_md_parser
+from ase_symdiag.md import MDError, run_md
 
 ROOT = str(REPO_ROOT)
 MODEL = os.path.join(ROOT, "models", "morse-broken-l2.pt")
@@ -218,7 +219,7 @@ def _cli(argv):
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
-    add_md_cli(sub)
+    add_md_parser(sub)
     args = parser.parse_args(argv)
     return args.run(args)
 
@@ -231,7 +232,7 @@ def test_md_cli_three_variants(tmp_path, capsys):
     atoms.rattle(0.05, seed=1)
     structure = tmp_path / "cu.extxyz"
     ase.io.write(structure, atoms)
-    variants = "raw,symmetrized,corrected" if supports_corrections() else "raw,symmetrized"
+    variants = "raw,symmetrized,corrected"
     out = tmp_path / "md"
     code = _cli(["md", MODEL, str(structure), "--variants", variants, "--steps", "10", "--timestep", "2",
                  "--quadrature", "O", "--out", str(out), "-q"])
@@ -243,6 +244,29 @@ def test_md_cli_three_variants(tmp_path, capsys):
         assert summary["steps_done"] == 10 and summary["failure_reason"] is None
         assert summary["pressure_mean_GPa"] is not None
     assert (out / "md.png").stat().st_size > 10_000
-    if not supports_corrections():
-        with pytest.raises(MDError, match="corrections"):
-            _cli(["md", MODEL, str(structure), "--variants", "corrected", "--steps", "1", "--out", str(out)])
+    # the corrected variant really is corrected (periodic: net force only, no torque)
+    assert _load(out / "corrected.json")["description"] == "corrected (net_force)"
+    assert _load(out / "summary.json")["settings"]["variants"]["symmetrized"].endswith(", 48 ops)")
+
+
+def test_corrected_variant_applies_corrections():
+    """make_calculator("corrected") really applies the corrections (net force, and net
+    torque for finite structures only): the forces sum to zero."""
+    from ase_symdiag.backends.metatomic.model import ModelHandle
+    from ase_symdiag.md import make_calculator
+
+    handle = ModelHandle.load(MODEL)
+    finite = Atoms("Cu3", positions=[[0, 0, 0], [2.4, 0.1, 0], [1.1, 2.0, 0.3]])
+    periodic = Atoms("Cu3", positions=finite.positions, cell=[8.0, 8.0, 8.0], pbc=True)
+    for atoms, names in ((finite, ["net_force", "net_torque"]), (periodic, ["net_force"])):
+        calc = make_calculator("corrected", handle, atoms)
+        assert calc.parameters["corrections"] == names
+        atoms.calc = calc
+        np.testing.assert_allclose(atoms.get_forces().sum(axis=0), 0.0, atol=1e-10)
+    with pytest.raises(MDError, match="unknown variant"):
+        make_calculator("banana", handle, finite)
+
+
+def test_bad_quadrature_is_an_md_error():
+    with pytest.raises(MDError, match="symmetrized"):
+        run_md(MODEL, lj_cluster(), variants="symmetrized", symmetrize="banana", steps=1)
