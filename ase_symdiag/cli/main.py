@@ -13,6 +13,7 @@ import warnings
 from typing import List, Optional
 
 from ase_symdiag.cli import md
+from ase_symdiag.cli import history, train
 
 
 class CLIError(Exception):
@@ -342,24 +343,6 @@ def _add_compare(subparsers) -> None:
     add_compare_cli(subparsers)
 
 
-def _add_train(subparsers) -> None:
-    from ase_symdiag.reference.training import add_train_cli
-
-    add_train_cli(subparsers)
-
-
-def _add_history(subparsers) -> None:
-    from ase_symdiag.reference.training import add_history_cli
-
-    add_history_cli(subparsers)
-
-
-def _add_export(subparsers) -> None:
-    from ase_symdiag.reference.training import add_export_cli
-
-    add_export_cli(subparsers)
-
-
 def _add_pointcloud(subparsers) -> None:
     from ase_symdiag.pointcloud.diagnostics import add_pointcloud_cli
 
@@ -373,9 +356,8 @@ COMMANDS = [
     _add_representations,
     _add_compare,
     md.add_parser,
-    _add_train,
-    _add_history,
-    _add_export,
+    train.add_parser,  # train, export
+    history.add_parser,  # training-history
     _add_pointcloud,
     _add_reference_model,
 ]

@@ -27,7 +27,6 @@ Determinism: parameters from ``torch.manual_seed(config.seed)``; no dropout.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Tuple
@@ -184,31 +183,29 @@ def as_callables(model: PointNetSegmenter):
 
 
 def save_model(model: PointNetSegmenter, path: str, extra: Optional[dict] = None) -> None:
-    """state_dict + config in one .pt (atomic), and the config as JSON next to it."""
-    import tempfile
+    """state_dict + config in one .pt, and the config (plus ``extra``) as JSON next to
+    it, both written atomically."""
+    from ase_symdiag.report import atomic_write, write_json
 
     config = asdict(model.config)
     payload = {"config": config, "state_dict": model.state_dict(), "extra": extra or {}}
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    from ase_symdiag.report import write_json
-
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     write_json(os.path.splitext(path)[0] + ".json", {"config": config, **(extra or {})})
 
 
 def load_model(path: str) -> Tuple[PointNetSegmenter, dict]:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    config = PointNetConfig(**payload["config"])
-    model = PointNetSegmenter(config)
-    model.load_state_dict(payload["state_dict"])
+    """The model (eval mode) and its config dict from a file of :func:`save_model`;
+    raises :class:`~ase_symdiag.errors.ModelError` for a missing or unsuitable file."""
+    from ase_symdiag.errors import ModelError
+
+    if not os.path.isfile(path):
+        raise ModelError(f"PointNet weights '{path}' do not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        config = PointNetConfig(**payload["config"])
+        model = PointNetSegmenter(config)
+        model.load_state_dict(payload["state_dict"])
+    except Exception as error:
+        raise ModelError(f"could not read PointNet weights '{path}': {error}") from None
     model.eval()
     return model, payload["config"]
-
-
-def load_config_json(path: str) -> dict:
-    with open(path) as handle:
-        return json.load(handle)

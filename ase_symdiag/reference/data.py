@@ -12,18 +12,17 @@ Every generator takes a ``seed``: the same seed always gives the same structures
 in ``arrays["forces"]``, stress (3x3, eV/Å^3) in ``info["stress"]`` for bulk) and
 :func:`read_dataset` reads it back with the labels as plain arrays.
 
-Command line::
+Command line (:mod:`ase_symdiag.cli.reference_data`)::
 
-    python -m ase_symdiag.reference.data cu models/data/cu-emt.extxyz --n 400
-    python -m ase_symdiag.reference.data ethanol models/data/ethanol-xtb.extxyz --n 500
+    python -m ase_symdiag.cli.reference_data cu models/data/cu-emt.extxyz --n 400
+    python -m ase_symdiag.cli.reference_data ethanol models/data/ethanol-xtb.extxyz --n 500
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import warnings
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import numpy as np
 from ase import Atoms, units
@@ -302,26 +301,3 @@ def force_rms(images: Sequence[Atoms]) -> float:
     """RMS force component (eV/Å) over a data set."""
     forces = np.concatenate([a.arrays["forces"].reshape(-1) for a in images])
     return float(np.sqrt(np.mean(forces**2)))
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=["cu", "ethanol"])
-    parser.add_argument("output")
-    parser.add_argument("--n", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.kind == "cu":
-        images = cu_emt_dataset(400 if args.n is None else args.n, seed=args.seed)
-    else:
-        images = ethanol_xtb_dataset(500 if args.n is None else args.n, seed=args.seed)
-    write_dataset(images, args.output)
-    print(
-        f"wrote {len(images)} structures to {args.output} "
-        f"(force RMS {force_rms(images):.4f} eV/Å)"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -28,7 +28,7 @@ to what a CPU can train in minutes):
 
 The module is TorchScript-compatible and exported as a metatomic AtomisticModel by
 :func:`export_pet`. :meth:`PET.compute` is the batched core on plain tensors, used
-directly by :mod:`ase_symdiag.reference.training` (with neighbour lists computed once per
+directly by :mod:`ase_symdiag.reference.loss` (with neighbour lists computed once per
 structure and reused under rotations).
 """
 
@@ -40,6 +40,7 @@ from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from ase_symdiag.backends.metatomic.blocks import single_block_map
+from ase_symdiag.errors import ModelError
 
 ENERGY = "energy"
 NC_FORCES = "non_conservative_force"
@@ -105,7 +106,7 @@ class CutoffAttentionBlock(torch.nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_feedforward: int) -> None:
         super().__init__()
         if d_model % n_heads != 0:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+            raise ModelError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
         self.norm1 = torch.nn.LayerNorm(d_model)
@@ -150,11 +151,11 @@ class PET(torch.nn.Module):
         super().__init__()
         types = sorted({int(t) for t in atomic_types})
         if len(types) == 0:
-            raise ValueError("atomic_types must not be empty")
+            raise ModelError("atomic_types must not be empty")
         if n_layers < 1:
-            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+            raise ModelError(f"n_layers must be >= 1, got {n_layers}")
         if not 0.0 < cutoff_width <= cutoff:
-            raise ValueError(f"cutoff_width must be in (0, cutoff], got {cutoff_width}")
+            raise ModelError(f"cutoff_width must be in (0, cutoff], got {cutoff_width}")
         self.atomic_types: List[int] = types
         self.cutoff = float(cutoff)
         self.cutoff_width = float(cutoff_width)
@@ -431,7 +432,7 @@ def build_pet(atomic_types: Sequence[int], hypers: Optional[dict] = None) -> PET
     if hypers:
         unknown = set(hypers) - set(DEFAULT_HYPERS)
         if unknown:
-            raise ValueError(f"unknown PET hyper-parameters: {sorted(unknown)}")
+            raise ModelError(f"unknown PET hyper-parameters: {sorted(unknown)}")
         merged.update(hypers)
     return PET(atomic_types, **merged)
 
@@ -459,7 +460,7 @@ def export_pet(
     if dtype is None:
         dtype = "float64" if next(module.parameters()).dtype == torch.float64 else "float32"
     if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        raise ModelError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     module = module.to(torch.float64 if dtype == "float64" else torch.float32)
     for parameter in module.parameters():
         parameter.requires_grad_(False)

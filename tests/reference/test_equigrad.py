@@ -1,4 +1,4 @@
-"""Orb-v3-style "equigrad" rotational-gradient penalty (ase_symdiag.reference.training, issue 6).
+"""Orb-v3-style "equigrad" rotational-gradient penalty (ase_symdiag.reference.loss, issue 6).
 
 ``predict(..., rotational_gradient=True)`` returns ``A = (W - W^T)/2`` with
 ``W = dE/d(eps)`` for an identity strain ``eps`` on positions and cell; the penalty
@@ -14,19 +14,11 @@ from scipy.linalg import expm
 from tiny_pet import TINY, tiny_config as _tiny_config
 
 from ase_symdiag.reference.pet import build_pet
-from ase_symdiag.reference.training import (
-    Sample,
-    TrainingConfigError,
-    _collate,
-    _loss,
-    evaluate_samples,
-    load_checkpoint,
-    load_samples,
-    model_from_checkpoint,
-    predict,
-    train,
-    validate_config,
-)
+from ase_symdiag.reference.checkpoints import load_checkpoint, model_from_checkpoint
+from ase_symdiag.reference.config import TrainingConfigError, validate_config
+from ase_symdiag.reference.loss import evaluate_samples, predict, weighted_loss
+from ase_symdiag.reference.samples import Sample, collate, load_samples
+from ase_symdiag.reference.training import train
 
 AXIS = torch.tensor([0.3, -0.8, 0.5], dtype=torch.float64)
 K_PAIR = 0.7
@@ -83,7 +75,7 @@ def samples(tiny_data):  # noqa: F811
 
 @pytest.mark.parametrize("kind", ["periodic", "finite"])
 def test_zero_for_invariant_energy(samples, kind):
-    batch = _collate(samples[kind], None, torch.float64)
+    batch = collate(samples[kind], None, torch.float64)
     out = predict(_Invariant(), batch, forces=True, stress=False, create_graph=False, rotational_gradient=True)
     a = out["rotational_gradient"]
     assert a.shape == (len(samples[kind]), 3, 3)
@@ -95,7 +87,7 @@ def test_zero_for_invariant_energy(samples, kind):
 
 @pytest.mark.parametrize("kind", ["periodic", "finite"])
 def test_closed_form_for_directional_energy(samples, kind):
-    batch = _collate(samples[kind], None, torch.float64)
+    batch = collate(samples[kind], None, torch.float64)
     out = predict(_Directional(), batch, forces=False, stress=False, create_graph=False, rotational_gradient=True)
     expected = _analytic(batch)
     assert float(expected.abs().max()) > 1e-1  # not trivially zero
@@ -106,7 +98,7 @@ def test_finite_system_is_half_the_squared_torque(samples):
     """For a finite system A_ij = -(1/2) sum_n (x_i F_j - x_j F_i), so ||A||_F^2 = |tau|^2 / 2."""
     torch.manual_seed(0)
     model = build_pet([1, 6, 8], TINY).double()
-    batch = _collate(samples["finite"], None, torch.float64)
+    batch = collate(samples["finite"], None, torch.float64)
     out = predict(model, batch, forces=True, stress=False, create_graph=False, rotational_gradient=True)
     torque = torch.zeros(batch["n_systems"], 3, dtype=torch.float64).index_add(
         0, batch["atom_system"], torch.cross(batch["positions"], out["forces"], dim=1)
@@ -122,13 +114,13 @@ def test_is_the_derivative_along_a_rotation(samples, kind):
     torch.manual_seed(1)
     model = build_pet([1, 6, 8, 29], TINY).double()
     chunk = samples[kind][:2]
-    out = predict(model, _collate(chunk, None, torch.float64), forces=False, stress=False, create_graph=False, rotational_gradient=True)
+    out = predict(model, collate(chunk, None, torch.float64), forces=False, stress=False, create_graph=False, rotational_gradient=True)
     k = np.array([[0.0, 0.4, -1.0], [-0.4, 0.0, 0.7], [1.0, -0.7, 0.0]])
     t = 1e-4
 
     def energy(theta):
-        r = expm(theta * k).T  # _collate applies x r^T = x exp(theta K)
-        batch = _collate(chunk, [r] * len(chunk), torch.float64)
+        r = expm(theta * k).T  # collate applies x r^T = x exp(theta K)
+        batch = collate(chunk, [r] * len(chunk), torch.float64)
         return predict(model, batch, forces=False, stress=False, create_graph=False)["energy"]
 
     finite_difference = (energy(t) - energy(-t)) / (2 * t)
@@ -140,13 +132,13 @@ def test_is_the_derivative_along_a_rotation(samples, kind):
 def test_penalty_backpropagates(samples):
     torch.manual_seed(2)
     model = build_pet([29], TINY).double()
-    batch = _collate(samples["periodic"], None, torch.float64)
+    batch = collate(samples["periodic"], None, torch.float64)
     out = predict(model, batch, forces=True, stress=False, create_graph=True, rotational_gradient=True)
     zero = {"energy": 0.0, "forces": 0.0, "stress": 0.0, "direct_forces": 0.0}
-    penalty = _loss(out, batch, dict(zero, equigrad=2.0))
+    penalty = weighted_loss(out, batch, dict(zero, equigrad=2.0))
     expected = 2.0 * out["rotational_gradient"].pow(2).sum(dim=(1, 2)).mean()
     torch.testing.assert_close(penalty, expected)
-    assert float(_loss(out, batch, dict(zero, equigrad=0.0)).detach()) == 0.0
+    assert float(weighted_loss(out, batch, dict(zero, equigrad=0.0)).detach()) == 0.0
     penalty.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0.0

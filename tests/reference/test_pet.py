@@ -3,7 +3,6 @@
 from repo import ROOT
 import math
 import os
-import pathlib
 
 import numpy as np
 import pytest
@@ -137,7 +136,8 @@ def test_pet_is_smooth_at_the_cutoff():
 
 
 def test_training_runs_checkpoints_and_resumes_exactly(tmp_path, tiny_data):
-    from ase_symdiag.reference.training import load_checkpoint, train
+    from ase_symdiag.reference.checkpoints import load_checkpoint
+    from ase_symdiag.reference.training import train
 
     torch.set_num_threads(1)
     # uninterrupted reference run
@@ -168,11 +168,11 @@ def test_augmentation_rotates_labels_consistently(tiny_data):
     from ase.calculators.emt import EMT
 
     from ase_symdiag.o3.operations import haar_rotations
-    from ase_symdiag.reference.training import _collate, load_samples
+    from ase_symdiag.reference.samples import collate, load_samples
 
     images, samples, _ = load_samples(str(tiny_data), None, 4.5)
     rotation = haar_rotations(2, seed=7)[1]  # improper
-    batch = _collate(samples[:1], [rotation], torch.float64)
+    batch = collate(samples[:1], [rotation], torch.float64)
     atoms = images[0].copy()
     atoms.positions = batch["positions"].numpy()
     atoms.cell = batch["cells"][0].numpy()
@@ -195,16 +195,18 @@ def test_bad_configs_raise_symdiag_errors(tmp_path, tiny_data):
 def test_cli_subcommands(tmp_path):
     import argparse
 
-    from ase_symdiag.reference.training import add_export_cli, add_train_cli
+    from ase_symdiag.cli import history, train
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
-    add_train_cli(sub)
-    add_export_cli(sub)
-    args = parser.parse_args(["train", "config.yaml"])
-    assert callable(args.run) and args.config == "config.yaml"
-    args = parser.parse_args(["export", "ckpt.pt", "out.pt"])
-    assert callable(args.run) and args.output == "out.pt"
+    train.add_parser(sub)
+    history.add_parser(sub)
+    args = parser.parse_args(["train", "config.yaml", "--fresh"])
+    assert args.run is train.run and args.config == "config.yaml" and args.fresh
+    args = parser.parse_args(["export", "ckpt.pt", "out.pt", "--which", "last"])
+    assert args.run is train.run_export and args.output == "out.pt" and args.which == "last"
+    args = parser.parse_args(["training-history", "a.pt", "b.pt", "--json", "h.json"])
+    assert args.run is history.run and args.checkpoints == ["a.pt", "b.pt"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -5,7 +5,9 @@ import torch
 
 from tiny_pet import tiny_config as _tiny_config
 
-from ase_symdiag.reference.training import TrainingConfigError, load_checkpoint, train, validate_config
+from ase_symdiag.reference.checkpoints import load_checkpoint
+from ase_symdiag.reference.config import TrainingConfigError, validate_config
+from ase_symdiag.reference.training import train
 
 
 def test_probes_recorded_at_chosen_epochs(tmp_path, tiny_data):  # noqa: F811

@@ -1,39 +1,74 @@
-"""Train the toy-LArTPC PointNet segmenter with and without O(3) augmentation and
-measure its symmetry (issue 8).
+"""Training the toy-LArTPC PointNet segmenter with and without O(3) augmentation, and
+measuring its symmetry (issue 8; ``docs/pointcloud.md``).
 
-    OMP_NUM_THREADS=1 python bench/train_pointnet.py            # ~12 min on 1 core
-    OMP_NUM_THREADS=1 python bench/train_pointnet.py --quick    # smoke test, ~1 min
+:func:`run_experiment` trains :class:`~ase_symdiag.pointcloud.pointnet.PointNetSegmenter`
+twice on the events of :func:`~ase_symdiag.pointcloud.lartpc.make_dataset` (``plain``:
+no augmentation; ``augmented``: a Haar-random O(3) operation, half of them improper,
+per event and step), analyses both with
+:func:`~ase_symdiag.pointcloud.diagnostics.analyse_model` and writes
+``{models}/{plain,augmented}.pt`` (+ ``.json``), ``{docs}/results.json``,
+``{docs}/layers.png`` and ``{docs}/spectrum.png``. Command line:
+``scripts/train_pointnet.py``.
 
-Writes models/pointnet/{plain,augmented}.pt (+ .json config), docs/pointcloud/results.json,
-docs/pointcloud/layers.png and docs/pointcloud/spectrum.png.
+Units: positions in cm, deposited energy in MeV (as in :mod:`ase_symdiag.pointcloud.lartpc`).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
-import sys
 import time
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ase_symdiag.pointcloud.lartpc import LABELS, make_dataset
 from ase_symdiag.o3.operations import haar_rotations
-from ase_symdiag.pointcloud.diagnostics import analyse_model, spectra_table
-from ase_symdiag.pointcloud.pointnet import PointNetConfig, PointNetSegmenter, group, load_model, save_model
-from ase_symdiag.report import atomic_savefig, format_table, write_json
-from ase_symdiag.metrics.representations import plot_representations
+from ase_symdiag.pointcloud.lartpc import LABELS
+from ase_symdiag.pointcloud.pointnet import PointNetConfig, PointNetSegmenter, group
+
+
+@dataclasses.dataclass
+class ExperimentSettings:
+    """What :func:`run_experiment` does; stored as ``config`` in ``results.json``."""
+
+    train: int = 2000  # training events
+    test: int = 300  # test events
+    points: int = 512  # points per event
+    epochs: int = 20
+    batch: int = 32
+    lr: float = 2e-3  # peak learning rate of the one-cycle schedule
+    seed: int = 0
+    lmax: int = 3
+    error_events: int = 16  # test events for the invariance errors
+    analysis_events: int = 6  # test events for spectra and layer content
+    analyse_only: bool = False  # load the saved weights instead of training
+    rotations: int = 16  # Haar-random operations of the invariance errors
+    models: str = "models/pointnet"  # where the weights go
+    docs: str = "docs/pointcloud"  # where results.json and the plots go
+    quick: bool = False  # tiny smoke-test run under /tmp (see :meth:`quick_run`)
+
+    def quick_run(self) -> "ExperimentSettings":
+        """These settings shrunk to a ~1 min smoke test writing under ``/tmp/pointnet-quick``."""
+        return dataclasses.replace(
+            self, train=128, test=32, epochs=1, error_events=2, analysis_events=1, lmax=2,
+            models="/tmp/pointnet-quick/models", docs="/tmp/pointnet-quick/docs", quick=True,
+        )
 
 
 def rotate(positions: torch.Tensor, rotations: np.ndarray) -> torch.Tensor:
+    """Positions (B, N, 3) rotated by one (3, 3) matrix per event (``rotations`` (B, 3, 3))."""
     return positions @ torch.as_tensor(rotations, dtype=positions.dtype).transpose(1, 2)
 
 
 @torch.no_grad()
-def accuracy(model, data, rotations=None, batch: int = 100) -> dict:
+def accuracy(
+    model: PointNetSegmenter, data: Dict[str, np.ndarray], rotations: Optional[np.ndarray] = None, batch: int = 100
+) -> dict:
+    """Point segmentation accuracy (overall and per class) and event accuracy on
+    ``data`` (events optionally rotated, ``rotations`` (n_events, 3, 3))."""
     model.eval()
     correct = total = ev_correct = 0
     per_class = np.zeros((3, 2))
@@ -57,7 +92,20 @@ def accuracy(model, data, rotations=None, batch: int = 100) -> dict:
     }
 
 
-def train(data, test, *, augment: bool, epochs: int, batch: int, lr: float, seed: int, log) -> PointNetSegmenter:
+def train_segmenter(
+    data: Dict[str, np.ndarray],
+    test: Dict[str, np.ndarray],
+    *,
+    augment: bool,
+    epochs: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    log: Callable[[str], None],
+) -> PointNetSegmenter:
+    """AdamW + one-cycle training on segmentation + 0.5 x event cross-entropy, with a
+    Haar-random O(3) operation per event and step if ``augment``; logs the test
+    accuracy after each epoch. Returns the model in eval mode."""
     torch.manual_seed(seed)
     model = PointNetSegmenter(PointNetConfig(n_points=data["positions"].shape[1], seed=seed))
     pos_all = torch.as_tensor(data["positions"])
@@ -71,7 +119,6 @@ def train(data, test, *, augment: bool, epochs: int, batch: int, lr: float, seed
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     gen = np.random.default_rng(seed)
-    step = 0
     t0 = time.time()
     for epoch in range(epochs):
         model.train()
@@ -91,7 +138,6 @@ def train(data, test, *, augment: bool, epochs: int, batch: int, lr: float, seed
             loss.backward()
             opt.step()
             sched.step()
-            step += 1
             losses.append(loss.item())
         acc = accuracy(model, test)
         log(f"  epoch {epoch + 1:2d} loss {np.mean(losses):.4f} test seg acc {acc['segmentation']:.4f} "
@@ -100,11 +146,15 @@ def train(data, test, *, augment: bool, epochs: int, batch: int, lr: float, seed
     return model
 
 
-def plot_spectrum(spectra: dict, lmax: int, path: str) -> None:
+def plot_spectrum(spectra: Dict[str, dict], lmax: int, path: str) -> None:
+    """RMS breaking per (lambda, parity) channel relative to the RMS output, one panel
+    per output and one line per model and parity (``spectra``: model -> output -> spectrum)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ase_symdiag.report import atomic_savefig
 
     names = list(next(iter(spectra.values())))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
@@ -127,64 +177,49 @@ def plot_spectrum(spectra: dict, lmax: int, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--train", type=int, default=2000)
-    p.add_argument("--test", type=int, default=300)
-    p.add_argument("--points", type=int, default=512)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lmax", type=int, default=3)
-    p.add_argument("--error-events", type=int, default=16, help="test events for the invariance errors")
-    p.add_argument("--analysis-events", type=int, default=6, help="test events for spectra and layer content")
-    p.add_argument("--analyse-only", action="store_true", help="load the saved weights instead of training")
-    p.add_argument("--rotations", type=int, default=16)
-    p.add_argument("--models", default="models/pointnet")
-    p.add_argument("--docs", default="docs/pointcloud")
-    p.add_argument("--quick", action="store_true", help="tiny run for a smoke test (writes under /tmp)")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.train, args.test, args.epochs, args.error_events, args.analysis_events, args.lmax = 128, 32, 1, 2, 1, 2
-        args.models, args.docs = "/tmp/pointnet-quick/models", "/tmp/pointnet-quick/docs"
-    torch.set_num_threads(1)
-
-    def log(msg):
-        print(msg, flush=True)
+def run_experiment(settings: ExperimentSettings, log: Callable[[str], None] = print) -> dict:
+    """Train (or, with ``analyse_only``, load) the plain and augmented models, analyse
+    them, log the tables and write weights, ``results.json`` and the plots. Returns the
+    results dict written to ``results.json``."""
+    from ase_symdiag.metrics.representations import plot_representations
+    from ase_symdiag.pointcloud.diagnostics import analyse_model
+    from ase_symdiag.pointcloud.lartpc import make_dataset
+    from ase_symdiag.pointcloud.pointnet import load_model, save_model
+    from ase_symdiag.report import write_json
 
     t0 = time.time()
-    data = make_dataset(0 if args.analyse_only else args.train, args.points, seed=args.seed)
-    test = make_dataset(args.test, args.points, seed=args.seed + 1)
-    log(f"data: {args.train} train / {args.test} test events x {args.points} points ({time.time() - t0:.0f} s); "
+    data = make_dataset(0 if settings.analyse_only else settings.train, settings.points, seed=settings.seed)
+    test = make_dataset(settings.test, settings.points, seed=settings.seed + 1)
+    log(f"data: {settings.train} train / {settings.test} test events x {settings.points} points ({time.time() - t0:.0f} s); "
         f"test point fractions {np.bincount(test['labels'].ravel(), minlength=3) / test['labels'].size}, "
         f"shower events {test['event_label'].mean():.2f}")
-    test_rotations = haar_rotations(args.test, args.seed + 2, improper=True)
-    analysis = {k: v[: max(args.error_events, args.analysis_events)] for k, v in test.items()}
+    test_rotations = haar_rotations(settings.test, settings.seed + 2, improper=True)
+    analysis = {k: v[: max(settings.error_events, settings.analysis_events)] for k, v in test.items()}
     previous = {}
-    if args.analyse_only and os.path.exists(os.path.join(args.docs, "results.json")):
-        with open(os.path.join(args.docs, "results.json")) as handle:
+    if settings.analyse_only and os.path.exists(os.path.join(settings.docs, "results.json")):
+        with open(os.path.join(settings.docs, "results.json")) as handle:
             previous = json.load(handle)
-    results = {"config": vars(args), "models": {}}
+    results = {"config": dataclasses.asdict(settings), "models": {}}
     reports, spectra = {}, {}
     for name, augment in (("plain", False), ("augmented", True)):
-        path = os.path.join(args.models, f"{name}.pt")
-        if args.analyse_only:
+        path = os.path.join(settings.models, f"{name}.pt")
+        if settings.analyse_only:
             model, _ = load_model(path)
             train_s = previous.get("models", {}).get(name, {}).get("train_seconds")
         else:
             log(f"training {name} (augmentation: {'random O(3)' if augment else 'none'})")
             t = time.time()
-            model = train(data, test, augment=augment, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed, log=log)
+            model = train_segmenter(data, test, augment=augment, epochs=settings.epochs, batch=settings.batch, lr=settings.lr,
+                                    seed=settings.seed, log=log)
             train_s = time.time() - t
         acc = accuracy(model, test)
         acc_rot = accuracy(model, test, test_rotations)
-        if not args.analyse_only:
-            save_model(model, path, {"augmented": augment, "train_events": args.train, "epochs": args.epochs,
+        if not settings.analyse_only:
+            save_model(model, path, {"augmented": augment, "train_events": settings.train, "epochs": settings.epochs,
                                      "train_seconds": train_s, "test_accuracy": acc})
         t = time.time()
-        res = analyse_model(model, analysis, lmax=args.lmax, n_rotations=args.rotations, seed=args.seed + 3, label=name,
-                            spectrum_events=args.analysis_events)
+        res = analyse_model(model, analysis, lmax=settings.lmax, n_rotations=settings.rotations, seed=settings.seed + 3, label=name,
+                            spectrum_events=settings.analysis_events)
         log(f"  analysis {time.time() - t:.0f} s")
         reports[name] = res["layers"]
         spectra[name] = res["spectra"]
@@ -201,6 +236,19 @@ def main(argv=None) -> int:
             "n_error_events": res["n_error_events"],
             "n_spectrum_events": res["n_spectrum_events"],
         }
+    _log_tables(results, spectra, reports, settings.lmax, log)
+    write_json(os.path.join(settings.docs, "results.json"), results)
+    plot_representations(reports, os.path.join(settings.docs, "layers.png"))
+    plot_spectrum(spectra, settings.lmax, os.path.join(settings.docs, "spectrum.png"))
+    log(f"done in {time.time() - t0:.0f} s")
+    return results
+
+
+def _log_tables(results: dict, spectra: dict, reports: dict, lmax: int, log: Callable[[str], None]) -> None:
+    """Accuracy and invariance table, spectra table and per-model layer content."""
+    from ase_symdiag.pointcloud.diagnostics import spectra_table
+    from ase_symdiag.report import format_table
+
     rows = []
     for name, r in results["models"].items():
         inv = r["invariance"]
@@ -210,16 +258,7 @@ def main(argv=None) -> int:
                      inv["event_logits"]["relative_rms"], inv["event_logits"]["label_flip"]])
     log(format_table(["model", "seg acc", "seg acc rot", "event acc", "event acc rot", "seg logit rel", "seg prob rel",
                       "seg flips", "event rel", "event flips"], rows))
-    log(spectra_table(spectra, args.lmax))
+    log(spectra_table(spectra, lmax))
     for name, report in reports.items():
         log(f"model {name}")
         log(report.table())
-    write_json(os.path.join(args.docs, "results.json"), results)
-    plot_representations(reports, os.path.join(args.docs, "layers.png"))
-    plot_spectrum(spectra, args.lmax, os.path.join(args.docs, "spectrum.png"))
-    log(f"done in {time.time() - t0:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

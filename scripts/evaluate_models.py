@@ -8,42 +8,65 @@ and ``<name>.pt`` exist), this script
   (seed 0, 4 proper + 4 improper operations, the model's own dtype),
 - checks that the model loads in ``metatomic_ase.MetatomicCalculator`` and
   ``ase_symdiag.SymDiagCalculator`` and that both agree on a test structure,
-- writes ``<name>.equivariance.json`` and the model card ``<name>.md``.
+- writes ``models/<name>.equivariance.json`` and the model card ``models/<name>.md``.
 
-Usage (from the repository root)::
+A card compares its model with a partner: ``<base>-augmented`` and ``<base>-plain``
+pair up automatically when both are evaluated in the same run; ``--partner NAME``
+names the partner of a single model (its ``NAME.equivariance.json`` is read if NAME
+is not evaluated in this run). A model is never its own partner: a name that is
+neither ``-augmented`` nor ``-plain`` (e.g. ``ethanol-xtb-equigrad``) gets no
+automatic partner, and ``--partner`` equal to the model's name is refused. The
+equigrad card also has hand-written sections (``docs/minimal_bias.md`` shows how it
+is made): re-running this script on it replaces them.
 
-    python models/evaluate_models.py cu-emt-augmented cu-emt-plain ...
+Usage (from anywhere; paths are relative to the repository)::
+
+    python scripts/evaluate_models.py cu-emt-augmented cu-emt-plain ...
+    python scripts/evaluate_models.py ethanol-xtb-equigrad --partner ethanol-xtb-plain
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import os
 import sys
 import time
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from ase_symdiag.errors import SymDiagError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: the models, their configs, cards and equivariance reports
+MODELS = os.path.join(ROOT, "models")
 
 
-def _stats(values):
+def _stats(values) -> Dict[str, float]:
     values = np.asarray([v for v in values if v is not None], dtype=float)
     return {"mean": float(values.mean()), "median": float(np.median(values)), "max": float(values.max())}
 
 
 def evaluate(name: str, max_structures: int = 40) -> dict:
+    """Equivariance check, rotated test errors and calculator agreement of
+    ``models/<name>.pt`` on (the first ``max_structures`` of) its test split; writes
+    ``models/<name>.equivariance.json`` and returns it with the config and metrics."""
     from metatomic_ase import MetatomicCalculator
 
     from ase_symdiag import SymDiagCalculator, check_equivariance
+    from ase_symdiag.report import write_json
     from ase_symdiag.reference.data import read_dataset
-    from ase_symdiag.reference.training import load_config, split_indices, validate_config
+    from ase_symdiag.reference.config import load_config, resolve_path, validate_config
+    from ase_symdiag.reference.samples import split_indices
 
-    config = validate_config(load_config(os.path.join(HERE, f"{name}.yaml")))
-    metrics_path = os.path.join(HERE, config["output_dir"], "metrics.json")
-    model_path = os.path.join(HERE, f"{name}.pt")
+    config = validate_config(load_config(os.path.join(MODELS, f"{name}.yaml")))
+    metrics_path = os.path.join(resolve_path(config, config["output_dir"]), "metrics.json")
+    model_path = os.path.join(MODELS, f"{name}.pt")
     with open(metrics_path) as f:
         metrics = json.load(f)
-    images = read_dataset(os.path.join(HERE, config["data"]))
+    images = read_dataset(resolve_path(config, config["data"]))
     _, _, test_idx = split_indices(len(images), config["split"], int(config["seed"]))
     test = [images[i] for i in test_idx][:max_structures]
 
@@ -110,17 +133,19 @@ def evaluate(name: str, max_structures: int = 40) -> dict:
         "rotated_test": rotated_test,
         "calculator_agreement": agreement,
     }
-    with open(os.path.join(HERE, f"{name}.equivariance.json"), "w") as f:
-        json.dump(out, f, indent=2)
-        f.write("\n")
+    write_json(os.path.join(MODELS, f"{name}.equivariance.json"), out)
     return {"config": config, "metrics": metrics, **out}
 
 
-def _fmt(entry, key="rmse"):
+def _fmt(entry: Optional[dict]) -> str:
     return "n/a" if not entry else f"{entry['mae']:.2f} / {entry['rmse']:.2f}"
 
 
-def card(result: dict, partner: dict = None) -> str:
+def card(result: dict, partner: Optional[dict] = None) -> str:
+    """The Markdown model card of ``result`` (from :func:`evaluate`), with a column for
+    ``partner`` (a result or an equivariance report of another model) if given."""
+    if partner is not None and partner["name"] == result["name"]:
+        raise SymDiagError(f"{result['name']}: a model cannot be its own partner")
     config, metrics, eq = result["config"], result["metrics"], result["equivariance"]
     test = metrics["test"]
     hypers = metrics["hypers"]
@@ -141,13 +166,13 @@ def card(result: dict, partner: dict = None) -> str:
         + ("`non_conservative_force`, " if hypers["direct_forces"] else "")
         + ", ".join(f"`mtt::features::layer{k}`" for k in range(hypers["n_layers"])),
         f"- config: `models/{name}.yaml`; reproduce with "
-        f"`python -m ase_symdiag.reference.training train models/{name}.yaml` "
+        f"`ase-symdiag train models/{name}.yaml` "
         "(checkpoint and metrics.json in "
         f"`models/{config['output_dir']}`)",
         "",
         "## Data",
         "",
-        f"- `{os.path.relpath(metrics['data'], os.path.dirname(HERE))}`: "
+        f"- `{os.path.relpath(os.path.join(MODELS, metrics['data']), ROOT)}`: "
         f"{sum(metrics['n_structures'].values())} structures, split "
         f"{metrics['n_structures']['train']}/{metrics['n_structures']['validation']}/"
         f"{metrics['n_structures']['test']} (train/validation/test, seed {config['seed']})",
@@ -239,22 +264,64 @@ def card(result: dict, partner: dict = None) -> str:
     return "\n".join(lines)
 
 
-def main(names):
+def automatic_partner(name: str) -> Optional[str]:
+    """``<base>-plain`` for ``<base>-augmented`` and vice versa; None for any other name."""
+    if name.endswith("-augmented"):
+        return name[: -len("-augmented")] + "-plain"
+    if name.endswith("-plain"):
+        return name[: -len("-plain")] + "-augmented"
+    return None
+
+
+def _partner(name: str, partner_name: str, results: Dict[str, dict]) -> dict:
+    """The partner of ``name``: evaluated in this run, or read from its equivariance report."""
+    if partner_name == name:
+        raise SymDiagError(f"{name}: a model cannot be its own partner")
+    if partner_name in results:
+        return results[partner_name]
+    path = os.path.join(MODELS, f"{partner_name}.equivariance.json")
+    if not os.path.exists(path):
+        raise SymDiagError(f"partner '{partner_name}': {path} does not exist (evaluate it first)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from ase_symdiag.report import atomic_write
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="+", help="model names: models/<name>.yaml, models/<name>.pt")
+    parser.add_argument("--partner", default=None, help="the partner model of a single NAME in its card")
+    args = parser.parse_args(argv)
+    if args.partner is not None and len(args.names) != 1:
+        parser.error("--partner needs exactly one model name")
+    if args.partner is not None and args.partner == args.names[0]:
+        parser.error(f"{args.partner}: a model cannot be its own partner")
     torch.set_num_threads(1)
-    results = {name: evaluate(name) for name in names}
-    for name, result in results.items():
-        partner_name = (
-            name.replace("-augmented", "-plain") if name.endswith("-augmented") else name.replace("-plain", "-augmented")
-        )
-        partner = results.get(partner_name)
-        with open(os.path.join(HERE, f"{name}.md"), "w") as f:
-            f.write(card(result, partner))
-        eq = result["equivariance"]
-        print(
-            f"{name}: force rel err mean {eq['force_relative']['mean']:.3g} "
-            f"max {eq['force_relative']['max']:.3g}; energy max {eq['energy_meV_per_atom']['max']:.3g} meV/atom"
-        )
+    try:
+        results = {name: evaluate(name) for name in args.names}
+        for name, result in results.items():
+            if args.partner is not None:
+                partner = _partner(name, args.partner, results)
+            else:  # pair plain and augmented models evaluated together
+                partner = results.get(automatic_partner(name) or "")
+            text = card(result, partner)
+            atomic_write(os.path.join(MODELS, f"{name}.md"), lambda tmp: _write_text(tmp, text))
+            eq = result["equivariance"]
+            print(
+                f"{name}: force rel err mean {eq['force_relative']['mean']:.3g} "
+                f"max {eq['force_relative']['max']:.3g}; energy max {eq['energy_meV_per_atom']['max']:.3g} meV/atom"
+            )
+    except SymDiagError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())
