@@ -15,24 +15,17 @@ from typing import List, Optional
 
 import numpy as np
 
-from ase_symdiag.o3.quadrature import O3Quadrature, lebedev_quadrature, smallest_exact_quadrature
-from ase_symdiag.metrics.spectrum import StructureSpectrum, channel_basis
+from ase_symdiag.o3.quadrature import O3Quadrature, identity_quadrature, lebedev_quadrature, smallest_exact_quadrature
+from ase_symdiag.metrics.spectrum import StructureSpectrum
+from ase_symdiag.o3.irreps import removed_channels
 
 #: metatomic-ase's SymmetrizedCalculator default (l_max = 3, 84 operations)
 DEFAULT_LMAX = 3
 
 
-def killed_channels(quadrature: O3Quadrature, lmax: int, atol: float = 1e-10) -> set:
+def killed_channels(quadrature: O3Quadrature, lmax: int) -> set:
     """Channels (l <= lmax, sigma) that ``quadrature`` averages to exactly zero."""
-    out = set()
-    for l in range(lmax + 1):
-        for sigma in (1, -1):
-            if (l, sigma) == (0, 1):
-                continue
-            basis = channel_basis(l, sigma, quadrature.rotations)
-            if np.abs(np.einsum("k,kab->ab", quadrature.weights, basis)).max() < atol:
-                out.add((l, sigma))
-    return out
+    return removed_channels(quadrature.rotations, quadrature.weights, lmax)
 
 
 def residual_power(spectrum_output, quadrature: O3Quadrature, lmax: int) -> float:
@@ -42,14 +35,10 @@ def residual_power(spectrum_output, quadrature: O3Quadrature, lmax: int) -> floa
     return left + spectrum_output.unresolved
 
 
-def _identity() -> O3Quadrature:
-    return O3Quadrature(np.eye(3)[None], np.ones(1), -1, "none", False)
-
-
 def candidate_quadratures(lmax: int) -> List[O3Quadrature]:
     """No averaging, inversion only, then the smallest quadrature exact to each degree."""
-    out = [_identity()]
-    seen = {"none"}
+    out = [identity_quadrature()]
+    seen = {"C1"}
     for degree in range(0, lmax + 1):
         q = smallest_exact_quadrature(degree)
         if q.name not in seen:

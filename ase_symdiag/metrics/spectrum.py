@@ -32,17 +32,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ase_symdiag.o3.quadrature import O3Quadrature, wigner_D
-
-Channel = Tuple[int, int]  # (lambda, sigma)
-
-
-def channel_basis(l: int, sigma: int, rotations: np.ndarray) -> np.ndarray:
-    """``D^{l,sigma}(R)``, (K, 2l+1, 2l+1): Wigner-D of the proper part, times sigma if improper."""
-    det = np.sign(np.linalg.det(rotations))
-    proper = wigner_D(l, rotations) * (det**l)[:, None, None]
-    factor = np.where(det < 0, float(sigma), 1.0)
-    return proper * factor[:, None, None]
+from ase_symdiag.o3.irreps import Channel, channel_basis
+from ase_symdiag.o3.quadrature import O3Quadrature
 
 
 def channel_powers(values: np.ndarray, quadrature: O3Quadrature, lmax: int) -> Dict[Channel, np.ndarray]:

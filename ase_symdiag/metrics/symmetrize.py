@@ -15,6 +15,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from ase_symdiag.errors import UsageError
+
 from ase_symdiag.backends.metatomic.evaluation import Predictions, evaluate
 from ase_symdiag.backends.metatomic.model import ModelHandle
 from ase_symdiag.o3.quadrature import O3Quadrature
@@ -100,11 +102,10 @@ def resolve_quadrature(spec) -> Optional[O3Quadrature]:
     """Turn a user's ``symmetrize=`` value into a quadrature.
 
     ``None``/``False``: no averaging. An int L: the smallest quadrature exact to degree
-    L (with inversion). ``"lebedev:L"``: metatomic-ase's set at ``l_max=L``;
-    ``"grid:L"``: metatomic.torch.o3's grid; ``"D2"``, ``"T"``, ``"O"``, ``"I"``: the
-    dihedral, tetrahedral, octahedral or icosahedral group with inversion (exact to
-    degree 1, 2, 3, 5); with a trailing ``+`` (``"O+"``): proper rotations only.
-    An :class:`O3Quadrature` is used as is.
+    L (with inversion). A string: a printed quadrature name, see
+    :func:`ase_symdiag.o3.quadrature.quadrature_from_name` (``"Oh"``, ``"O"``,
+    ``"O:proper"``, ``"lebedev:3"``, ``"grid:3"``, ``"3"``). An :class:`O3Quadrature`
+    is used as is.
     """
     from ase_symdiag.o3 import quadrature as q
 
@@ -113,23 +114,11 @@ def resolve_quadrature(spec) -> Optional[O3Quadrature]:
     if isinstance(spec, O3Quadrature):
         return spec
     if isinstance(spec, bool):
-        raise ValueError("symmetrize=True is ambiguous: give a degree, e.g. symmetrize=3")
+        raise UsageError("symmetrize=True is ambiguous: give a degree, e.g. symmetrize=3")
     if isinstance(spec, (int, np.integer)):
-        return q.smallest_exact_quadrature(int(spec))
+        if spec < 0:
+            raise UsageError(f"symmetrize={int(spec)}: the degree must be >= 0")
+        return q.quadrature_from_name(str(int(spec)))
     if isinstance(spec, str):
-        text = spec.strip()
-        groups = ("D2", "T", "O", "I")
-        if text in groups:
-            return q.group_quadrature(text, inversion=True)
-        if text.endswith("+") and text[:-1] in groups:
-            return q.group_quadrature(text[:-1], inversion=False)
-        family, _, degree = text.partition(":")
-        if family in ("lebedev", "grid") and degree.isdigit():
-            build = q.lebedev_quadrature if family == "lebedev" else q.grid_quadrature
-            return build(int(degree))
-        if text.isdigit():
-            return q.smallest_exact_quadrature(int(text))
-    raise ValueError(
-        f"unknown quadrature {spec!r}: use a degree (3), 'lebedev:3', 'grid:3', 'D2', 'T', "
-        "'O', 'I' (add '+' for proper rotations only) or an O3Quadrature"
-    )
+        return q.quadrature_from_name(spec)
+    raise UsageError(f"symmetrize={spec!r}: give a degree, a quadrature name (e.g. 'Oh', 'lebedev:3') or an O3Quadrature")

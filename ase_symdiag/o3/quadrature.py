@@ -25,6 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ase_symdiag.errors import UsageError
+from ase_symdiag.o3.irreps import LEBEDEV_ORDERS as _LEBEDEV_ORDERS
+from ase_symdiag.o3.irreps import averages_to_zero, wigner_D
+
 __all__ = [
     "O3Quadrature",
     "lebedev_quadrature",
@@ -34,13 +38,10 @@ __all__ = [
     "wigner_D",
     "exactness_degree",
     "smallest_exact_quadrature",
+    "quadrature_from_name",
+    "identity_quadrature",
 ]
 
-# Orders accepted by scipy.integrate.lebedev_rule (and metatomic's choice tables).
-_LEBEDEV_ORDERS = (
-    3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 35, 41,
-    47, 53, 59, 65, 71, 77, 83, 89, 95, 101, 107, 113, 119, 125, 131,
-)  # fmt: skip
 
 _ATOL = 1e-10
 _MAX_DEGREE_SCAN = 40
@@ -66,15 +67,15 @@ class O3Quadrature:
         rotations = np.array(self.rotations, dtype=np.float64, copy=True)
         weights = np.array(self.weights, dtype=np.float64, copy=True)
         if rotations.ndim != 3 or rotations.shape[1:] != (3, 3):
-            raise ValueError(
+            raise UsageError(
                 f"rotations must have shape (K, 3, 3), got {rotations.shape}"
             )
         if weights.shape != (rotations.shape[0],):
-            raise ValueError(
+            raise UsageError(
                 f"weights must have shape ({rotations.shape[0]},), got {weights.shape}"
             )
         if rotations.shape[0] == 0:
-            raise ValueError("a quadrature needs at least one operation")
+            raise UsageError("a quadrature needs at least one operation")
         rotations.flags.writeable = False
         weights.flags.writeable = False
         object.__setattr__(self, "rotations", rotations)
@@ -89,93 +90,16 @@ class O3Quadrature:
 
 
 # --------------------------------------------------------------------------------------
-# Wigner-D matrices and exactness
+# Exactness
 # --------------------------------------------------------------------------------------
 
 
-def _real_sph_harm(l: int, points: np.ndarray) -> np.ndarray:
-    """Orthonormal real spherical harmonics Y_{l,m}, m = -l..l, at unit ``points``.
-
-    Returns shape ``points.shape[:-1] + (2l+1,)``. Standard real basis:
-    m>0: sqrt2 (-1)^m Re Y_l^m, m<0: sqrt2 (-1)^m Im Y_l^|m|, m=0: Y_l^0.
-    """
-    from scipy.special import sph_harm_y
-
-    x, y, z = points[..., 0], points[..., 1], points[..., 2]
-    theta = np.arctan2(np.hypot(x, y), z)  # well conditioned near the poles
-    phi = np.arctan2(y, x)
-    ms = np.arange(0, l + 1).reshape((-1,) + (1,) * theta.ndim)
-    Y = sph_harm_y(l, ms, theta[None], phi[None])  # (l+1, ...)
-    out = np.empty(theta.shape + (2 * l + 1,), dtype=np.float64)
-    out[..., l] = Y[0].real
-    for m in range(1, l + 1):
-        sign = (-1.0) ** m
-        out[..., l + m] = np.sqrt(2.0) * sign * Y[m].real
-        out[..., l - m] = np.sqrt(2.0) * sign * Y[m].imag
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def _projection_nodes(l: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lebedev nodes (P, 3), weights (P,) summing to 1, and Y_l at the nodes.
-
-    The rule is exact to degree >= 2l, so sum_p w_p Y_l(p) Y_l(p)^T = identity
-    (Y_l is scaled by sqrt(4 pi) to be orthonormal for the normalised weights).
-    """
-    from scipy.integrate import lebedev_rule
-
-    order = min(o for o in _LEBEDEV_ORDERS if o >= max(2 * l, 3))
-    X, w = lebedev_rule(order)
-    pts = np.ascontiguousarray(X.T)
-    w = w / w.sum()
-    Y = _real_sph_harm(l, pts) * np.sqrt(4.0 * np.pi)  # orthonormal w.r.t. w
-    for arr in (pts, w, Y):
-        arr.flags.writeable = False
-    return pts, w, Y
-
-
-def wigner_D(l: int, rotations: np.ndarray) -> np.ndarray:
-    """Real-basis Wigner-D matrices of shape (K, 2l+1, 2l+1).
-
-    Defined by ``Y_l(R x) = D^l(R) @ Y_l(x)`` for the real spherical harmonics
-    (order m = -l..l). For improper R this equals ``det(R)**l * D^l(proper part)``,
-    i.e. the O(3) irrep of parity (-1)**l carried by Y_l. Computed exactly by
-    projection onto Y_l with a Lebedev rule of order >= 2l (no fitting).
-    """
-    if l < 0:
-        raise ValueError("l must be non-negative")
-    R = np.asarray(rotations, dtype=np.float64)
-    single = R.ndim == 2
-    if single:
-        R = R[None]
-    if l == 0:
-        D = np.ones((R.shape[0], 1, 1))
-    else:
-        pts, w, Y = _projection_nodes(l)
-        rotated = np.einsum("kij,pj->kpi", R, pts)  # R p, column convention
-        Yr = _real_sph_harm(l, rotated) * np.sqrt(4.0 * np.pi)  # (K, P, 2l+1)
-        D = np.einsum("p,kpa,pb->kab", w, Yr, Y)
-    return D[0] if single else D
-
-
-def _irrep_sums(
-    l: int, rotations: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted sums of D^l for the proper Wigner-D (parity +) and D*det (parity -)."""
-    det = np.linalg.det(rotations)
-    D = wigner_D(l, rotations) * (np.sign(det) ** l)[:, None, None]  # proper part
-    plus = np.einsum("k,kab->ab", weights, D)
-    minus = np.einsum("k,kab->ab", weights * np.sign(det), D)
-    return plus, minus
-
-
 def _degree(rotations: np.ndarray, weights: np.ndarray, lmax: int, atol: float) -> int:
-    det = np.sign(np.linalg.det(rotations))
-    if np.any(det < 0) and abs(float(np.dot(weights, det))) > atol:
+    improper = bool(np.any(np.linalg.det(rotations) < 0))
+    if improper and not averages_to_zero(0, -1, rotations, weights, atol):
         return -1  # the pseudoscalar (0,-) is not integrated to zero
     for l in range(1, lmax + 1):
-        plus, minus = _irrep_sums(l, rotations, weights)
-        if np.max(np.abs(plus)) > atol or np.max(np.abs(minus)) > atol:
+        if not all(averages_to_zero(l, sigma, rotations, weights, atol) for sigma in (1, -1)):
             return l - 1
     return lmax
 
@@ -238,7 +162,7 @@ def _lebedev_inplane(
 
 def _smallest_lebedev_order(l: int) -> int:
     if l > _LEBEDEV_ORDERS[-1]:
-        raise ValueError(
+        raise UsageError(
             f"degree {l} exceeds the largest Lebedev order {_LEBEDEV_ORDERS[-1]}"
         )
     return min(o for o in _LEBEDEV_ORDERS if o >= l)
@@ -255,12 +179,12 @@ def lebedev_quadrature(degree: int, inversion: bool = True) -> O3Quadrature:
     e.g. 2 for l_max=1 and 3 for l_max=2).
     """
     if degree < 1:
-        raise ValueError("degree (l_max) must be >= 1")
+        raise UsageError("degree (l_max) must be >= 1")
     order = _smallest_lebedev_order(degree)
     R, w = _lebedev_inplane(order, 2 * degree + 1)
     if inversion:
         R, w = _add_inversion(R, w)
-    name = f"lebedev(l_max={degree})"
+    name = f"lebedev:{degree}" + ("" if inversion else ":proper")
     return O3Quadrature(R, w, _true_degree(R, w, order + 4), name, inversion)
 
 
@@ -274,12 +198,12 @@ def grid_quadrature(degree: int, inversion: bool = True) -> O3Quadrature:
     without inversion). ``.degree`` is the measured exactness degree.
     """
     if degree < 1:
-        raise ValueError("degree must be >= 1")
+        raise UsageError("degree must be >= 1")
     order = _smallest_lebedev_order(degree)
     R, w = _lebedev_inplane(order, degree + 1)
     if inversion:
         R, w = _add_inversion(R, w)
-    name = f"grid(degree={degree})"
+    name = f"grid:{degree}" + ("" if inversion else ":proper")
     return O3Quadrature(R, w, _true_degree(R, w, order + 4), name, inversion)
 
 
@@ -288,52 +212,7 @@ def grid_quadrature(degree: int, inversion: bool = True) -> O3Quadrature:
 # --------------------------------------------------------------------------------------
 
 
-def _axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    axis = np.asarray(axis, dtype=np.float64)
-    return Rotation.from_rotvec(angle * axis / np.linalg.norm(axis)).as_matrix()
-
-
-def _closure(
-    generators: list[np.ndarray], max_size: int = 1000, tol: float = 1e-8
-) -> np.ndarray:
-    """All products of ``generators`` (a finite group), deduplicated with ``tol``."""
-    elements = [np.eye(3)]
-    frontier = [np.eye(3)]
-    while frontier:
-        new = []
-        for g in frontier:
-            for h in generators:
-                p = g @ h
-                if not any(np.max(np.abs(p - e)) < tol for e in elements):
-                    elements.append(p)
-                    new.append(p)
-        if len(elements) > max_size:
-            raise RuntimeError("generators do not generate a small finite group")
-        frontier = new
-    out = np.array(elements)
-    # re-orthonormalise (remove accumulated round-off) via the polar decomposition
-    U, _, Vt = np.linalg.svd(out)
-    return U @ Vt
-
-
-_GROUP_GENERATORS = {
-    # dihedral D2: three perpendicular 2-fold axes (exact to l=1)
-    "D2": lambda: [_axis_angle([0, 0, 1], np.pi), _axis_angle([1, 0, 0], np.pi)],
-    # chiral tetrahedral: 2-fold about z, 3-fold about (1,1,1) (exact to l=2)
-    "T": lambda: [_axis_angle([0, 0, 1], np.pi), _axis_angle([1, 1, 1], 2 * np.pi / 3)],
-    # chiral octahedral: 4-fold about z, 3-fold about (1,1,1)
-    "O": lambda: [
-        _axis_angle([0, 0, 1], np.pi / 2),
-        _axis_angle([1, 1, 1], 2 * np.pi / 3),
-    ],
-    # chiral icosahedral: 5-fold about an icosahedron vertex (0,1,phi), 2-fold about z
-    "I": lambda: [
-        _axis_angle([0.0, 1.0, (1 + np.sqrt(5)) / 2], 2 * np.pi / 5),
-        _axis_angle([0, 0, 1], np.pi),
-    ],
-}
+#: scipy's names of the chiral point groups used here, and their orders
 _GROUP_ORDERS = {"D2": 4, "T": 12, "O": 24, "I": 60}
 
 
@@ -342,18 +221,17 @@ def group_quadrature(name: str, inversion: bool = True) -> O3Quadrature:
     """Finite rotation group with equal weights: "D2" (4 rotations, exact to l=1),
     "T" (12, exact to l=2), "O" (24, exact to l=3) or "I" (60, exact to l=5); with
     ``inversion`` the O(3) groups (twice as many ops, ``[R..., -R...]``). Elements
-    are generated by closure; the degree is measured, not assumed."""
-    if name not in _GROUP_GENERATORS:
-        raise ValueError(
-            f"unknown group {name!r}; available: {sorted(_GROUP_GENERATORS)}"
-        )
-    R = _closure(_GROUP_GENERATORS[name]())
-    if R.shape[0] != _GROUP_ORDERS[name]:
-        raise RuntimeError(f"closure of {name} gave {R.shape[0]} elements")
+    are scipy's (``Rotation.create_group``: 2-fold axes along x, y, z for D2, T and
+    O); the degree is measured, not assumed."""
+    from scipy.spatial.transform import Rotation
+
+    if name not in _GROUP_ORDERS:
+        raise UsageError(f"unknown group {name!r}; available: {sorted(_GROUP_ORDERS)}")
+    R = Rotation.create_group(name).as_matrix()
     w = np.full(R.shape[0], 1.0 / R.shape[0])
     if inversion:
         R, w = _add_inversion(R, w)
-    label = name + ("h" if inversion else "") if name in ("O", "I") else name + ("+i" if inversion else "")
+    label = name + "h" if inversion else name + ":proper"
     return O3Quadrature(R, w, _true_degree(R, w), label, inversion)
 
 
@@ -368,7 +246,7 @@ def haar_random(n: int, seed: int | None, improper: bool = True) -> O3Quadrature
     from ase_symdiag.o3.operations import haar_rotations
 
     if n < 1:
-        raise ValueError("n must be >= 1")
+        raise UsageError("n must be >= 1")
     R = haar_rotations(n, seed, improper=improper)
     w = np.full(n, 1.0 / n)
     label = f"haar_random(n={n}, seed={seed})"
@@ -382,17 +260,94 @@ def smallest_exact_quadrature(degree: int, inversion: bool = True) -> O3Quadratu
     measured numerically; ties go to the earlier family in that list). ``degree=0``
     gives the identity (and inversion)."""
     if degree < 0:
-        raise ValueError("degree must be >= 0")
+        raise UsageError("degree must be >= 0")
+    if degree > MAX_DEGREE:
+        raise UsageError(f"degree {degree} is beyond what can be computed in reasonable time (at most {MAX_DEGREE})")
     if degree == 0:
         R, w = np.eye(3)[None], np.ones(1)
         if inversion:
             R, w = _add_inversion(R, w)
-        return O3Quadrature(R, w, 0, "trivial", inversion)
+        return O3Quadrature(R, w, 0, "Ci" if inversion else "C1", inversion)
     candidates = [group_quadrature(g, inversion) for g in ("D2", "T", "O", "I")]
     for m in range(1, min(degree, _LEBEDEV_ORDERS[-1]) + 1):
         candidates.append(lebedev_quadrature(m, inversion))
         candidates.append(grid_quadrature(m, inversion))
     exact = [q for q in candidates if q.degree >= degree]
     if not exact:
-        raise ValueError(f"no available quadrature is exact to degree {degree}")
+        raise UsageError(f"no available quadrature is exact to degree {degree}")
     return min(exact, key=lambda q: q.size)  # min is stable: first of equal sizes
+
+
+# --------------------------------------------------------------------------------------
+# Names: what is printed is what is accepted
+# --------------------------------------------------------------------------------------
+
+#: largest degree :func:`quadrature_from_name` builds (degree 10 takes ~2 min to build and
+#: verify, 1,100 operations; beyond it the cost grows steeply)
+MAX_DEGREE = 10
+
+_ALIASES = {"trivial": "Ci", "none": "C1", "identity": "C1", "D2+i": "D2h", "T+i": "Th",
+            "D2": "D2h", "T": "Th", "O": "Oh", "I": "Ih"}
+
+
+def identity_quadrature() -> O3Quadrature:
+    """``C1``: the identity alone (no averaging)."""
+    return O3Quadrature(np.eye(3)[None], np.ones(1), -1, "C1", False)
+
+
+def _degree_value(text: str, name: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"quadrature {name!r}: the degree must be a whole number >= 0")
+    degree = int(text)
+    if degree > MAX_DEGREE:
+        raise UsageError(f"quadrature {name!r}: degree {degree} is beyond what can be computed in reasonable time (at most {MAX_DEGREE})")
+    return degree
+
+
+def quadrature_from_name(name: str) -> O3Quadrature:
+    """The quadrature whose printed name is ``name`` (every ``O3Quadrature.name`` that
+    a builder of this module prints is accepted back).
+
+    * ``"C1"`` the identity; ``"Ci"`` identity and inversion;
+    * ``"D2h"``, ``"Th"``, ``"Oh"``, ``"Ih"``: the finite group with the inversion
+      (8, 24, 48, 120 operations; exact to degree 1, 2, 3, 5); ``"D2:proper"``,
+      ``"T:proper"``, ...: its proper rotations only; ``"D2"``, ``"T"``, ``"O"``, ``"I"``
+      are shorthands of the groups *with* inversion (as ``symmetrize="O"`` always was);
+    * ``"lebedev:L"`` (metatomic-ase's set at ``l_max=L``), ``"grid:L"``
+      (metatomic.torch.o3's grid), with ``":proper"`` for proper rotations only;
+    * ``"L"`` (digits): the smallest rule exact to degree L, with inversion.
+
+    ``"T+"`` (once the proper rotations, silently) is refused with the two names
+    that say what is meant.
+    """
+    text = str(name).strip()
+    text = _ALIASES.get(text, text)
+    if text == "C1":
+        return identity_quadrature()
+    if text == "Ci":
+        return smallest_exact_quadrature(0)
+    if text.isdigit():
+        return smallest_exact_quadrature(_degree_value(text, name))
+    groups = {"D2h": "D2", "Th": "T", "Oh": "O", "Ih": "I"}
+    if text in groups:
+        return group_quadrature(groups[text], inversion=True)
+    if text.endswith(":proper") and text[: -len(":proper")] in _GROUP_ORDERS:
+        return group_quadrature(text[: -len(":proper")], inversion=False)
+    if text.endswith("+") and text[:-1] in _GROUP_ORDERS:
+        group = text[:-1]
+        raise UsageError(
+            f"quadrature {name!r} is ambiguous: use '{group}:proper' for the proper rotations of {group} "
+            f"or '{group}h' for {group} with the inversion"
+        )
+    family, _, rest = text.partition(":")
+    if family in ("lebedev", "grid") and rest:
+        degree_text, _, proper = rest.partition(":")
+        if proper not in ("", "proper"):
+            raise UsageError(f"unknown quadrature {name!r}: did you mean '{family}:{degree_text}:proper'?")
+        degree = _degree_value(degree_text, name)
+        build = lebedev_quadrature if family == "lebedev" else grid_quadrature
+        return build(degree, inversion=not proper)
+    raise UsageError(
+        f"unknown quadrature {name!r}: use a degree (3), 'Ci', 'D2h', 'Th', 'Oh', 'Ih' (or 'O' for 'Oh'), "
+        "'O:proper' for proper rotations only, 'lebedev:3' or 'grid:3'"
+    )

@@ -56,7 +56,7 @@ __all__ = [
     "layer_content",
     "spectra_table",
     "errors_table",
-    "add_pointcloud_cli",
+    "analyse_model",
 ]
 
 KINDS = ("scalar", "point_scalar", "vector", "point_vector", "tensor2")
@@ -440,29 +440,6 @@ def layer_content(
 # --------------------------------------------------------------------------------------
 
 
-def add_pointcloud_cli(subparsers) -> None:
-    """Add ``pointcloud MODEL_DIR_OR_PT [--events N] [--seed S] [--lmax L] [--json OUT]
-    [--plot OUT.png]`` to an argparse ``subparsers``."""
-    p = subparsers.add_parser(
-        "pointcloud",
-        help="symmetry diagnostics of a point-cloud model (PointNet on toy LArTPC events)",
-        description=(
-            "Load a PointNet-style segmentation model (a models/pointnet/*.pt file, or a directory "
-            "of them), generate toy LArTPC events, and print the invariance errors of the "
-            "segmentation and event outputs under Haar-random O(3) operations, the spectrum of "
-            "their orientation dependence, and the invariant fraction of each layer."
-        ),
-    )
-    p.add_argument("model", help="a .pt file written by bench/train_pointnet.py, or a directory of them")
-    p.add_argument("--events", type=int, default=4, help="number of test events (default 4)")
-    p.add_argument("--seed", type=int, default=12345, help="event and rotation seed (default 12345)")
-    p.add_argument("--lmax", type=int, default=3, help="largest lambda resolved (default 3)")
-    p.add_argument("--rotations", type=int, default=16, help="Haar-random operations for the errors (default 16)")
-    p.add_argument("--json", metavar="OUT", help="write the results as JSON")
-    p.add_argument("--plot", metavar="OUT.png", help="heat map of layer x channel fractions")
-    p.set_defaults(run=_run_pointcloud)
-
-
 def analyse_model(model, events: Dict[str, np.ndarray], *, lmax: int = 3, n_rotations: int = 16, seed: int = 0,
                   label: str = "model", batch_size: int = 32, spectrum_events: Optional[int] = None) -> dict:
     """Errors, spectra and layer content of a :class:`ase_symdiag.pointcloud.pointnet.PointNetSegmenter`
@@ -493,57 +470,3 @@ def analyse_model(model, events: Dict[str, np.ndarray], *, lmax: int = 3, n_rota
         }
     return {"errors": errors, "error_summary": summary, "spectra": spectra, "layers": content, "quadrature": quad.name,
             "n_error_events": len(clouds), "n_spectrum_events": len(few)}
-
-
-def _run_pointcloud(args) -> int:
-    import os
-
-    from ase_symdiag.pointcloud.lartpc import make_dataset
-    from ase_symdiag.pointcloud.pointnet import load_model
-    from ase_symdiag.report import format_table, write_json
-
-    torch.set_num_threads(1)
-    if os.path.isdir(args.model):
-        paths = sorted(os.path.join(args.model, f) for f in os.listdir(args.model) if f.endswith(".pt"))
-    else:
-        paths = [args.model]
-    if not paths:
-        raise FileNotFoundError(f"no .pt model in {args.model}")
-    results, reports, spectra = {}, {}, {}
-    for path in paths:
-        name = os.path.splitext(os.path.basename(path))[0]
-        model, config = load_model(path)
-        events = make_dataset(args.events, config["n_points"], seed=args.seed)
-        res = analyse_model(model, events, lmax=args.lmax, n_rotations=args.rotations, seed=args.seed, label=name)
-        results[name] = res
-        reports[name] = res["layers"]
-        spectra[name] = res["spectra"]
-    rows = []
-    for name, res in results.items():
-        for out, s in res["error_summary"].items():
-            rows.append([name, out, s["rms"], s["max"], s["relative_rms"], s["label_flip"]])
-    print(f"invariance under {args.rotations} Haar-random O(3) operations, {args.events} events (float64)")
-    print(format_table(["model", "output", "rms", "max", "relative", "argmax flips"], rows))
-    print()
-    print(spectra_table(spectra, args.lmax))
-    for name, report in reports.items():
-        print()
-        print(f"model {name}")
-        print(report.table())
-    if args.json:
-        write_json(args.json, {
-            name: {
-                "errors": [e.to_dict() for e in res["errors"]],
-                "error_summary": res["error_summary"],
-                "spectra": {k: v.to_dict() for k, v in res["spectra"].items()},
-                "layers": res["layers"].to_dict(),
-            }
-            for name, res in results.items()
-        })
-        print(f"results written to {args.json}")
-    if args.plot:
-        from ase_symdiag.metrics.representations import plot_representations
-
-        plot_representations(reports, args.plot)
-        print(f"heat map written to {args.plot}")
-    return 0

@@ -36,7 +36,7 @@ def test_exported_removes_the_planted_breaking(broken_model, symmetrized_file, c
     assert raw.structures[0].forces.relative > 1e-4
     assert fixed.structures[0].forces.relative < 1e-10  # T_h kills lambda = 2 exactly
     metadata_name = SymDiagCalculator(symmetrized_file).handle.model.metadata().name
-    assert "symmetrized over T+i" in metadata_name
+    assert "symmetrized over Th" in metadata_name
 
 
 def test_export_needs_a_quadrature(broken_model, tmp_path):

@@ -90,7 +90,7 @@ def test_symmetrize_command_chooses_and_exports(broken_model, structures_file, t
     code = main(["symmetrize", broken_model, structures_file, "--lmax", "2", "--export", str(exported), "--json", str(out), "-q"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "chosen: 'T+i' (24 operations" in printed and "3.5x fewer" in printed
+    assert "chosen: 'Th' (24 operations" in printed and "3.5x fewer" in printed
     data = json.loads(out.read_text())
     assert data["choice"]["operations"] == 24
     assert exported.exists()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ase_symdiag import SymDiagCalculator, check_equivariance
+from ase_symdiag import SymDiagCalculator, SymDiagError, check_equivariance
 from ase_symdiag.o3.quadrature import O3Quadrature, group_quadrature
 from ase_symdiag.metrics.symmetrize import resolve_quadrature
 
@@ -91,12 +91,25 @@ def test_resolve_quadrature():
     assert resolve_quadrature(None) is None
     assert resolve_quadrature(3).size == 48
     assert resolve_quadrature("lebedev:3").size == 84
-    assert resolve_quadrature("I+").size == 60
+    assert resolve_quadrature("I:proper").size == 60
     q = resolve_quadrature(1)
     assert resolve_quadrature(q) is q and isinstance(q, O3Quadrature)
-    for bad in [True, "lebedev", "xyz", 2.5]:
-        with pytest.raises(ValueError, match="quadrature|ambiguous"):
+    for bad in [True, "lebedev", "xyz", 2.5, -1, "I+", "lebedev:3:chiral", 1000, "lebedev:1000"]:
+        with pytest.raises(SymDiagError, match="quadrature|ambiguous|degree|symmetrize"):
             resolve_quadrature(bad)
+
+
+@pytest.mark.parametrize(
+    "spec, size, improper",
+    [(0, 2, True), ("Ci", 2, True), ("C1", 1, False), ("D2", 8, True), ("T", 24, True), ("O", 48, True),
+     ("I", 120, True), ("T:proper", 12, False), ("lebedev:2", 60, True), ("grid:3:proper", 24, False)],
+)
+def test_printed_quadrature_names_are_accepted(spec, size, improper):
+    q = resolve_quadrature(spec)
+    assert (q.size, q.improper) == (size, improper)
+    again = resolve_quadrature(q.name)  # what is printed is accepted and means the same set
+    assert again.name == q.name and again.size == q.size
+    np.testing.assert_allclose(again.rotations, q.rotations)
 
 
 def test_float32_symmetrized_matches_float64(broken_model, crystal):

@@ -96,19 +96,14 @@ def test_trained_weights_segment_events():
 
 
 def test_pointcloud_cli(tmp_path, capsys):
-    import argparse
     import json
 
-    from ase_symdiag.pointcloud.diagnostics import add_pointcloud_cli
+    from ase_symdiag.cli import main
 
     save_model(PointNetSegmenter(CONFIG), str(tmp_path / "tiny.pt"))
-    parser = argparse.ArgumentParser()
-    add_pointcloud_cli(parser.add_subparsers(dest="command"))
     out_json, out_png = str(tmp_path / "r.json"), str(tmp_path / "layers.png")
-    args = parser.parse_args(
-        ["pointcloud", str(tmp_path), "--events", "1", "--lmax", "1", "--rotations", "2", "--json", out_json, "--plot", out_png]
-    )
-    assert args.run(args) == 0
+    argv = ["pointcloud", str(tmp_path), "--events", "1", "--lmax", "1", "--rotations", "2", "--json", out_json, "--plot", out_png]
+    assert main(argv) == 0
     text = capsys.readouterr().out
     assert "seg_logits" in text and "invariant" in text and "block2" in text
     with open(out_json) as handle:
