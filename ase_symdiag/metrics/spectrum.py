@@ -104,10 +104,17 @@ def output_spectrum(
     lmax: int,
     *,
     symbols: Optional[List[str]] = None,
+    per_item: Optional[bool] = None,
+    unit: Optional[str] = None,
 ) -> OutputSpectrum:
-    """Spectrum of back-rotated ``samples`` (K, ...); per-atom outputs (K, N[, 3])
-    are averaged over atoms (and per element when ``symbols`` is given)."""
-    per_atom = name in ("forces", "direct_forces", "energies")
+    """Spectrum of back-rotated ``samples`` (K, ...) of one output.
+
+    Per-item outputs (K, N[, ...]) (per atom or per point; by default the atomistic
+    ``forces``, ``direct_forces`` and ``energies``) are summed over components and
+    averaged over items (and per element when ``symbols`` is given); other outputs
+    are summed over components. ``unit`` defaults to the atomistic output's.
+    """
+    per_atom = name in ("forces", "direct_forces", "energies") if per_item is None else bool(per_item)
     powers = channel_powers(samples, quadrature, lmax)
     weights = quadrature.weights.reshape((-1,) + (1,) * (samples.ndim - 1))
     square = np.sum(weights * samples**2, axis=0)
@@ -148,7 +155,7 @@ def output_spectrum(
     }
     return OutputSpectrum(
         output=name,
-        unit=units.get(name, ""),
+        unit=units.get(name, "") if unit is None else unit,
         mean_square=reduce(square),
         variance=total_variance,
         power=power,

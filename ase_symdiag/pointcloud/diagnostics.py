@@ -1,56 +1,44 @@
 """The symmetry diagnostics on generic decorated point clouds (no ASE, no metatomic).
 
-A model is any torch callable ``fn(positions, decorations) -> {name: tensor}`` on one
-point cloud: ``positions`` (N, 3), ``decorations`` (N, F) (per-point features that do
-not transform: deposited energy, atomic type, ...). Each output has an
-:class:`OutputRule` saying how it transforms under an O(3) operation R (x' = x R^T):
-
-=============  ============  =====================================================
-kind           shape         transformation / back-rotation g(R)
-=============  ============  =====================================================
-scalar         (...)         invariant per event (energy, event logits)
-point_scalar   (N, ...)      invariant per point (segmentation logits, energies)
-vector         (3,)          v -> v R^T;       g(R) = v(Rx) R
-point_vector   (N, 3)        rows rotate;      g(R) = F(Rx) R (forces)
-tensor2        (3, 3)        S -> R S R^T;     g(R) = R^T S(Rx) R (stress)
-=============  ============  =====================================================
-
-A callable with attribute ``batched = True`` is instead called on (B, N, 3) and
-(B, N, F) and returns outputs with a leading B (used to evaluate many rotated
-copies at once); one with ``needs_grad = True`` is called with autograd enabled
-(forces by differentiation), otherwise under ``torch.no_grad()``. Rotations act about ``center`` (default the origin):
-``x' = (x - c) R^T + c``.
+The model is any torch callable on a decorated point cloud, evaluated on rotated
+copies by :mod:`ase_symdiag.backends.pointcloud` (which defines the output kinds and
+their :class:`~ase_symdiag.backends.pointcloud.OutputRule`).
 
 The functions mirror the atomistic ones and share their arithmetic:
 :func:`equivariance_errors` (:mod:`ase_symdiag.metrics.equivariance`), :func:`output_spectra`
-(:func:`ase_symdiag.metrics.spectrum.channel_powers`, :class:`~ase_symdiag.metrics.spectrum.OutputSpectrum`)
+(:func:`ase_symdiag.metrics.spectrum.output_spectrum`)
 and :func:`layer_content` (same aggregation as
 :func:`ase_symdiag.metrics.representations.representation_content`, returning its
-:class:`~ase_symdiag.metrics.representations.RepresentationReport`). ``tests/test_pointcloud.py``
+:class:`~ase_symdiag.metrics.representations.RepresentationReport`). ``tests/pointcloud/test_pointcloud.py``
 checks that they give the atomistic numbers on a metatomic model to 1e-10.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from ase_symdiag.backends.pointcloud import (
+    PER_POINT_KINDS,
+    OutputRule,
+    Rules,
+    as_array,
+    call_batch,
+    evaluate_rotated,
+    resolve_rules,
+)
+from ase_symdiag.errors import UsageError
+from ase_symdiag.metrics.representations import LayerAccumulator, RepresentationReport
+from ase_symdiag.metrics.spectrum import OutputSpectrum, _key, output_spectrum
 from ase_symdiag.o3.operations import haar_rotations, validate_rotations
 from ase_symdiag.o3.quadrature import O3Quadrature, smallest_exact_quadrature
-from ase_symdiag.metrics.representations import LayerAccumulator, RepresentationReport
-from ase_symdiag.metrics.spectrum import OutputSpectrum, _key, channel_powers
-from ase_symdiag.o3.transforms import back_rotate_tensors, back_rotate_vectors
 
 __all__ = [
-    "KINDS",
-    "OutputRule",
     "OutputErrors",
     "PointCloudErrors",
-    "evaluate_rotated",
     "equivariance_errors",
     "output_spectra",
     "layer_content",
@@ -58,105 +46,6 @@ __all__ = [
     "errors_table",
     "analyse_model",
 ]
-
-KINDS = ("scalar", "point_scalar", "vector", "point_vector", "tensor2")
-_PER_POINT = ("point_scalar", "point_vector")
-
-
-@dataclass(frozen=True)
-class OutputRule:
-    """How one output transforms: ``kind`` in :data:`KINDS`; ``unit`` for reports."""
-
-    kind: str
-    unit: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown output kind {self.kind!r}; use one of {KINDS}")
-
-    @property
-    def per_point(self) -> bool:
-        return self.kind in _PER_POINT
-
-
-Rules = Mapping[str, Union[OutputRule, str]]
-
-
-def _rules(rules: Rules) -> Dict[str, OutputRule]:
-    if not rules:
-        raise ValueError("give at least one output rule")
-    return {name: rule if isinstance(rule, OutputRule) else OutputRule(rule) for name, rule in rules.items()}
-
-
-def _as_array(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(x, dtype=np.float64)
-
-
-def _call(fn, positions: torch.Tensor, decorations: torch.Tensor, batched: bool) -> Dict[str, np.ndarray]:
-    """Run ``fn`` on (B, N, 3) inputs, returning numpy (B, ...) outputs."""
-    if batched:
-        out = fn(positions, decorations)
-        return {k: _as_array(v) for k, v in out.items()}
-    results: Dict[str, list] = {}
-    for b in range(positions.shape[0]):
-        for k, v in fn(positions[b], decorations[b]).items():
-            results.setdefault(k, []).append(_as_array(v))
-    return {k: np.stack(v) for k, v in results.items()}
-
-
-def evaluate_rotated(
-    fn: Callable,
-    positions,
-    decorations,
-    rotations,
-    rules: Rules,
-    *,
-    batch_size: int = 16,
-    center=None,
-    back_rotate: bool = True,
-    dtype: torch.dtype = torch.float64,
-) -> Dict[str, np.ndarray]:
-    """``fn`` on the point cloud rotated by each of ``rotations`` (K, 3, 3).
-
-    Returns ``{name: (K, ...)}`` float64 for every output named in ``rules``: the
-    back-rotated samples g(R_k) (``back_rotate=True``) or the raw rotated-frame
-    outputs. Positions are rotated in float64 and cast to ``dtype`` for ``fn``.
-    """
-    rules = _rules(rules)
-    R = validate_rotations(rotations)
-    pos = np.asarray(_as_array(positions))
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ValueError(f"positions must have shape (N, 3), got {pos.shape}")
-    dec = _as_array(decorations) if decorations is not None else np.zeros((pos.shape[0], 0))
-    if dec.ndim == 1:
-        dec = dec[:, None]
-    c = np.zeros(3) if center is None else np.asarray(center, dtype=np.float64).reshape(3)
-    batched = bool(getattr(fn, "batched", False))
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    chunks: Dict[str, list] = {name: [] for name in rules}
-    dec_t = torch.as_tensor(dec, dtype=dtype)
-    for start in range(0, len(R), batch_size):
-        Rb = R[start : start + batch_size]
-        rotated = (pos - c)[None] @ np.swapaxes(Rb, 1, 2) + c  # (B, N, 3)
-        with torch.no_grad() if not getattr(fn, "needs_grad", False) else torch.enable_grad():
-            out = _call(fn, torch.as_tensor(rotated, dtype=dtype), dec_t.expand(len(Rb), *dec.shape), batched)
-        for name, rule in rules.items():
-            if name not in out:
-                raise KeyError(f"the callable returned no output '{name}' (it returned {sorted(out)})")
-            values = out[name]
-            if back_rotate:
-                if rule.kind == "vector":
-                    values = back_rotate_vectors(values[:, None, :], Rb)[:, 0]
-                elif rule.kind == "point_vector":
-                    values = back_rotate_vectors(values, Rb)
-                elif rule.kind == "tensor2":
-                    values = back_rotate_tensors(values, Rb)
-            chunks[name].append(values)
-    return {name: np.concatenate(v) for name, v in chunks.items()}
-
 
 # --------------------------------------------------------------------------------------
 # Equivariance errors
@@ -200,7 +89,7 @@ class PointCloudErrors:
 def _item_norms(diff: np.ndarray, kind: str) -> np.ndarray:
     """(K, items) norms of the error of each item (point or event output)."""
     K = diff.shape[0]
-    if kind in _PER_POINT:
+    if kind in PER_POINT_KINDS:
         return np.linalg.norm(diff.reshape(K, diff.shape[1], -1), axis=2)
     return np.linalg.norm(diff.reshape(K, 1, -1), axis=2)
 
@@ -244,13 +133,13 @@ def equivariance_errors(
     improper, as :func:`ase_symdiag.check_equivariance`). The unrotated cloud is
     evaluated in the same batches. ``label_flip`` is reported for scalar and
     point_scalar outputs with a class axis (argmax of logits/probabilities)."""
-    rules = _rules(rules)
+    rules = resolve_rules(rules)
     if rotations is None:
         rotations = haar_rotations(n_rotations, seed)
     R = validate_rotations(rotations)
     with_identity = np.concatenate([np.eye(3)[None], R])
     samples = evaluate_rotated(fn, positions, decorations, with_identity, rules, batch_size=batch_size, center=center, dtype=dtype)
-    n = int(np.asarray(_as_array(positions)).shape[0])
+    n = int(np.asarray(as_array(positions)).shape[0])
     outputs = {}
     for name, rule in rules.items():
         values = samples[name]
@@ -275,47 +164,11 @@ def errors_table(results: Sequence[PointCloudErrors]) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def _spectrum(name: str, samples: np.ndarray, quadrature: O3Quadrature, lmax: int, rule: OutputRule) -> OutputSpectrum:
-    """As :func:`ase_symdiag.metrics.spectrum.output_spectrum`: per-point outputs are summed over
-    components and averaged over points, event-level outputs summed over components."""
-    powers = channel_powers(samples, quadrature, lmax)
-    weights = quadrature.weights.reshape((-1,) + (1,) * (samples.ndim - 1))
-    square = np.sum(weights * samples**2, axis=0)
-    mean = np.sum(weights * samples, axis=0)
-    variance = np.clip(np.sum(weights * (samples - mean) ** 2, axis=0), 0.0, None)
-
-    def reduce(array: np.ndarray) -> float:
-        if rule.per_point:
-            per = array.reshape(array.shape[0], -1).sum(axis=1) if array.ndim > 1 else array
-            return float(per.mean())
-        return float(np.sum(array))
-
-    power = {c: reduce(p) for c, p in powers.items()}
-    total_variance = reduce(variance)
-    unresolved = total_variance - sum(p for c, p in power.items() if c != (0, 1))
-    if unresolved < -1e-8 * max(reduce(square), 1e-300):
-        warnings.warn(
-            f"{name}: resolved channels exceed the variance by {-unresolved:.3g}: the "
-            f"quadrature '{quadrature.name}' (degree {quadrature.degree}) is not exact to "
-            f"2*lmax = {2 * lmax}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return OutputSpectrum(
-        output=name,
-        unit=rule.unit,
-        mean_square=reduce(square),
-        variance=total_variance,
-        power=power,
-        unresolved=max(unresolved, 0.0),
-    )
-
-
 def _quadrature(lmax: int, quadrature: Optional[O3Quadrature]) -> O3Quadrature:
     if quadrature is None:
         return smallest_exact_quadrature(2 * lmax)
     if quadrature.degree < 2 * lmax:
-        raise ValueError(
+        raise UsageError(
             f"quadrature '{quadrature.name}' is exact to degree {quadrature.degree}, lambda <= {lmax} needs {2 * lmax}"
         )
     return quadrature
@@ -335,12 +188,15 @@ def output_spectra(
 ) -> Dict[str, OutputSpectrum]:
     """Channel powers (lambda <= lmax, parity) of every output's back-rotated g(R),
     on a quadrature exact to ``2 lmax`` (default: the smallest available)."""
-    rules = _rules(rules)
+    rules = resolve_rules(rules)
     quadrature = _quadrature(lmax, quadrature)
     samples = evaluate_rotated(
         fn, positions, decorations, quadrature.rotations, rules, batch_size=batch_size, center=center, dtype=dtype
     )
-    return {name: _spectrum(name, samples[name], quadrature, lmax, rule) for name, rule in rules.items()}
+    return {
+        name: output_spectrum(name, samples[name], quadrature, lmax, per_item=rule.per_point, unit=rule.unit)
+        for name, rule in rules.items()
+    }
 
 
 def mean_spectra(spectra: Sequence[Dict[str, OutputSpectrum]]) -> Dict[str, OutputSpectrum]:
@@ -411,16 +267,16 @@ def layer_content(
         clouds = [clouds]
     clouds = list(clouds)
     if not clouds:
-        raise ValueError("no point clouds given")
+        raise UsageError("no point clouds given")
     quadrature = _quadrature(lmax, quadrature)
     accumulator = LayerAccumulator(quadrature, lmax)
     names: Optional[List[str]] = list(layers) if layers else None
     for positions, decorations in clouds:
         if names is None:
-            probe = _call(
+            probe = call_batch(
                 fn_features,
-                torch.as_tensor(_as_array(positions), dtype=dtype)[None],
-                torch.as_tensor(_as_array(decorations), dtype=dtype).reshape(1, len(_as_array(positions)), -1),
+                torch.as_tensor(as_array(positions), dtype=dtype)[None],
+                torch.as_tensor(as_array(decorations), dtype=dtype).reshape(1, len(as_array(positions)), -1),
                 bool(getattr(fn_features, "batched", False)),
             )
             names = list(probe)

@@ -156,7 +156,7 @@ def as_callables(model: PointNetSegmenter):
     ``features(pos, dec) -> {layer: (G or N, d)}`` and the output rules."""
     import copy
 
-    from ase_symdiag.pointcloud.diagnostics import OutputRule
+    from ase_symdiag.backends.pointcloud import OutputRule
 
     m = copy.deepcopy(model).double().eval()
 

@@ -4,15 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from ase_symdiag import check_equivariance
+from ase_symdiag import ModelEvaluationError, check_equivariance
 from ase_symdiag.backends.metatomic.evaluation import evaluate
 from ase_symdiag.backends.metatomic.model import ModelHandle
 from ase_symdiag.o3.operations import haar_rotations
+from ase_symdiag.backends.pointcloud import OutputRule, evaluate_rotated
 from ase_symdiag.pointcloud.diagnostics import (
-    OutputRule,
     equivariance_errors,
     errors_table,
-    evaluate_rotated,
     layer_content,
     output_spectra,
     spectra_table,
@@ -161,7 +160,7 @@ def test_back_rotation_and_center():
     np.testing.assert_allclose(shifted["forces"], back["forces"], atol=1e-12)
     with pytest.raises(ValueError):
         OutputRule("spinor")
-    with pytest.raises(KeyError):
+    with pytest.raises(ModelEvaluationError, match="no output"):
         evaluate_rotated(equivariant, pos, dec, R, {"missing": "scalar"})
 
 
