@@ -8,7 +8,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from ase_symdiag.corrections.core import correct_prediction, prepare_evaluation
-from ase_symdiag.backends.metatomic.evaluation import evaluate
+from ase_symdiag.backends.metatomic.evaluation import evaluate, input_arrays
 from ase_symdiag.metrics.symmetrize import back_rotated, symmetrized_prediction, weighted_mean_std
 from ase_symdiag.backends.metatomic.model import ModelHandle
 from ase_symdiag.structures import from_atoms
@@ -37,6 +37,14 @@ class SymDiagCalculator(Calculator):
     (objects or names such as ``"net_force"``, ``"net_torque"``, ``"point_group"``,
     ``"stochastic"``; see :mod:`ase_symdiag.corrections.core`).
 
+    ``variant``: which ``energy/<variant>`` output of a multi-variant model to use
+    (upet/PET-MAD style; direct heads and ``energy_uncertainty`` follow it);
+    ``extensions_directory``: where the model's TorchScript extensions are. Inputs the
+    model requests (masses, charges, velocities, spin multiplicity, ...) are read from
+    the atoms as :class:`metatomic_ase.MetatomicCalculator` does, vectors turned with
+    each rotated copy; a model's ``energy_uncertainty`` goes to
+    ``results["energy_uncertainty"]`` (eV).
+
     Everything is computed at once and cached by ASE's ``check_state`` until the
     atoms change.
     """
@@ -54,6 +62,8 @@ class SymDiagCalculator(Calculator):
         symmetrize=None,
         batch_size: int = 16,
         corrections: Sequence = (),
+        variant: Optional[str] = None,
+        extensions_directory: Optional[str] = None,
         **kwargs,
     ) -> None:
         from ase_symdiag.corrections.core import resolve_corrections
@@ -64,7 +74,9 @@ class SymDiagCalculator(Calculator):
                 f"non_conservative must be True, False, 'forces' or 'stress', got {non_conservative!r}"
             )
         super().__init__(**kwargs)
-        self.handle = model if isinstance(model, ModelHandle) else ModelHandle.load(model, device=device, dtype=dtype)
+        self.handle = model if isinstance(model, ModelHandle) else ModelHandle.load(
+            model, device=device, dtype=dtype, variant=variant, extensions_directory=extensions_directory
+        )
         direct_forces = non_conservative in (True, "forces")
         direct_stress = non_conservative in (True, "stress")
         if direct_forces and not self.handle.has_direct_forces:
@@ -89,6 +101,7 @@ class SymDiagCalculator(Calculator):
             dtype=str(self.handle.dtype).replace("torch.", ""),
             non_conservative=non_conservative,
             symmetrize=None if self.quadrature is None else self.quadrature.name,
+            variant=self.handle.variant,
         )
         self.corrections = resolve_corrections(corrections)
         if self.corrections:
@@ -113,17 +126,19 @@ class SymDiagCalculator(Calculator):
             energies=True,
             direct=self._direct_forces or self._direct_stress,
         )
+        # the inputs the model requests (masses, charges, velocities, ...) from these atoms
+        inputs = input_arrays(self.handle, self.atoms) if self.handle.requested_inputs else None
         quadrature, own = self.quadrature, False
         if self.corrections:  # a correction may choose the rotations or ask for more outputs
             quadrature, own, options = prepare_evaluation(self.corrections, structure, quadrature, options)
         if quadrature is None:
-            prediction = evaluate(self.handle, structure, **options)
+            prediction = evaluate(self.handle, structure, inputs=inputs, uncertainty=True, **options)
             values = back_rotated(prediction, np.eye(3)[None])
             mean = {name: value[0] for name, value in values.items()}
             std = None
         else:
             averaged = symmetrized_prediction(
-                self.handle, structure, quadrature, batch_size=self.batch_size, **options
+                self.handle, structure, quadrature, batch_size=self.batch_size, inputs=inputs, uncertainty=True, **options
             )
             mean, std = averaged.mean, (None if own else averaged.std)
         forces_key = "direct_forces" if self._direct_forces else "forces"
@@ -145,6 +160,8 @@ class SymDiagCalculator(Calculator):
                     _, spread = weighted_mean_std(voigt_from_tensor(averaged.samples[key]), quadrature.weights)
                 self.results[name + "_std"] = float(spread) if name == "energy" else np.asarray(spread)
         self.results["free_energy"] = self.results["energy"]
+        if "energy_uncertainty" in mean:  # the model's own uncertainty output, eV
+            self.results["energy_uncertainty"] = float(mean["energy_uncertainty"])
 
     def check_equivariance(self, structures=None, **kwargs):
         """Run :func:`ase_symdiag.check_equivariance` with this calculator's model.

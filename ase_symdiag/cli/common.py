@@ -64,13 +64,46 @@ def plot_file(text: str) -> str:
     return output_file(text)
 
 
-def add_model_structures(p: argparse.ArgumentParser, *, batch: bool = True) -> None:
-    """MODEL STRUCTURES [--index] [--device] [--dtype] [--batch-size] [-q]."""
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """[--variant] [--extensions]: which energy variant of the model, where its extensions are."""
+    p.add_argument(
+        "--variant", default=None,
+        help="energy variant of a multi-variant model (its 'energy/<variant>' output, e.g. pbe)",
+    )
+    p.add_argument("--extensions", metavar="DIR", type=existing_directory, default=None,
+                   help="directory of the TorchScript extensions the model needs")
+
+
+def load_handle(args: argparse.Namespace, path=None):
+    """The :class:`ModelHandle` of ``path`` (default ``args.model``) with the command's
+    ``--device``, ``--dtype``, ``--variant`` and ``--extensions``."""
+    from ase_symdiag.backends.metatomic.model import ModelHandle
+
+    return ModelHandle.load(
+        args.model if path is None else path,
+        device=getattr(args, "device", None),
+        dtype=getattr(args, "dtype", None),
+        variant=getattr(args, "variant", None),
+        extensions_directory=getattr(args, "extensions", None),
+    )
+
+
+def existing_directory(text: str) -> str:
+    """A directory that exists."""
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"directory '{text}' does not exist")
+    return text
+
+
+def add_model_structures(p: argparse.ArgumentParser, *, batch: bool = True, variant: bool = False) -> None:
+    """MODEL STRUCTURES [--index] [--device] [--dtype] [--variant] [--extensions] [--batch-size] [-q]."""
     p.add_argument("model", help="metatomic model file (.pt)")
     p.add_argument("structures", help="any ASE-readable file (extxyz, cif, POSCAR, ...)")
     p.add_argument("--index", default=":", help="ASE index of the structures to read (default ':')")
     p.add_argument("--device", default=None, help="cpu or cuda (default: model's first available)")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the model's")
+    if variant:
+        add_model_options(p)
     if batch:
         p.add_argument("--batch-size", type=positive_int, default=16, help="rotated copies per model call (default 16)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ase_symdiag.cli.common import nonnegative_int, output_file, plot_file, positive_int
+from ase_symdiag.cli.common import add_model_options, load_handle, nonnegative_int, output_file, plot_file, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -27,6 +27,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("-n", "--rotations", type=positive_int, default=4, help="random O(3) operations (default 4)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--device", default=None)
+    add_model_options(p)
     p.add_argument("--json", metavar="OUT", type=output_file)
     p.add_argument("--plot", metavar="OUT.png", type=plot_file)
     p.set_defaults(run=run)
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         variants = [v.strip() for v in args.variants.split(",")]
         for variant in variants:
             parse_variant(variant)  # a bad name is one line before any work
-    comparison = compare_variants(args.model, images, variants, n_rotations=args.rotations, seed=args.seed, device=args.device)
+    comparison = compare_variants(load_handle(args), images, variants, n_rotations=args.rotations, seed=args.seed, device=args.device)
     print(comparison.table())
     if args.json:
         write_json(args.json, comparison.to_dict())

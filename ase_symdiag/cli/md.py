@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from ase_symdiag.cli.common import add_model_options, load_handle
+
 
 def add_parser(subparsers: Any) -> None:
     """Register ``md`` on an argparse subparsers object."""
@@ -45,6 +47,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the state saved in --out")
     p.add_argument("--device", default=None, help="cpu or cuda (default: model's first available)")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the model's")
+    add_model_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     # ``run`` is what ase_symdiag.cli.main dispatches on; ``func`` the conventional name
     p.set_defaults(run=run, func=run)
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         images = images[0]
     from_atoms_list([images])  # validation: finite positions, sane cell, known elements
     result = run_md(
-        args.model, images, args.variants,
+        load_handle(args), images, args.variants,
         ensemble=args.ensemble, steps=args.steps, timestep=args.timestep, temperature=args.temperature,
         thermostat=args.thermostat, friction=args.friction, taut=args.taut, interval=args.interval,
         out=args.out, resume=args.resume, checkpoint_every=args.checkpoint_every, symmetrize=quadrature,

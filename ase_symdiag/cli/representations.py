@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
             "channel; 'invariant' is the (0, +) fraction."
         ),
     )
-    add_model_structures(p)
+    add_model_structures(p, variant=True)
     p.add_argument("--layers", nargs="+", default=None, help="feature outputs (or suffixes, e.g. layer0); default: all")
     p.add_argument("--lmax", type=lmax_type, default=3, help="largest lambda resolved (default 3)")
     p.add_argument("--compare", metavar="MODEL2", default=None, help="a second model shown side by side")
@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_symdiag.backends.metatomic.model import ModelHandle
+    from ase_symdiag.cli.common import load_handle
     from ase_symdiag.metrics.representations import plot_representations, representation_content
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     structures = read_structures(args.structures, index=args.index)
     reports = {}
     for path in [args.model] + ([args.compare] if args.compare else []):
-        handle = ModelHandle.load(path, device=args.device, dtype=args.dtype)
+        handle = load_handle(args, path)
         report = representation_content(handle, structures, layers=args.layers, lmax=args.lmax, batch_size=args.batch_size)
         print(f"model {path}")
         print(report.table())

@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
             "the RMS amplitude per channel; '>L' is what lies above LMAX."
         ),
     )
-    add_model_structures(p)
+    add_model_structures(p, variant=True)
     p.add_argument("--lmax", type=lmax_type, default=3, help="largest lambda resolved (default 3)")
     p.add_argument("--json", metavar="OUT", type=output_file, help="write the spectra as JSON")
     p.add_argument("--plot", metavar="OUT.png", type=plot_file, help="plot RMS amplitude against lambda")
@@ -57,12 +57,12 @@ def measure_spectra(args: argparse.Namespace, handle, structures) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_symdiag.backends.metatomic.model import ModelHandle
+    from ase_symdiag.cli.common import load_handle
     from ase_symdiag.metrics.spectrum import plot_spectra, spectrum_table
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 
-    handle = ModelHandle.load(args.model, device=args.device, dtype=args.dtype)
+    handle = load_handle(args)
     structures = read_structures(args.structures, index=args.index)
     spectra = measure_spectra(args, handle, structures)
     print(spectrum_table(spectra))

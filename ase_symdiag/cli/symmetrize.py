@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
             "export the symmetrized model as a metatomic TorchScript file."
         ),
     )
-    add_model_structures(p)
+    add_model_structures(p, variant=True)
     p.add_argument("--lmax", type=lmax_type, default=3, help="largest lambda measured (default 3)")
     p.add_argument("--tolerance", type=positive_float, default=None, help="leftover RMS force breaking, eV/Å")
     p.add_argument(
@@ -39,13 +39,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_symdiag.backends.metatomic.model import ModelHandle
+    from ase_symdiag.cli.common import load_handle
     from ase_symdiag.metrics.adaptive import choose_quadrature
     from ase_symdiag.metrics.symmetrize import resolve_quadrature, symmetrized_prediction
     from ase_symdiag.report import format_table, write_json
     from ase_symdiag.structures import read_structures
 
-    handle = ModelHandle.load(args.model, device=args.device, dtype=args.dtype)
+    handle = load_handle(args)
     structures = read_structures(args.structures, index=args.index)
     data = {"model": handle.source}
     if args.quadrature is not None:

@@ -37,6 +37,8 @@ def back_rotated(predictions: Predictions, rotations: np.ndarray) -> Dict[str, n
         out["direct_forces"] = back_rotate_vectors(predictions.direct_forces, rotations)
     if predictions.direct_stress is not None:
         out["direct_stress"] = back_rotate_tensors(predictions.direct_stress, rotations)
+    if getattr(predictions, "energy_uncertainty", None) is not None:
+        out["energy_uncertainty"] = predictions.energy_uncertainty
     return out
 
 
@@ -78,8 +80,13 @@ def symmetrized_prediction(
     direct: bool = False,
     batch_size: int = 16,
     progress=None,
+    inputs=None,
+    uncertainty: bool = False,
 ) -> SymmetrizedPrediction:
-    """Evaluate all operations of ``quadrature`` in batches and average them."""
+    """Evaluate all operations of ``quadrature`` in batches and average them.
+
+    ``inputs``/``uncertainty``: see :func:`~ase_symdiag.backends.metatomic.evaluation.evaluate`.
+    """
     predictions = evaluate(
         handle,
         structure,
@@ -90,6 +97,8 @@ def symmetrized_prediction(
         direct=direct,
         batch_size=batch_size,
         progress=progress,
+        inputs=inputs,
+        uncertainty=uncertainty,
     )
     samples = back_rotated(predictions, quadrature.rotations)
     mean, std = {}, {}

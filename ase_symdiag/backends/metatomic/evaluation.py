@@ -8,39 +8,169 @@ and strain directly. The rotated copies go through the model ``batch_size`` at a
 time, in one call each. All returned outputs are in the *rotated* frame; the
 back-transformation lives in :mod:`ase_symdiag.o3.transforms`.
 
+The inputs a model requests (``requested_inputs``: masses, charges, velocities,
+spin multiplicity, ...) come from the ASE Atoms as :class:`metatomic_ase.MetatomicCalculator`
+reads them (:func:`input_arrays`), or from their defaults for a bare structure; vector
+inputs (velocities, momenta) turn with the structure, magnetic moments as
+pseudo-vectors.
+
 Units: energy eV, forces eV/Å, stress eV/Å^3 (``dE/d(strain) / V``, ASE's sign).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ase_symdiag.errors import ModelEvaluationError, StructureError
+from ase_symdiag.errors import ModelError, ModelEvaluationError, StructureError
 from ase_symdiag.backends.metatomic.model import ModelHandle
+from ase_symdiag.backends.samples import Predictions, check_finite  # noqa: F401 (Predictions re-exported)
 from ase_symdiag.structures import Structure
 
 
-@dataclass
-class Predictions:
-    """Outputs for one structure under ``K`` operations (rotated frame, float64).
+#: per-atom inputs: name -> (properties name, unit, ASE getter, default for a bare structure)
+_ATOM_INPUTS = {
+    "mass": ("mass", "u", lambda a: a.get_masses(), lambda n: _standard_masses(n)),
+    "velocity": ("velocity", "(eV/u)^(1/2)", lambda a: a.get_velocities(), lambda n: np.zeros((len(n), 3))),
+    "momentum": ("momentum", "(eV*u)^(1/2)", lambda a: a.get_momenta(), lambda n: np.zeros((len(n), 3))),
+    "charge": ("charge", "e", lambda a: _atom_charges(a), lambda n: np.zeros(len(n))),
+    "ase::initial_magmoms": (
+        "magnetic_moment", "e * hbar / (2 * m_e)", lambda a: a.get_initial_magnetic_moments(), lambda n: np.zeros(len(n))
+    ),
+    "ase::initial_charges": ("charge", "e", lambda a: a.get_initial_charges(), lambda n: np.zeros(len(n))),
+    "ase::tags": ("tag", "", lambda a: a.get_tags(), lambda n: np.zeros(len(n))),
+}
+#: per-system inputs, read from ``atoms.info`` as metatomic-ase does
+_SYSTEM_INPUTS = {
+    "charge": ("charge", "e", lambda a: float(a.info.get("charge", 0.0)), 0.0),
+    "spin_multiplicity": (
+        "spin_multiplicity", "",
+        lambda a: float(a.info.get("spin_multiplicity", a.info.get("spin", 1))), 1.0,
+    ),
+}
+#: vector inputs turn with the structure (``v' = R v``), pseudo-vectors as ``det(R) R v``
+VECTOR_INPUTS = ("velocity", "momentum")
+PSEUDOVECTOR_INPUTS = ("ase::initial_magmoms",)
 
-    ``energy`` (K,); ``forces`` (K, N, 3); ``stress`` (K, 3, 3); ``energies``
-    (K, N) per-atom energies; ``direct_forces``/``direct_stress`` from the model's
-    non-conservative heads; ``features`` maps per-atom feature outputs to
-    (K, N, d) arrays. Absent outputs are ``None``.
-    """
 
-    energy: np.ndarray
-    forces: Optional[np.ndarray] = None
-    stress: Optional[np.ndarray] = None
-    energies: Optional[np.ndarray] = None
-    direct_forces: Optional[np.ndarray] = None
-    direct_stress: Optional[np.ndarray] = None
-    features: Optional[Dict[str, np.ndarray]] = None
+def _standard_masses(numbers) -> np.ndarray:
+    from ase.data import atomic_masses
+
+    return atomic_masses[np.asarray(numbers, dtype=int)]
+
+
+def _atom_charges(atoms) -> np.ndarray:
+    try:
+        return atoms.get_charges()
+    except Exception:  # no calculator with charges: the initial ones, as metatomic-ase
+        return atoms.get_initial_charges()
+
+
+def check_input(name: str, option, source: str = "model") -> None:
+    """Raise :class:`ModelError` if the model asks for an input we cannot provide."""
+    kind = option.sample_kind
+    if kind == "atom" and (name in _ATOM_INPUTS or name.startswith("ase::arrays::")):
+        return
+    if kind == "system" and (name in _SYSTEM_INPUTS or name.startswith("ase::info::")):
+        return
+    raise ModelError(
+        f"{source}: the model requests the {kind} input '{name}', which ase-symdiag cannot "
+        "provide (known: per-atom " + ", ".join(_ATOM_INPUTS) + ", ase::arrays::*; per-system "
+        + ", ".join(_SYSTEM_INPUTS) + ", ase::info::*)"
+    )
+
+
+def input_arrays(handle: ModelHandle, atoms=None, numbers=None) -> Dict[str, np.ndarray]:
+    """The inputs ``handle``'s model requests, as arrays: per-atom (N,) or (N, 3),
+    per-system (1,). Read from the ASE ``atoms`` as metatomic-ase does (masses,
+    velocities, momenta, charges, ``atoms.info["charge"]``, ...), or, without atoms,
+    the defaults of a bare structure of atomic ``numbers`` (standard masses, zero
+    velocities and charges, spin multiplicity 1). Per-atom 3-vectors from
+    ``ase::arrays::*`` are turned as (polar) vectors by :func:`evaluate`."""
+    if numbers is None and atoms is not None:
+        numbers = atoms.numbers
+    arrays: Dict[str, np.ndarray] = {}
+    for name, option in handle.requested_inputs.items():
+        if option.sample_kind == "atom":
+            if name.startswith("ase::arrays::"):
+                key = name[len("ase::arrays::"):]
+                if atoms is None or key not in atoms.arrays:
+                    raise StructureError(
+                        f"the model requests '{name}': the structure has no per-atom array '{key}'"
+                    )
+                values = np.asarray(atoms.arrays[key], dtype=np.float64)
+            else:
+                _, _, getter, default = _ATOM_INPUTS[name]
+                values = np.asarray(getter(atoms) if atoms is not None else default(numbers), dtype=np.float64)
+            if values.shape[:1] != (len(numbers),) or values.ndim > 2 or (values.ndim == 2 and values.shape[1] != 3):
+                raise StructureError(f"input '{name}' must have shape (N,) or (N, 3), got {values.shape}")
+        else:
+            if name.startswith("ase::info::"):
+                key = name[len("ase::info::"):]
+                if atoms is None or key not in atoms.info:
+                    raise StructureError(f"the model requests '{name}': the structure has no info '{key}'")
+                raw = atoms.info[key]
+            else:
+                _, _, getter, default = _SYSTEM_INPUTS[name]
+                raw = getter(atoms) if atoms is not None else default
+            try:
+                values = np.array([float(raw)])
+            except (TypeError, ValueError):
+                raise StructureError(f"input '{name}' must be a number, got {raw!r}") from None
+        if not np.all(np.isfinite(values)):
+            raise StructureError(f"input '{name}' is not finite")
+        arrays[name] = values
+    return arrays
+
+
+def _input_tensormap(handle: ModelHandle, name: str, values: torch.Tensor):
+    """One system's input ``name`` (values (N,), (N, 3) or (1,)) as metatomic-ase builds it."""
+    from metatensor.torch import Labels, TensorBlock, TensorMap
+
+    option = handle.requested_inputs[name]
+    device = handle.device
+    if option.sample_kind == "atom":
+        n = values.shape[0]
+        samples = Labels(
+            ["system", "atom"],
+            torch.stack([torch.zeros(n, dtype=torch.int32), torch.arange(n, dtype=torch.int32)], dim=1).to(device),
+            assume_unique=True,
+        )
+        properties_name, unit = _ATOM_INPUTS.get(name, ("_", ""))[:2]
+    else:
+        samples = Labels(["system"], torch.zeros((1, 1), dtype=torch.int32, device=device), assume_unique=True)
+        properties_name, unit = _SYSTEM_INPUTS.get(name, ("_", ""))[:2]
+    components = []
+    if values.dim() == 2:
+        components = [Labels(["xyz"], torch.arange(3, dtype=torch.int32, device=device).reshape(-1, 1))]
+    block = TensorBlock(
+        values=values[..., None],
+        samples=samples,
+        components=components,
+        properties=Labels([properties_name], torch.zeros((1, 1), dtype=torch.int32, device=device)),
+    )
+    tensor = TensorMap(Labels(["_"], torch.zeros((1, 1), dtype=torch.int32, device=device)), [block])
+    tensor.set_info("unit", unit)
+    return tensor
+
+
+def _rotated_inputs(handle: ModelHandle, arrays: Mapping[str, np.ndarray], rot: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """``{name: (B, ...)}``: each input in the frame of each of the ``B`` operations."""
+    out = {}
+    det = torch.linalg.det(rot)
+    for name, values in arrays.items():
+        tensor = torch.as_tensor(np.asarray(values), dtype=handle.dtype, device=handle.device)
+        if tensor.dim() == 2 and (name in VECTOR_INPUTS or name in PSEUDOVECTOR_INPUTS or name.startswith("ase::arrays::")):
+            turned = tensor.unsqueeze(0) @ rot.transpose(1, 2)
+            if name in PSEUDOVECTOR_INPUTS:
+                turned = turned * det[:, None, None]
+            out[name] = turned
+        else:
+            out[name] = tensor.unsqueeze(0).expand((rot.shape[0],) + tuple(tensor.shape))
+    return out
 
 
 @dataclass
@@ -139,6 +269,8 @@ def evaluate(
     batch_size: int = 16,
     graphs: Optional[List[_Graph]] = None,
     progress: Optional[Callable[[int], None]] = None,
+    inputs: Optional[Mapping[str, np.ndarray]] = None,
+    uncertainty: bool = False,
 ) -> Predictions:
     """Evaluate ``structure`` rotated by each of ``rotations`` ((K, 3, 3), default identity).
 
@@ -146,7 +278,10 @@ def evaluate(
     structures). ``energies``: per-atom energies (if the model has them). ``direct``:
     the model's non-conservative forces/stress heads (if it has them). ``features``:
     names of per-atom feature outputs, returned without any transformation. ``progress`` is called with the number
-    of operations done after each batch.
+    of operations done after each batch. ``inputs``: the arrays of the inputs the model
+    requests (:func:`input_arrays`; default: those of a bare structure), turned with
+    each operation where they are vectors. ``uncertainty``: also the model's
+    ``energy_uncertainty`` (if it has one).
     """
     from metatomic.torch import ModelEvaluationOptions, ModelOutput, System
 
@@ -162,6 +297,14 @@ def evaluate(
     want_direct_forces = direct and handle.has_direct_forces
     want_direct_stress = direct and handle.has_direct_stress and structure.periodic
     need_grad = forces or stress
+    want_uncertainty = uncertainty and handle.has_uncertainty
+    if handle.requested_inputs:
+        if inputs is None:
+            inputs = input_arrays(handle, numbers=structure.numbers)
+        missing = sorted(set(handle.requested_inputs) - set(inputs))
+        if missing:
+            raise StructureError(f"{structure.label or 'structure'}: the model requests the inputs {missing}")
+        inputs = {name: inputs[name] for name in handle.requested_inputs}
 
     if graphs is None:
         try:
@@ -178,6 +321,8 @@ def evaluate(
         requested[handle.nc_forces_key] = ModelOutput(unit="eV/Angstrom", sample_kind="atom")
     if want_direct_stress:
         requested[handle.nc_stress_key] = ModelOutput(unit="eV/Angstrom^3", sample_kind="system")
+    if want_uncertainty:
+        requested[handle.uncertainty_key] = ModelOutput(unit="eV", sample_kind="system")
     for name in features:
         requested[name] = ModelOutput(sample_kind="atom")
     options = ModelEvaluationOptions(length_unit="angstrom", outputs=requested)
@@ -208,11 +353,14 @@ def evaluate(
             positions[:, graph.second] - positions[:, graph.first] + graph.shifts.unsqueeze(0) @ cell
             for graph in graphs
         ]
+        turned = _rotated_inputs(handle, inputs, rot[start:stop]) if inputs else {}
         systems = []
         for b in range(stop - start):
             system = System(types, positions[b], cell[b], pbc)
             for graph, pair_vectors in zip(graphs, vectors):
                 system.add_neighbor_list(graph.options, _neighbor_block(graph, pair_vectors[b]))
+            for name, values in turned.items():
+                system.add_data(name, _input_tensormap(handle, name, values[b]))
             systems.append(system)
 
         with torch.set_grad_enabled(need_grad):
@@ -251,6 +399,12 @@ def evaluate(
             values = torch.zeros(n_batch, 3, 3, dtype=block.values.dtype, device=handle.device)
             values[order] = block.values.reshape(-1, 3, 3)
             keep("direct_stress", values)
+        if want_uncertainty:
+            block = outputs[handle.uncertainty_key].block()
+            order = block.samples.values[:, 0].to(torch.long)
+            values = torch.zeros(n_batch, dtype=block.values.dtype, device=handle.device)
+            values[order] = block.values.reshape(n_batch, -1)[:, 0]
+            keep("energy_uncertainty", values)
         for name in features:
             block = outputs[name].block()
             keep("feature:" + name, _per_system(block, n_batch, n_atoms, block.values[0].numel()))
@@ -260,7 +414,7 @@ def evaluate(
     def joined(name: str) -> Optional[np.ndarray]:
         return np.concatenate(chunks[name]) if name in chunks else None
 
-    return Predictions(
+    predictions = Predictions(
         energy=joined("energy"),
         forces=joined("forces"),
         stress=joined("stress"),
@@ -268,7 +422,9 @@ def evaluate(
         direct_forces=joined("direct_forces"),
         direct_stress=joined("direct_stress"),
         features={name: joined("feature:" + name) for name in features} or None,
+        energy_uncertainty=joined("energy_uncertainty"),
     )
+    return check_finite(predictions, label=structure.label, source=handle.source)
 
 
 def _zero_if_none(grad: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
