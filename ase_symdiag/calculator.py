@@ -7,7 +7,7 @@ from typing import List, Literal, Optional, Sequence, Union
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from ase_symdiag.corrections.core import correct_prediction, prepare_evaluation
+from ase_symdiag.corrections.registry import correct_prediction, prepare_evaluation
 from ase_symdiag.backends.metatomic.evaluation import evaluate, input_arrays
 from ase_symdiag.metrics.symmetrize import back_rotated, symmetrized_prediction, weighted_mean_std
 from ase_symdiag.backends.metatomic.model import ModelHandle
@@ -35,7 +35,7 @@ class SymDiagCalculator(Calculator):
 
     ``corrections``: exact constraints applied after evaluation/averaging, in order
     (objects or names such as ``"net_force"``, ``"net_torque"``, ``"point_group"``,
-    ``"stochastic"``; see :mod:`ase_symdiag.corrections.core`).
+    ``"stochastic"``; see :mod:`ase_symdiag.corrections`).
 
     ``variant``: which ``energy/<variant>`` output of a multi-variant model to use
     (upet/PET-MAD style; direct heads and ``energy_uncertainty`` follow it);
@@ -66,7 +66,7 @@ class SymDiagCalculator(Calculator):
         extensions_directory: Optional[str] = None,
         **kwargs,
     ) -> None:
-        from ase_symdiag.corrections.core import resolve_corrections
+        from ase_symdiag.corrections.registry import resolve_corrections
         from ase_symdiag.metrics.symmetrize import resolve_quadrature
 
         if non_conservative not in (True, False, "forces", "stress"):

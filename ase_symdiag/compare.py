@@ -58,7 +58,12 @@ def _reference(atoms):
 
 
 @dataclass
-class VariantResult:
+class ComparedVariant:
+    """One variant's row in a :class:`Comparison`: cost, equivariance errors and accuracy.
+
+    Not to be confused with :class:`ase_symdiag.md.VariantResult` (one variant's MD run).
+    """
+
     variant: str
     evaluations: int  # model evaluations per step
     seconds_per_step: float
@@ -72,10 +77,12 @@ class VariantResult:
 
 @dataclass
 class Comparison:
+    """Every variant of one model compared on the same structures and operations."""
+
     model: str
     n_operations: int
     seed: int
-    results: List[VariantResult] = field(default_factory=list)
+    results: List[ComparedVariant] = field(default_factory=list)
 
     def table(self) -> str:
         headers = [
@@ -126,7 +133,7 @@ def compare_variants(
         evaluations = calc.quadrature.size if calc.quadrature is not None else 1
         report, predictions = calculator_equivariance(calc, labelled, operations, seed=seed)
         summary = report.summary()
-        result = VariantResult(
+        result = ComparedVariant(
             variant=spec,
             evaluations=evaluations,
             seconds_per_step=_time_per_step(calc, atoms_list[0], timing_calls),
@@ -154,7 +161,7 @@ def _time_per_step(calc, atoms, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def _accuracy(result: VariantResult, atoms_list, predictions, operations) -> None:
+def _accuracy(result: ComparedVariant, atoms_list, predictions, operations) -> None:
     energy_errors, force_sq, force_sq_rotated, n_force, n_rotated = [], 0.0, 0.0, 0, 0
     with_identity = np.concatenate([np.eye(3)[None], operations])
     for atoms, prediction in zip(atoms_list, predictions):

@@ -9,8 +9,6 @@ writes JSON with ``--json``.
 """
 
 import argparse
-import json
-import os
 import sys
 import time
 import warnings
@@ -25,7 +23,7 @@ from metatomic_ase import MetatomicCalculator, SymmetrizedCalculator  # noqa: E4
 
 from ase_symdiag import SymDiagCalculator  # noqa: E402
 from ase_symdiag.o3.quadrature import lebedev_quadrature  # noqa: E402
-from ase_symdiag.report import format_table  # noqa: E402
+from ase_symdiag.report import format_table, write_json  # noqa: E402
 
 
 def structures(species: str, atomic_types):
@@ -117,9 +115,7 @@ def main(argv=None) -> int:
         rows,
     ))
     if args.json:
-        with open(args.json + ".tmp", "w") as handle:
-            json.dump({"model": args.model, "l_max": args.l_max, "device": args.device, "results": records}, handle, indent=2)
-        os.replace(args.json + ".tmp", args.json)
+        write_json(args.json, {"model": args.model, "l_max": args.l_max, "device": args.device, "results": records})
     return 0
 
 

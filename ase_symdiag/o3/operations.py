@@ -1,4 +1,4 @@
-"""O(3) operations: seeded Haar-random sampling and validation of user matrices.
+"""O(3) operations: Haar-random sampling (every sampler lives here) and validation of user matrices.
 
 Convention (used throughout ase-symdiag): positions are rows and an operation
 ``R`` (3x3, orthogonal, det +1 proper / -1 improper) acts as ``x' = x R^T``; the
@@ -61,3 +61,19 @@ def haar_rotations(n: int, seed: int | None = 0, *, improper: bool = True) -> np
     if improper:
         matrices[1::2] *= -1.0
     return np.ascontiguousarray(matrices)
+
+
+def random_operation(rng: np.random.Generator, improper: bool) -> np.ndarray:
+    """One Haar-random O(3) operation (or SO(3) with ``improper=False``), ``(3, 3)`` float64.
+
+    QR decomposition of a 3x3 standard-normal matrix with the signs of ``R``'s
+    diagonal moved into ``Q`` (Mezzadri 2007), which makes ``Q`` Haar on O(3): proper
+    and improper with probability 1/2 each. With ``improper=False`` an improper ``Q``
+    is replaced by ``-Q`` (Haar on SO(3)). Draws 9 normals from ``rng`` per call, so
+    the same generator state always gives the same operation.
+    """
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))[None, :]
+    if not improper and np.linalg.det(q) < 0:
+        q = -q
+    return q

@@ -13,7 +13,7 @@ from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import AtomisticModel, ModelCapabilities, ModelMetadata, ModelOutput, System
 
 from ase_symdiag import SymDiagCalculator
-from ase_symdiag.corrections.core import (
+from ase_symdiag.corrections import (
     MixedForces,
     NetForce,
     NetTorque,
@@ -28,6 +28,7 @@ from ase_symdiag.corrections.core import (
 )
 from ase_symdiag.backends.metatomic.evaluation import evaluate
 from ase_symdiag.backends.metatomic.model import ModelHandle
+from ase_symdiag.errors import StructureError, UsageError
 from ase_symdiag.reference.analytic import PairPotential, export_pair_potential
 from ase_symdiag.structures import from_atoms
 
@@ -368,7 +369,7 @@ def test_mixed_forces(cluster, direct_broken_model):
             np.testing.assert_allclose(forces, f_direct + delta, atol=1e-12, rtol=0)
     smaller = atoms[:-1]  # step 7 is not a refresh step, but the held delta no longer fits
     np.testing.assert_allclose(calc.get_forces(smaller), conservative.get_forces(smaller), atol=1e-12, rtol=0)
-    with pytest.raises(ValueError, match="non_conservative"):
+    with pytest.raises(UsageError, match="non_conservative"):
         SymDiagCalculator(direct_broken_model, corrections=[MixedForces(2)]).get_forces(atoms)
 
 
@@ -381,12 +382,29 @@ def test_resolve_corrections():
     ]
     assert resolved[2].seed == 7 and resolved[4].every == 4
     assert resolve_corrections(None) == [] and resolve_corrections(()) == []
-    with pytest.raises(ValueError, match="unknown correction"):
+    with pytest.raises(UsageError, match="unknown correction"):
         resolve_corrections("net_momentum")
-    with pytest.raises(ValueError, match="at most one"):
+    with pytest.raises(UsageError, match="at most one"):
         resolve_corrections(["stochastic", "stochastic:2"])
-    with pytest.raises(ValueError, match="integer"):
+    with pytest.raises(UsageError, match="integer"):
         resolve_corrections("net_force:3")
+    with pytest.raises(UsageError, match="name or a callable"):
+        resolve_corrections([3])
+
+
+def test_bad_arguments_and_structures_raise_the_hierarchy():
+    with pytest.raises(UsageError, match="weighting must be"):
+        NetForce("charge")
+    with pytest.raises(UsageError, match="every must be"):
+        MixedForces(0)
+    finite = from_atoms(molecule("H2O"))
+    outputs = {"energy": 0.0, "forces": np.ones((3, 3)), "stress": None, "energies": None}
+    with pytest.raises(UsageError, match="needs the atomic masses"):
+        NetTorque("mass")(outputs, finite)
+    with pytest.raises(UsageError, match="positive numbers"):
+        NetForce("mass")(outputs, finite, masses=np.array([1.0, -1.0, 1.0]))
+    with pytest.raises(StructureError, match="periodic in all directions"):
+        space_group_operations(finite)
 
 
 def test_stochastic_rotations_are_haar_o3():
