@@ -12,7 +12,7 @@ from typing import Iterable
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from ase_symdiag.errors import RotationError
+from ase_symdiag.errors import RotationError, UsageError
 
 #: tolerance on ``|R R^T - 1|`` for a user matrix to be accepted as orthogonal
 ORTHOGONALITY_TOL = 1e-8
@@ -54,7 +54,7 @@ def haar_rotations(n: int, seed: int | None = 0, *, improper: bool = True) -> np
     The same ``seed`` always gives the same operations.
     """
     if n < 0:
-        raise ValueError(f"number of rotations must be >= 0, got {n}")
+        raise UsageError(f"number of rotations must be >= 0, got {n}")
     if n == 0:
         return np.zeros((0, 3, 3))
     matrices = Rotation.random(n, random_state=seed).as_matrix().reshape(n, 3, 3)
