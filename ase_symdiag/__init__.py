@@ -1,28 +1,41 @@
-"""ase-symdiag: rotational-symmetry diagnostics for unconstrained ML potentials."""
+"""ase-symdiag: rotational-symmetry diagnostics for unconstrained ML potentials.
 
-from .calculator import SymDiagCalculator
-from .equivariance import EquivarianceReport, check_equivariance
-from .errors import (
+The public names below are imported lazily, so that ``import ase_symdiag.o3`` (numpy
+and scipy only) does not pull in ASE, torch models or metatomic. The data flow, one
+subpackage per stage, is described in ``docs/architecture.md``.
+"""
+
+import importlib
+from typing import Any
+
+from ase_symdiag.errors import (
     ModelError,
     ModelEvaluationError,
     RotationError,
     StructureError,
     SymDiagError,
 )
-from .metatomic_model import ModelHandle
-from .operations import haar_rotations
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EquivarianceReport",
-    "ModelError",
-    "ModelEvaluationError",
-    "ModelHandle",
-    "RotationError",
-    "StructureError",
-    "SymDiagCalculator",
-    "SymDiagError",
-    "check_equivariance",
-    "haar_rotations",
-]
+_LAZY = {
+    "SymDiagCalculator": "ase_symdiag.calculator",
+    "EquivarianceReport": "ase_symdiag.metrics.equivariance",
+    "check_equivariance": "ase_symdiag.metrics.equivariance",
+    "ModelHandle": "ase_symdiag.backends.metatomic.model",
+    "haar_rotations": "ase_symdiag.o3.operations",
+}
+
+__all__ = sorted(
+    ["ModelError", "ModelEvaluationError", "RotationError", "StructureError", "SymDiagError", *_LAZY]
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ase_symdiag' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

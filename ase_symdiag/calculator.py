@@ -7,12 +7,13 @@ from typing import List, Literal, Optional, Sequence, Union
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from .corrections import correct_prediction, prepare_evaluation
-from .evaluation import evaluate
-from .symmetrize import back_rotated, symmetrized_prediction
-from .metatomic_model import ModelHandle
-from .structures import from_atoms
-from .transforms import voigt_from_tensor
+from ase_symdiag.corrections.registry import correct_prediction, prepare_evaluation
+from ase_symdiag.backends.metatomic.evaluation import evaluate, input_arrays
+from ase_symdiag.metrics.symmetrize import back_rotated, symmetrized_prediction
+from ase_symdiag.backends.metatomic.model import ModelHandle
+from ase_symdiag.errors import UsageError
+from ase_symdiag.structures import from_atoms
+from ase_symdiag.o3.transforms import voigt_from_tensor
 
 
 class SymDiagCalculator(Calculator):
@@ -26,14 +27,14 @@ class SymDiagCalculator(Calculator):
 
     ``symmetrize``: average over an O(3) quadrature (a degree such as ``3``, or
     ``"lebedev:3"``, ``"grid:3"``, ``"O"``, ``"I"``, or an
-    :class:`~ase_symdiag.quadrature.O3Quadrature`; see
-    :func:`~ase_symdiag.symmetrize.resolve_quadrature`). Forces are back-rotated with
+    :class:`~ase_symdiag.o3.quadrature.O3Quadrature`; see
+    :func:`~ase_symdiag.metrics.symmetrize.resolve_quadrature`). Forces are back-rotated with
     ``F(Rx) R`` and stress with ``R^T S(Rx) R`` before the weighted average; the
     rotational standard deviations go to ``results["energy_std"]``,
     ``["forces_std"]``, ``["stress_std"]`` (Voigt) and ``["energies_std"]``. All rotated
     copies share one neighbour list; they run in chunks of at most ``batch_size``
     copies and about ``chunk_atoms`` atoms (default
-    :data:`~ase_symdiag.evaluation.CHUNK_ATOMS`) per model call, and each chunk is
+    :data:`~ase_symdiag.backends.metatomic.evaluation.CHUNK_ATOMS`) per model call, and each chunk is
     folded into running sums before the next one is built, so peak memory is that of
     one chunk whatever the number of operations (a 10,000-atom structure runs one copy
     at a time, within 1.5x of a plain evaluation's peak).
@@ -41,6 +42,14 @@ class SymDiagCalculator(Calculator):
     ``corrections``: exact constraints applied after evaluation/averaging, in order
     (objects or names such as ``"net_force"``, ``"net_torque"``, ``"point_group"``,
     ``"stochastic"``; see :mod:`ase_symdiag.corrections`).
+
+    ``variant``: which ``energy/<variant>`` output of a multi-variant model to use
+    (upet/PET-MAD style; direct heads and ``energy_uncertainty`` follow it);
+    ``extensions_directory``: where the model's TorchScript extensions are. Inputs the
+    model requests (masses, charges, velocities, spin multiplicity, ...) are read from
+    the atoms as :class:`metatomic_ase.MetatomicCalculator` does, vectors turned with
+    each rotated copy; a model's ``energy_uncertainty`` goes to
+    ``results["energy_uncertainty"]`` (eV).
 
     Everything is computed at once and cached by ASE's ``check_state`` until the
     atoms change.
@@ -60,17 +69,21 @@ class SymDiagCalculator(Calculator):
         batch_size: int = 16,
         chunk_atoms: Optional[int] = None,
         corrections: Sequence = (),
+        variant: Optional[str] = None,
+        extensions_directory: Optional[str] = None,
         **kwargs,
     ) -> None:
-        from .corrections import resolve_corrections
-        from .symmetrize import resolve_quadrature
+        from ase_symdiag.corrections.registry import resolve_corrections
+        from ase_symdiag.metrics.symmetrize import resolve_quadrature
 
         if non_conservative not in (True, False, "forces", "stress"):
             raise ValueError(
                 f"non_conservative must be True, False, 'forces' or 'stress', got {non_conservative!r}"
             )
         super().__init__(**kwargs)
-        self.handle = model if isinstance(model, ModelHandle) else ModelHandle.load(model, device=device, dtype=dtype)
+        self.handle = model if isinstance(model, ModelHandle) else ModelHandle.load(
+            model, device=device, dtype=dtype, variant=variant, extensions_directory=extensions_directory
+        )
         direct_forces = non_conservative in (True, "forces")
         direct_stress = non_conservative in (True, "stress")
         if direct_forces and not self.handle.has_direct_forces:
@@ -90,7 +103,7 @@ class SymDiagCalculator(Calculator):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
         if chunk_atoms is not None and chunk_atoms < 1:
-            raise ValueError(f"chunk_atoms must be >= 1, got {chunk_atoms}")
+            raise UsageError(f"chunk_atoms must be >= 1, got {chunk_atoms}")
         self.chunk_atoms = chunk_atoms
         self.parameters.update(
             model=self.handle.source,
@@ -98,6 +111,7 @@ class SymDiagCalculator(Calculator):
             dtype=str(self.handle.dtype).replace("torch.", ""),
             non_conservative=non_conservative,
             symmetrize=None if self.quadrature is None else self.quadrature.name,
+            variant=self.handle.variant,
         )
         self.corrections = resolve_corrections(corrections)
         if self.corrections:
@@ -122,18 +136,20 @@ class SymDiagCalculator(Calculator):
             energies=True,
             direct=self._direct_forces or self._direct_stress,
         )
+        # the inputs the model requests (masses, charges, velocities, ...) from these atoms
+        inputs = input_arrays(self.handle, self.atoms) if self.handle.requested_inputs else None
         quadrature, own = self.quadrature, False
         if self.corrections:  # a correction may choose the rotations or ask for more outputs
             quadrature, own, options = prepare_evaluation(self.corrections, structure, quadrature, options)
         if quadrature is None:
-            prediction = evaluate(self.handle, structure, **options)
+            prediction = evaluate(self.handle, structure, inputs=inputs, uncertainty=True, **options)
             values = back_rotated(prediction, np.eye(3)[None])
             mean = {name: value[0] for name, value in values.items()}
             std = None
         else:
             averaged = symmetrized_prediction(
                 self.handle, structure, quadrature, batch_size=self.batch_size, chunk_atoms=self.chunk_atoms,
-                keep_samples=False, **options
+                keep_samples=False, inputs=inputs, uncertainty=True, **options
             )
             mean, std = averaged.mean, (None if own else averaged.std)
         forces_key = "direct_forces" if self._direct_forces else "forces"
@@ -155,13 +171,15 @@ class SymDiagCalculator(Calculator):
                     spread = std[key + ":voigt"]
                 self.results[name + "_std"] = float(spread) if name == "energy" else np.asarray(spread)
         self.results["free_energy"] = self.results["energy"]
+        if "energy_uncertainty" in mean:  # the model's own uncertainty output, eV
+            self.results["energy_uncertainty"] = float(mean["energy_uncertainty"])
 
     def check_equivariance(self, structures=None, **kwargs):
         """Run :func:`ase_symdiag.check_equivariance` with this calculator's model.
 
         ``structures`` defaults to the calculator's current atoms.
         """
-        from .equivariance import check_equivariance
+        from ase_symdiag.metrics.equivariance import check_equivariance
 
         if structures is None:
             if self.atoms is None:

@@ -17,10 +17,10 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .equivariance import calculator_equivariance
-from .operations import haar_rotations
-from .report import format_table
-from .transforms import back_rotate_vectors
+from ase_symdiag.metrics.equivariance import calculator_equivariance
+from ase_symdiag.o3.operations import haar_rotations
+from ase_symdiag.report import format_table
+from ase_symdiag.o3.transforms import back_rotate_vectors
 
 
 def parse_variant(spec: str) -> dict:
@@ -58,7 +58,12 @@ def _reference(atoms):
 
 
 @dataclass
-class VariantResult:
+class ComparedVariant:
+    """One variant's row in a :class:`Comparison`: cost, equivariance errors and accuracy.
+
+    Not to be confused with :class:`ase_symdiag.md.VariantResult` (one variant's MD run).
+    """
+
     variant: str
     evaluations: int  # model evaluations per step
     seconds_per_step: float
@@ -72,10 +77,12 @@ class VariantResult:
 
 @dataclass
 class Comparison:
+    """Every variant of one model compared on the same structures and operations."""
+
     model: str
     n_operations: int
     seed: int
-    results: List[VariantResult] = field(default_factory=list)
+    results: List[ComparedVariant] = field(default_factory=list)
 
     def table(self) -> str:
         headers = [
@@ -111,8 +118,8 @@ def compare_variants(
     progress=None,
 ) -> Comparison:
     """Compare the variants of ``model`` on ``atoms_list`` (ase.Atoms, may carry labels)."""
-    from .calculator import SymDiagCalculator
-    from .metatomic_model import ModelHandle
+    from ase_symdiag.calculator import SymDiagCalculator
+    from ase_symdiag.backends.metatomic.model import ModelHandle
 
     atoms_list = list(atoms_list)
     variants = list(variants) if variants else default_variants(atoms_list)
@@ -126,7 +133,7 @@ def compare_variants(
         evaluations = calc.quadrature.size if calc.quadrature is not None else 1
         report, predictions = calculator_equivariance(calc, labelled, operations, seed=seed)
         summary = report.summary()
-        result = VariantResult(
+        result = ComparedVariant(
             variant=spec,
             evaluations=evaluations,
             seconds_per_step=_time_per_step(calc, atoms_list[0], timing_calls),
@@ -154,7 +161,7 @@ def _time_per_step(calc, atoms, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def _accuracy(result: VariantResult, atoms_list, predictions, operations) -> None:
+def _accuracy(result: ComparedVariant, atoms_list, predictions, operations) -> None:
     energy_errors, force_sq, force_sq_rotated, n_force, n_rotated = [], 0.0, 0.0, 0, 0
     with_identity = np.concatenate([np.eye(3)[None], operations])
     for atoms, prediction in zip(atoms_list, predictions):
@@ -181,7 +188,7 @@ def plot_comparison(comparison: Comparison, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import atomic_savefig
+    from ase_symdiag.report import atomic_savefig
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for k, r in enumerate(comparison.results):
@@ -199,51 +206,3 @@ def plot_comparison(comparison: Comparison, path: str) -> None:
     fig.suptitle(f"variants of {comparison.model}", fontsize=9)
     atomic_savefig(fig, path)
     plt.close(fig)
-
-
-def add_compare_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "compare",
-        help="raw vs corrected vs symmetrized variants: symmetry errors, accuracy and cost",
-        description=(
-            "Evaluate variants of MODEL (raw, each correction, rotational averaging at a few "
-            "orders) on STRUCTURES: equivariance errors, accuracy against the reference "
-            "energies/forces the structures carry (extxyz energy/forces), model evaluations "
-            "and wall time per step. Variants: 'raw', correction names joined with '+' "
-            "('net_force+net_torque', 'point_group', 'stochastic', 'symmetric_stress'), "
-            "'sym:L' or 'sym:O' for averaging, combinable ('sym:2+net_force')."
-        ),
-    )
-    p.add_argument("model", help="metatomic model file (.pt)")
-    p.add_argument("structures", help="any ASE-readable file")
-    p.add_argument("--index", default=":", help="ASE index (default ':')")
-    p.add_argument("--variants", default=None, help="comma-separated variants (default: a standard set)")
-    p.add_argument("-n", "--rotations", type=int, default=4, help="random O(3) operations (default 4)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", metavar="OUT")
-    p.add_argument("--plot", metavar="OUT.png")
-    p.set_defaults(run=_run_compare)
-
-
-def _run_compare(args) -> int:
-    import ase.io
-
-    from .errors import StructureError
-    from .report import write_json
-
-    try:
-        images = ase.io.read(args.structures, index=args.index)
-    except Exception as error:
-        raise StructureError(f"could not read structures from '{args.structures}': {error}") from None
-    images = images if isinstance(images, list) else [images]
-    variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
-    comparison = compare_variants(args.model, images, variants, n_rotations=args.rotations, seed=args.seed, device=args.device)
-    print(comparison.table())
-    if args.json:
-        write_json(args.json, comparison.to_dict())
-        print(f"comparison written to {args.json}")
-    if args.plot:
-        plot_comparison(comparison, args.plot)
-        print(f"plot written to {args.plot}")
-    return 0

@@ -26,3 +26,7 @@ class RotationError(SymDiagError):
 
 class ModelEvaluationError(SymDiagError):
     """The model itself refused or failed on a structure."""
+
+
+class UsageError(SymDiagError):
+    """A command-line or keyword argument has a bad value (reported in one line, exit 2)."""

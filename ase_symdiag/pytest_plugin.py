@@ -19,8 +19,8 @@ import copy
 
 import pytest
 
-from . import operations as _operations
-from . import testing as _testing
+from ase_symdiag.o3 import operations as _operations
+from ase_symdiag import testing as _testing
 
 
 def pytest_addoption(parser):

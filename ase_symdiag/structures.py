@@ -8,12 +8,13 @@ non-periodic directions) and periodicity. The core of ase-symdiag never sees
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from .errors import StructureError
+from ase_symdiag.errors import StructureError
 
 #: a periodic cell whose volume (or area, for 2D periodicity) is below this is degenerate
 MIN_CELL_MEASURE = 1e-6
@@ -93,16 +94,30 @@ def from_atoms_list(images: Sequence, labels: Sequence[str] | None = None) -> li
     return out
 
 
-def read_structures(path: str, index: str = ":") -> list[Structure]:
-    """Read every structure of an ASE-readable file (extxyz, cif, POSCAR, ...)."""
+def read_atoms(path: str, index: str = ":") -> list:
+    """Read :class:`ase.Atoms` from an ASE-readable file, with one-line errors."""
     import ase.io
 
+    if not os.path.exists(path):
+        raise StructureError(f"structure file '{path}' does not exist")
     try:
         images = ase.io.read(path, index=index)
-    except FileNotFoundError:
-        raise StructureError(f"structure file '{path}' does not exist") from None
+    except (IndexError, StopIteration):
+        try:
+            count = len(ase.io.read(path, index=":"))
+        except Exception:  # the file itself is unreadable: say so below
+            count = None
+        if count is not None:
+            raise StructureError(f"--index {index} is out of range: '{path}' holds {count} structure(s)") from None
+        raise StructureError(f"could not read structures from '{path}' with index {index}") from None
     except Exception as error:  # ASE raises many types for unreadable files
         raise StructureError(f"could not read structures from '{path}': {error}") from None
-    if not isinstance(images, list):
-        images = [images]
-    return from_atoms_list(images)
+    images = images if isinstance(images, list) else [images]
+    if not images:
+        raise StructureError(f"no structures in '{path}' at index {index}")
+    return images
+
+
+def read_structures(path: str, index: str = ":") -> list[Structure]:
+    """Read and validate every structure of an ASE-readable file (extxyz, cif, POSCAR, ...)."""
+    return from_atoms_list(read_atoms(path, index=index))

@@ -9,7 +9,7 @@
 
 :func:`assert_equivariant` measures the output equivariance errors of METHODS.md
 section 1 (the same definitions as :func:`ase_symdiag.check_equivariance`, through
-:func:`ase_symdiag.equivariance.structure_errors`) and raises an ``AssertionError``
+:func:`ase_symdiag.metrics.equivariance.structure_errors`) and raises an ``AssertionError``
 with a small table when one exceeds its tolerance. It accepts any ASE calculator
 (evaluated one rotated copy at a time), a :class:`~ase_symdiag.SymDiagCalculator`,
 a metatomic model file, an ``AtomisticModel`` or a
@@ -28,11 +28,12 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from .equivariance import EquivarianceReport, calculator_equivariance, check_equivariance
-from .metatomic_model import ModelHandle
-from .operations import haar_rotations, validate_rotations
-from .report import format_table
-from .structures import from_atoms
+from ase_symdiag.metrics.equivariance import EquivarianceReport, calculator_equivariance, check_equivariance
+from ase_symdiag.backends.metatomic.model import ModelHandle
+from ase_symdiag.o3.irreps import invariant_counts
+from ase_symdiag.o3.operations import haar_rotations, validate_rotations
+from ase_symdiag.report import format_table
+from ase_symdiag.structures import from_atoms
 
 # --------------------------------------------------------------------------------------
 # default tolerances: derived floating-point noise floors
@@ -140,7 +141,7 @@ def _labelled_atoms(atoms) -> List[tuple]:
 
 
 def _handle_of(model, dtype):
-    from .calculator import SymDiagCalculator
+    from ase_symdiag.calculator import SymDiagCalculator
 
     if isinstance(model, SymDiagCalculator):
         return model.handle
@@ -152,7 +153,7 @@ def _handle_of(model, dtype):
 def _is_model(model) -> bool:
     import torch
 
-    from .calculator import SymDiagCalculator
+    from ase_symdiag.calculator import SymDiagCalculator
 
     return isinstance(model, (SymDiagCalculator, ModelHandle, str, pathlib.PurePath, torch.nn.Module))
 
@@ -340,7 +341,7 @@ def _fail(report, checks, tol, relative, labelled, predictions, handle):
         if p.forces is not None:
             forces = p.forces[[0, worst.operation + 1]]
     else:
-        from .evaluation import evaluate
+        from ase_symdiag.backends.metatomic.evaluation import evaluate
 
         label, atoms = labelled[worst.structure]
         p = evaluate(
@@ -374,27 +375,6 @@ def _group_closure_error(group: np.ndarray) -> float:
     flat = group.reshape(-1, 9)
     distances = np.abs(products[:, None, :] - flat[None, :, :]).max(axis=2)
     return float(distances.min(axis=1).max())
-
-
-def invariant_counts(group: np.ndarray, degree: int) -> Dict[tuple, float]:
-    """Number of invariant vectors of each O(3) irrep ``(l, parity)`` under ``group``.
-
-    ``(1/|G|) sum_g chi_l(R_g) parity^[det g < 0]`` with the SO(3) character
-    ``chi_l(theta) = 1 + 2 sum_{m=1..l} cos(m theta)`` of the proper part ``R_g``. A
-    group average is exact (removes the component) for ``(l, p)`` exactly when it is 0.
-    Parity -1 is only listed when the group has improper operations.
-    """
-    det = np.linalg.det(group)
-    proper = group * np.sign(det)[:, None, None]
-    cos_theta = np.clip((np.trace(proper, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
-    theta = np.arccos(cos_theta)
-    parities = (1, -1) if (det < 0).any() else (1,)
-    counts = {}
-    for l in range(1, degree + 1):
-        chi = 1.0 + 2.0 * sum(np.cos(m * theta) for m in range(1, l + 1))
-        for p in parities:
-            counts[(l, p)] = float(np.mean(chi * np.where(det < 0, p, 1.0)))
-    return counts
 
 
 def assert_symmetrized_equivariant(

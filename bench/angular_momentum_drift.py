@@ -5,7 +5,7 @@ carrying a planted lambda = 2 quadrupole (``quadrupole`` eV/Å^2 along z), start
 Maxwell-Boltzmann velocities with zero total momentum and zero angular momentum, once
 with the raw model and once with ``corrections=["net_force", "net_torque"]`` (the two
 runs in parallel processes, one torch thread each). Prints the drift numbers and writes
-``|L(t)|`` to a PNG atomically (temporary file + ``os.replace``).
+``|L(t)|`` to a PNG atomically (:func:`ase_symdiag.report.atomic_savefig`).
 
     OMP_NUM_THREADS=1 python bench/angular_momentum_drift.py            # 10 ps, dt = 2 fs
     OMP_NUM_THREADS=1 python bench/angular_momentum_drift.py --time-ps 2 --dt-fs 0.5
@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     parser.add_argument("--serial", action="store_true", help="run the two simulations one after the other")
     args = parser.parse_args(argv)
 
-    from ase_symdiag.reference_models import export_pair_potential
+    from ase_symdiag.reference.analytic import export_pair_potential
 
     with tempfile.TemporaryDirectory() as tmp:
         model = os.path.join(tmp, "broken.pt")
@@ -110,6 +110,8 @@ def main(argv=None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ase_symdiag.report import atomic_savefig
+
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     floor = 1e-18
     for (times, momenta, _, _, _), label, color in zip(
@@ -126,16 +128,7 @@ def main(argv=None) -> None:
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
     output = os.path.abspath(args.output)
-    directory = os.path.dirname(output)
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(handle)
-    try:
-        fig.savefig(temporary, dpi=120)
-        os.replace(temporary, output)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    atomic_savefig(fig, output, dpi=120)
     plt.close(fig)
     print(f"wrote {output}")
 

@@ -26,7 +26,7 @@ from ase.build import bulk  # noqa: E402
 from ase.md.verlet import VelocityVerlet  # noqa: E402
 
 from ase_symdiag import SymDiagCalculator  # noqa: E402
-from ase_symdiag.export import export_symmetrized  # noqa: E402
+from ase_symdiag.backends.metatomic.export import export_symmetrized  # noqa: E402
 from ase_symdiag.errors import SymDiagError  # noqa: E402
 from ase_symdiag.report import format_table, write_json  # noqa: E402
 

@@ -61,7 +61,7 @@ def child(model: str, cells: int, ops: int, path: str, device: str, threads: int
 
         from metatomic_ase import MetatomicCalculator
 
-        from ase_symdiag.export import export_symmetrized
+        from ase_symdiag.backends.metatomic.export import export_symmetrized
 
         target = model
         if quadrature is not None:

@@ -17,8 +17,6 @@ install elsewhere would otherwise be picked up).
 """
 
 import argparse
-import json
-import os
 import sys
 import time
 import warnings
@@ -33,8 +31,8 @@ warnings.filterwarnings("ignore", message=".*torch.jit.*")
 from metatomic_ase import MetatomicCalculator, SymmetrizedCalculator  # noqa: E402
 
 from ase_symdiag import SymDiagCalculator  # noqa: E402
-from ase_symdiag.quadrature import lebedev_quadrature  # noqa: E402
-from ase_symdiag.report import format_table  # noqa: E402
+from ase_symdiag.o3.quadrature import lebedev_quadrature  # noqa: E402
+from ase_symdiag.report import format_table, write_json  # noqa: E402
 
 
 def structures(species: str, atomic_types):
@@ -151,9 +149,7 @@ def main(argv=None) -> int:
             handle.write("\n".join(lines) + "\n")
         os.replace(args.markdown + ".tmp", args.markdown)
     if args.json:
-        with open(args.json + ".tmp", "w") as handle:
-            json.dump({"model": args.model, "l_max": args.l_max, "device": args.device, "results": records}, handle, indent=2)
-        os.replace(args.json + ".tmp", args.json)
+        write_json(args.json, {"model": args.model, "l_max": args.l_max, "device": args.device, "results": records})
     return 0
 
 

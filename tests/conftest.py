@@ -5,7 +5,7 @@ import pytest
 import torch
 from ase.build import bulk, fcc111, molecule
 
-from ase_symdiag.reference_models import export_pair_potential
+from ase_symdiag.reference.analytic import export_pair_potential
 
 # On the 2-core CI machines torch's two intra-op threads make the small gather/scatter
 # kernels of these models ~10x slower than one thread (measured: 3.7 s vs 0.39 s for the
@@ -88,3 +88,42 @@ def ethanol():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+#: hyper-parameters of the tiny metatrain PET (random weights; seconds to build)
+METATRAIN_PET_HYPERS = dict(
+    d_pet=8, d_head=8, d_node=8, d_feedforward=8, num_heads=1, num_attention_layers=1, num_gnn_layers=2, cutoff=4.0,
+)
+
+
+@pytest.fixture(scope="session")
+def metatrain_pet(model_dir):
+    """A tiny metatrain PET (H, C, O, Cu) with random weights, exported in float64.
+
+    A real metatrain architecture as users have them (``metatrain==2026.4.1``, the
+    ``test`` extra): per-atom ``energy``, ``feature`` and last-layer features.
+    """
+    import copy
+
+    pytest.importorskip("metatrain.pet")
+    from metatrain.pet import PET
+    from metatrain.utils.architectures import get_default_hypers
+    from metatrain.utils.data import DatasetInfo
+    from metatrain.utils.data.target_info import get_energy_target_info
+
+    hypers = copy.deepcopy(get_default_hypers("pet")["model"])
+    hypers.update(METATRAIN_PET_HYPERS)
+    info = DatasetInfo(
+        length_unit="Angstrom",
+        atomic_types=[1, 6, 8, 29],
+        targets={"energy": get_energy_target_info("energy", {"quantity": "energy", "unit": "eV"})},
+    )
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    try:
+        model = PET(hypers, info).to(torch.float64)
+    finally:
+        torch.random.set_rng_state(state)
+    path = model_dir / "metatrain-pet.pt"
+    model.export().save(str(path))
+    return str(path)

@@ -7,7 +7,7 @@ import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from ase_symdiag import SymDiagCalculator
-from ase_symdiag.compare import compare_variants, parse_variant, plot_comparison
+from ase_symdiag.compare import ComparedVariant, compare_variants, parse_variant, plot_comparison
 
 
 @pytest.fixture
@@ -25,6 +25,7 @@ def test_variants_ranked_as_the_physics_says(broken_model, labelled_cluster, tmp
         broken_model, [labelled_cluster], ["raw", "net_force+net_torque", "sym:2"], n_rotations=3, timing_calls=1
     )
     raw, corrected, symmetrized = comparison.results
+    assert all(isinstance(r, ComparedVariant) for r in comparison.results)
     assert raw.evaluations == corrected.evaluations == 1 and symmetrized.evaluations == 24
     assert raw.force_relative > 1e-4
     # the planted term is pure (2, +): T_h removes it exactly
@@ -52,7 +53,7 @@ def test_parse_variant():
 def test_compare_command(broken_model, labelled_cluster, tmp_path, capsys):
     import ase.io
 
-    from ase_symdiag.cli import main
+    from ase_symdiag.cli.main import main
 
     path = tmp_path / "labelled.extxyz"
     ase.io.write(path, labelled_cluster)

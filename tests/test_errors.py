@@ -17,7 +17,7 @@ from ase_symdiag import (
     SymDiagCalculator,
     check_equivariance,
 )
-from ase_symdiag.reference_models import export_pair_potential
+from ase_symdiag.reference.analytic import export_pair_potential
 
 
 def _no_torch_internals(message: str) -> None:

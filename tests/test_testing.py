@@ -9,7 +9,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 
 from ase_symdiag import SymDiagCalculator
-from ase_symdiag.reference_models import export_pair_potential
+from ase_symdiag.reference.analytic import export_pair_potential
 from ase_symdiag.testing import (
     TOLERANCES,
     assert_equivariant,

@@ -1,0 +1,1 @@
+"""metatomic models: loading, batched evaluation of rotated copies, TorchScript exports."""

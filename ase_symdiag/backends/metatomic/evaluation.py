@@ -1,0 +1,523 @@
+"""Batched model evaluation of one structure under many O(3) operations.
+
+Rotating a structure (atoms and cell together, ``x' = x R^T``) does not change its
+graph: the same atom pairs and cell shifts are neighbours. :func:`evaluate` builds
+the neighbour lists once with vesin and, for each operation, recomputes only the
+pair vectors ``d' = x'_j - x'_i + S cell'`` in torch, so autograd reaches positions
+and strain directly. The rotated copies go through the model a chunk at a time
+(:func:`chunk_size`: at most ``batch_size`` copies and about :data:`CHUNK_ATOMS`
+atoms per call), and :func:`evaluate_chunks` hands each chunk over before the next is
+built, so averaging can run in O(chunk x atoms) memory. All returned outputs are in
+the *rotated* frame; the back-transformation lives in :mod:`ase_symdiag.o3.transforms`.
+
+The inputs a model requests (``requested_inputs``: masses, charges, velocities,
+spin multiplicity, ...) come from the ASE Atoms as :class:`metatomic_ase.MetatomicCalculator`
+reads them (:func:`input_arrays`), or from their defaults for a bare structure; vector
+inputs (velocities, momenta) turn with the structure, magnetic moments as
+pseudo-vectors.
+
+Units: energy eV, forces eV/Å, stress eV/Å^3 (``dE/d(strain) / V``, ASE's sign).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ase_symdiag.errors import ModelError, ModelEvaluationError, StructureError, UsageError
+from ase_symdiag.backends.metatomic.model import ModelHandle
+from ase_symdiag.backends.samples import Predictions, check_finite  # noqa: F401 (Predictions re-exported)
+from ase_symdiag.structures import Structure
+
+
+#: per-atom inputs: name -> (properties name, unit, ASE getter, default for a bare structure)
+_ATOM_INPUTS = {
+    "mass": ("mass", "u", lambda a: a.get_masses(), lambda n: _standard_masses(n)),
+    "velocity": ("velocity", "(eV/u)^(1/2)", lambda a: a.get_velocities(), lambda n: np.zeros((len(n), 3))),
+    "momentum": ("momentum", "(eV*u)^(1/2)", lambda a: a.get_momenta(), lambda n: np.zeros((len(n), 3))),
+    "charge": ("charge", "e", lambda a: _atom_charges(a), lambda n: np.zeros(len(n))),
+    "ase::initial_magmoms": (
+        "magnetic_moment", "e * hbar / (2 * m_e)", lambda a: a.get_initial_magnetic_moments(), lambda n: np.zeros(len(n))
+    ),
+    "ase::initial_charges": ("charge", "e", lambda a: a.get_initial_charges(), lambda n: np.zeros(len(n))),
+    "ase::tags": ("tag", "", lambda a: a.get_tags(), lambda n: np.zeros(len(n))),
+}
+#: per-system inputs, read from ``atoms.info`` as metatomic-ase does
+_SYSTEM_INPUTS = {
+    "charge": ("charge", "e", lambda a: float(a.info.get("charge", 0.0)), 0.0),
+    "spin_multiplicity": (
+        "spin_multiplicity", "",
+        lambda a: float(a.info.get("spin_multiplicity", a.info.get("spin", 1))), 1.0,
+    ),
+}
+#: vector inputs turn with the structure (``v' = R v``), pseudo-vectors as ``det(R) R v``
+VECTOR_INPUTS = ("velocity", "momentum")
+PSEUDOVECTOR_INPUTS = ("ase::initial_magmoms",)
+
+
+def _standard_masses(numbers) -> np.ndarray:
+    from ase.data import atomic_masses
+
+    return atomic_masses[np.asarray(numbers, dtype=int)]
+
+
+def _atom_charges(atoms) -> np.ndarray:
+    try:
+        return atoms.get_charges()
+    except Exception:  # no calculator with charges: the initial ones, as metatomic-ase
+        return atoms.get_initial_charges()
+
+
+def check_input(name: str, option, source: str = "model") -> None:
+    """Raise :class:`ModelError` if the model asks for an input we cannot provide."""
+    kind = option.sample_kind
+    if kind == "atom" and (name in _ATOM_INPUTS or name.startswith("ase::arrays::")):
+        return
+    if kind == "system" and (name in _SYSTEM_INPUTS or name.startswith("ase::info::")):
+        return
+    raise ModelError(
+        f"{source}: the model requests the {kind} input '{name}', which ase-symdiag cannot "
+        "provide (known: per-atom " + ", ".join(_ATOM_INPUTS) + ", ase::arrays::*; per-system "
+        + ", ".join(_SYSTEM_INPUTS) + ", ase::info::*)"
+    )
+
+
+def input_arrays(handle: ModelHandle, atoms=None, numbers=None) -> Dict[str, np.ndarray]:
+    """The inputs ``handle``'s model requests, as arrays: per-atom (N,) or (N, 3),
+    per-system (1,). Read from the ASE ``atoms`` as metatomic-ase does (masses,
+    velocities, momenta, charges, ``atoms.info["charge"]``, ...), or, without atoms,
+    the defaults of a bare structure of atomic ``numbers`` (standard masses, zero
+    velocities and charges, spin multiplicity 1). Per-atom 3-vectors from
+    ``ase::arrays::*`` are turned as (polar) vectors by :func:`evaluate`."""
+    if numbers is None and atoms is not None:
+        numbers = atoms.numbers
+    arrays: Dict[str, np.ndarray] = {}
+    for name, option in handle.requested_inputs.items():
+        if option.sample_kind == "atom":
+            if name.startswith("ase::arrays::"):
+                key = name[len("ase::arrays::"):]
+                if atoms is None or key not in atoms.arrays:
+                    raise StructureError(
+                        f"the model requests '{name}': the structure has no per-atom array '{key}'"
+                    )
+                values = np.asarray(atoms.arrays[key], dtype=np.float64)
+            else:
+                _, _, getter, default = _ATOM_INPUTS[name]
+                values = np.asarray(getter(atoms) if atoms is not None else default(numbers), dtype=np.float64)
+            if values.shape[:1] != (len(numbers),) or values.ndim > 2 or (values.ndim == 2 and values.shape[1] != 3):
+                raise StructureError(f"input '{name}' must have shape (N,) or (N, 3), got {values.shape}")
+        else:
+            if name.startswith("ase::info::"):
+                key = name[len("ase::info::"):]
+                if atoms is None or key not in atoms.info:
+                    raise StructureError(f"the model requests '{name}': the structure has no info '{key}'")
+                raw = atoms.info[key]
+            else:
+                _, _, getter, default = _SYSTEM_INPUTS[name]
+                raw = getter(atoms) if atoms is not None else default
+            try:
+                values = np.array([float(raw)])
+            except (TypeError, ValueError):
+                raise StructureError(f"input '{name}' must be a number, got {raw!r}") from None
+        if not np.all(np.isfinite(values)):
+            raise StructureError(f"input '{name}' is not finite")
+        arrays[name] = values
+    return arrays
+
+
+def _input_tensormap(handle: ModelHandle, name: str, values: torch.Tensor):
+    """One system's input ``name`` (values (N,), (N, 3) or (1,)) as metatomic-ase builds it."""
+    from metatensor.torch import Labels, TensorBlock, TensorMap
+
+    option = handle.requested_inputs[name]
+    device = handle.device
+    if option.sample_kind == "atom":
+        n = values.shape[0]
+        samples = Labels(
+            ["system", "atom"],
+            torch.stack([torch.zeros(n, dtype=torch.int32), torch.arange(n, dtype=torch.int32)], dim=1).to(device),
+            assume_unique=True,
+        )
+        properties_name, unit = _ATOM_INPUTS.get(name, ("_", ""))[:2]
+    else:
+        samples = Labels(["system"], torch.zeros((1, 1), dtype=torch.int32, device=device), assume_unique=True)
+        properties_name, unit = _SYSTEM_INPUTS.get(name, ("_", ""))[:2]
+    components = []
+    if values.dim() == 2:
+        components = [Labels(["xyz"], torch.arange(3, dtype=torch.int32, device=device).reshape(-1, 1))]
+    block = TensorBlock(
+        values=values[..., None],
+        samples=samples,
+        components=components,
+        properties=Labels([properties_name], torch.zeros((1, 1), dtype=torch.int32, device=device)),
+    )
+    tensor = TensorMap(Labels(["_"], torch.zeros((1, 1), dtype=torch.int32, device=device)), [block])
+    tensor.set_info("unit", unit)
+    return tensor
+
+
+def _rotated_inputs(handle: ModelHandle, arrays: Mapping[str, np.ndarray], rot: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """``{name: (B, ...)}``: each input in the frame of each of the ``B`` operations."""
+    out = {}
+    det = torch.linalg.det(rot)
+    for name, values in arrays.items():
+        tensor = torch.as_tensor(np.asarray(values), dtype=handle.dtype, device=handle.device)
+        if tensor.dim() == 2 and (name in VECTOR_INPUTS or name in PSEUDOVECTOR_INPUTS or name.startswith("ase::arrays::")):
+            turned = tensor.unsqueeze(0) @ rot.transpose(1, 2)
+            if name in PSEUDOVECTOR_INPUTS:
+                turned = turned * det[:, None, None]
+            out[name] = turned
+        else:
+            out[name] = tensor.unsqueeze(0).expand((rot.shape[0],) + tuple(tensor.shape))
+    return out
+
+
+@dataclass
+class _Graph:
+    options: object  # metatomic NeighborListOptions
+    samples: object  # metatensor Labels (first_atom, second_atom, cell_shift_a/b/c)
+    first: torch.Tensor  # (E,) long
+    second: torch.Tensor  # (E,) long
+    shifts: torch.Tensor  # (E, 3) float, integer cell shifts
+    components: list  # [Labels("xyz")], built once
+    properties: object  # Labels("distance"), built once
+
+
+def model_error_message(error: BaseException) -> str:
+    """The useful line of an exception raised inside a TorchScript model."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    for line in reversed(lines):
+        for prefix in ("RuntimeError:", "ValueError:", "builtins.ValueError:", "Exception:"):
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+    return lines[-1]
+
+
+def _tensors(handle: ModelHandle, structure: Structure):
+    types = torch.tensor(structure.numbers, dtype=torch.int32, device=handle.device)
+    positions = torch.tensor(structure.positions, dtype=handle.dtype, device=handle.device)
+    cell = torch.tensor(structure.cell, dtype=handle.dtype, device=handle.device)
+    pbc = torch.tensor(structure.pbc, dtype=torch.bool, device=handle.device)
+    return types, positions, cell, pbc
+
+
+def build_graphs(handle: ModelHandle, structure: Structure) -> List[_Graph]:
+    """Neighbour lists requested by the model, computed once by vesin."""
+    import vesin.metatomic
+    from metatomic.torch import System
+
+    from metatensor.torch import Labels
+
+    types, positions, cell, pbc = _tensors(handle, structure)
+    system = System(types, positions, cell, pbc)
+    components = [Labels("xyz", torch.tensor([[0], [1], [2]], device=handle.device))]
+    properties = Labels("distance", torch.tensor([[0]], device=handle.device))
+    graphs = []
+    for options in handle.neighbor_list_options():
+        calculator = vesin.metatomic.NeighborList(options, length_unit="angstrom")
+        block = calculator.compute(system, copy=True)
+        samples = block.samples.to(handle.device)
+        values = samples.values
+        graphs.append(
+            _Graph(
+                options=options,
+                samples=samples,
+                first=values[:, 0].to(torch.long),
+                second=values[:, 1].to(torch.long),
+                shifts=values[:, 2:5].to(dtype=handle.dtype),
+                components=components,
+                properties=properties,
+            )
+        )
+    return graphs
+
+
+def _neighbor_block(graph: _Graph, vectors: torch.Tensor):
+    """A metatomic neighbour-list block holding ``vectors`` (E, 3) for ``graph``'s pairs."""
+    from metatensor.torch import TensorBlock
+
+    return TensorBlock(
+        vectors.reshape(-1, 3, 1),
+        samples=graph.samples,
+        components=graph.components,
+        properties=graph.properties,
+    )
+
+
+def _per_system(block, n_systems: int, n_atoms: int, width: int) -> torch.Tensor:
+    """Per-atom block values -> (n_systems, n_atoms, width), ordered by (system, atom)."""
+    values = block.values.reshape(block.values.shape[0], -1)[:, :width]
+    samples = block.samples.values.to(torch.long)
+    out = torch.zeros(n_systems, n_atoms, width, dtype=values.dtype, device=values.device)
+    out[samples[:, 0], samples[:, 1]] = values
+    return out
+
+
+CHUNK_ATOMS = 1024
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; no-op elsewhere).
+
+    glibc raises its mmap threshold after large blocks are freed, so the next chunk's
+    tensors of the same size come from the heap and the freed ones stay resident:
+    without this, peak RSS after a few chunks is about twice one chunk's. Called
+    between large chunks only (one syscall, negligible next to a model call)."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
+
+
+def chunk_size(n_atoms: int, n_ops: int, batch_size: Optional[int] = 16, chunk_atoms: Optional[int] = None) -> int:
+    """Copies per model call: at most ``min(batch_size, n_ops, max(1, chunk_atoms // n_atoms))``,
+    evened out so that every chunk has the same size (up to one less for the last).
+
+    ``batch_size`` caps the chunk (``None``: no cap), ``chunk_atoms`` (default
+    :data:`CHUNK_ATOMS`) bounds the atoms in one call, so a 32-atom cell runs 16
+    copies per call and a 10,000-atom one a single copy.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+    budget = CHUNK_ATOMS if chunk_atoms is None else int(chunk_atoms)
+    size = max(1, budget // max(1, n_atoms))
+    if batch_size is not None:
+        size = min(size, int(batch_size))
+    size = max(1, min(size, n_ops))
+    # equal chunks (84 operations by 16 -> 6 x 14, not 5 x 16 + 4): TorchScript
+    # specialises on input shapes, and a last, smaller chunk costs a re-optimisation
+    n_chunks = -(-n_ops // size)
+    return -(-n_ops // n_chunks)
+
+
+def _predictions(arrays: Mapping[str, np.ndarray], features: Sequence[str], *, label: str, source: str) -> Predictions:
+    """Chunk arrays (names as :func:`evaluate_chunks` yields them) as checked :class:`Predictions`."""
+    predictions = Predictions(
+        energy=arrays["energy"],
+        forces=arrays.get("forces"),
+        stress=arrays.get("stress"),
+        energies=arrays.get("energies"),
+        direct_forces=arrays.get("direct_forces"),
+        direct_stress=arrays.get("direct_stress"),
+        features={name: arrays["feature:" + name] for name in features} or None,
+        energy_uncertainty=arrays.get("energy_uncertainty"),
+    )
+    return check_finite(predictions, label=label, source=source)
+
+
+def evaluate(
+    handle: ModelHandle,
+    structure: Structure,
+    rotations: Optional[np.ndarray] = None,
+    *,
+    forces: bool = True,
+    stress: bool = True,
+    energies: bool = False,
+    direct: bool = False,
+    features: Sequence[str] = (),
+    batch_size: Optional[int] = 16,
+    chunk_atoms: Optional[int] = None,
+    graphs: Optional[List[_Graph]] = None,
+    progress: Optional[Callable[[int], None]] = None,
+    inputs: Optional[Mapping[str, np.ndarray]] = None,
+    uncertainty: bool = False,
+) -> Predictions:
+    """Evaluate ``structure`` rotated by each of ``rotations`` ((K, 3, 3), default identity).
+
+    ``forces``/``stress``: conservative, by autograd (stress only for fully periodic
+    structures). ``energies``: per-atom energies (if the model has them). ``direct``:
+    the model's non-conservative forces/stress heads (if it has them). ``features``:
+    names of per-atom feature outputs, returned without any transformation.
+    ``progress`` is called with the number of operations done after each chunk.
+    ``inputs``: the arrays of the inputs the model requests (:func:`input_arrays`;
+    default: those of a bare structure), turned with each operation where they are
+    vectors. ``uncertainty``: also the model's ``energy_uncertainty`` (if it has one).
+    Copies go through the model :func:`chunk_size` at a time (``batch_size`` caps it,
+    ``chunk_atoms`` bounds copies x atoms). Non-finite outputs raise
+    :class:`ModelEvaluationError` naming the structure.
+    """
+    chunks: Dict[str, list] = {}
+    for _, _, values in evaluate_chunks(
+        handle, structure, rotations, forces=forces, stress=stress, energies=energies, direct=direct,
+        features=features, batch_size=batch_size, chunk_atoms=chunk_atoms, graphs=graphs, progress=progress,
+        inputs=inputs, uncertainty=uncertainty,
+    ):
+        for name, value in values.items():
+            chunks.setdefault(name, []).append(value)
+    joined = {name: np.concatenate(parts) for name, parts in chunks.items()}
+    return _predictions(joined, features, label=structure.label, source=handle.source)
+
+
+def evaluate_chunks(
+    handle: ModelHandle,
+    structure: Structure,
+    rotations: Optional[np.ndarray] = None,
+    *,
+    forces: bool = True,
+    stress: bool = True,
+    energies: bool = False,
+    direct: bool = False,
+    features: Sequence[str] = (),
+    batch_size: Optional[int] = 16,
+    chunk_atoms: Optional[int] = None,
+    graphs: Optional[List[_Graph]] = None,
+    progress: Optional[Callable[[int], None]] = None,
+    inputs: Optional[Mapping[str, np.ndarray]] = None,
+    uncertainty: bool = False,
+) -> Iterator[Tuple[int, int, Dict[str, np.ndarray]]]:
+    """Like :func:`evaluate`, one chunk of operations at a time: yields
+    ``(start, stop, {name: (stop - start, ...) float64 array})`` with the names of
+    :func:`evaluate`'s chunks (``energy``, ``forces``, ``stress``, ``energies``,
+    ``direct_forces``, ``direct_stress``, ``energy_uncertainty``, ``feature:NAME``).
+    Nothing of a chunk is kept after it is yielded, so a consumer that accumulates
+    holds O(chunk x atoms). Every chunk is checked for non-finite values first."""
+    from metatomic.torch import ModelEvaluationOptions, ModelOutput, System
+
+    handle.check_types(structure.numbers, structure.label)
+    if rotations is None:
+        rotations = np.eye(3)[None]
+    n_ops = len(rotations)
+    n_atoms = len(structure)
+    step = chunk_size(n_atoms, n_ops, batch_size, chunk_atoms)
+    stress = stress and structure.periodic
+    energies = energies and handle.per_atom_energy
+    want_direct_forces = direct and handle.has_direct_forces
+    want_direct_stress = direct and handle.has_direct_stress and structure.periodic
+    need_grad = forces or stress
+    want_uncertainty = uncertainty and handle.has_uncertainty
+    if handle.requested_inputs:
+        if inputs is None:
+            inputs = input_arrays(handle, numbers=structure.numbers)
+        missing = sorted(set(handle.requested_inputs) - set(inputs))
+        if missing:
+            raise StructureError(f"{structure.label or 'structure'}: the model requests the inputs {missing}")
+        inputs = {name: inputs[name] for name in handle.requested_inputs}
+
+    if graphs is None:
+        try:
+            graphs = build_graphs(handle, structure)
+        except Exception as error:
+            raise StructureError(
+                f"{structure.label}: neighbour list failed: {model_error_message(error)}"
+            ) from None
+
+    requested: Dict[str, object] = {
+        handle.energy_key: ModelOutput(unit="eV", sample_kind="atom" if energies else "system")
+    }
+    if want_direct_forces:
+        requested[handle.nc_forces_key] = ModelOutput(unit="eV/Angstrom", sample_kind="atom")
+    if want_direct_stress:
+        requested[handle.nc_stress_key] = ModelOutput(unit="eV/Angstrom^3", sample_kind="system")
+    if want_uncertainty:
+        requested[handle.uncertainty_key] = ModelOutput(unit="eV", sample_kind="system")
+    for name in features:
+        requested[name] = ModelOutput(sample_kind="atom")
+    options = ModelEvaluationOptions(length_unit="angstrom", outputs=requested)
+
+    types, base_positions, base_cell, pbc = _tensors(handle, structure)
+    rot = torch.tensor(np.asarray(rotations), dtype=handle.dtype, device=handle.device)
+    volume = structure.volume
+
+    for start in range(0, n_ops, step):
+        stop = min(start + step, n_ops)
+        chunk: Dict[str, np.ndarray] = {}
+
+        def keep(name: str, value: torch.Tensor) -> None:
+            chunk[name] = value.detach().to("cpu", torch.float64).numpy()
+
+        # one batched leaf per quantity: (B, N, 3) positions and (B, 3, 3) strains
+        positions = (base_positions.unsqueeze(0) @ rot[start:stop].transpose(1, 2)).detach()
+        cell = (base_cell.unsqueeze(0) @ rot[start:stop].transpose(1, 2)).detach()
+        if forces:
+            positions.requires_grad_(True)
+        leaf_positions = positions
+        if stress:
+            strain = torch.eye(3, dtype=handle.dtype, device=handle.device).repeat(stop - start, 1, 1)
+            strain.requires_grad_(True)
+            positions = positions @ strain
+            cell = cell @ strain
+        vectors = [
+            positions[:, graph.second] - positions[:, graph.first] + graph.shifts.unsqueeze(0) @ cell
+            for graph in graphs
+        ]
+        turned = _rotated_inputs(handle, inputs, rot[start:stop]) if inputs else {}
+        systems = []
+        for b in range(stop - start):
+            system = System(types, positions[b], cell[b], pbc)
+            for graph, pair_vectors in zip(graphs, vectors):
+                system.add_neighbor_list(graph.options, _neighbor_block(graph, pair_vectors[b]))
+            for name, values in turned.items():
+                system.add_data(name, _input_tensormap(handle, name, values[b]))
+            systems.append(system)
+
+        with torch.set_grad_enabled(need_grad):
+            try:
+                outputs = handle.model(systems, options, check_consistency=False)
+            except Exception as error:
+                raise ModelEvaluationError(
+                    f"model '{handle.source}' failed on {structure.label or 'structure'} "
+                    f"(pbc={structure.pbc.tolist()}): {model_error_message(error)}"
+                ) from None
+        n_batch = stop - start
+        energy_block = outputs[handle.energy_key].block()
+        if energies:
+            per_atom = _per_system(energy_block, n_batch, n_atoms, 1)[..., 0]
+            keep("energies", per_atom)
+            total = per_atom.sum(dim=1)
+        else:
+            order = energy_block.samples.values[:, 0].to(torch.long)
+            total = torch.zeros(n_batch, dtype=energy_block.values.dtype, device=handle.device)
+            total[order] = energy_block.values.reshape(-1)
+        keep("energy", total)
+
+        if need_grad:
+            targets = ([leaf_positions] if forces else []) + ([strain] if stress else [])
+            grads = torch.autograd.grad(total.sum(), targets, allow_unused=True)
+            grads = [_zero_if_none(g, t) for g, t in zip(grads, targets)]
+            if forces:
+                keep("forces", -grads[0])
+            if stress:
+                keep("stress", grads[-1] / volume)
+        if want_direct_forces:
+            keep("direct_forces", _per_system(outputs[handle.nc_forces_key].block(), n_batch, n_atoms, 3))
+        if want_direct_stress:
+            block = outputs[handle.nc_stress_key].block()
+            order = block.samples.values[:, 0].to(torch.long)
+            values = torch.zeros(n_batch, 3, 3, dtype=block.values.dtype, device=handle.device)
+            values[order] = block.values.reshape(-1, 3, 3)
+            keep("direct_stress", values)
+        if want_uncertainty:
+            block = outputs[handle.uncertainty_key].block()
+            order = block.samples.values[:, 0].to(torch.long)
+            values = torch.zeros(n_batch, dtype=block.values.dtype, device=handle.device)
+            values[order] = block.values.reshape(n_batch, -1)[:, 0]
+            keep("energy_uncertainty", values)
+        for name in features:
+            block = outputs[name].block()
+            keep("feature:" + name, _per_system(block, n_batch, n_atoms, block.values[0].numel()))
+        # drop this chunk's graph and copies before the next one is built
+        del outputs, systems, vectors, positions, cell, leaf_positions, energy_block, total, turned
+        if step * n_atoms >= CHUNK_ATOMS and stop < n_ops:
+            release_memory()
+        if progress is not None:
+            progress(n_batch)
+        _predictions(chunk, features, label=structure.label, source=handle.source)  # raises on NaN/inf
+        yield start, stop, chunk
+
+
+def _zero_if_none(grad: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if grad is None else grad

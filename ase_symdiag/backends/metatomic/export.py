@@ -1,0 +1,551 @@
+"""Export a symmetrized model as a metatomic TorchScript file (LAMMPS, i-PI, ASE).
+
+:class:`SymmetrizedEnergy` wraps the inner module of any metatomic model and
+averages its energy over a fixed O(3) quadrature: each system is rotated (positions,
+cell and the engine's neighbour-list vectors, ``d' = d R^T``; the pairs are
+unchanged), the copies go through the inner module a chunk at a time, and the
+energies are combined with the quadrature weights.
+
+Memory: each chunk's derivatives with respect to the system's positions, cell and
+neighbour vectors are taken as soon as the chunk is evaluated, accumulated, and the
+chunk's graph is freed; the returned energy carries a first-order surrogate,
+``E + <G_x, x - x.detach()> + <G_cell, cell - cell.detach()> + <G_d, d - d.detach()>``
+(numerically equal to ``E``), whose gradient is exactly the accumulated one. Engines
+that differentiate the energy (LAMMPS ``non_conservative off``, ASE, i-PI) thus get
+the back-rotated averages ``sum_k w_k F(R_k x) R_k`` and
+``sum_k w_k R_k^T S(R_k x) R_k`` with peak memory of one chunk (default: as many
+copies as fit in :data:`~ase_symdiag.backends.metatomic.evaluation.CHUNK_ATOMS` atoms, one copy for
+large systems), never of all operations. Second derivatives (Hessians) of the
+exported energy are not available.
+
+The same pass also gives ``non_conservative_force`` (``-dE/dx`` of the averaged
+energy) and ``non_conservative_stress`` (``(1/V) dE/d(strain)``), declared when
+exported with ``non_conservative=True`` (LAMMPS ``non_conservative on``,
+``MetatomicCalculator(non_conservative=True)``, TorchSim). These are exact only when
+the model sees the whole system: with ``selected_atoms`` a strict subset (LAMMPS with
+several MPI ranks) they refuse; use the energy (``non_conservative off``) there,
+which is exact under domain decomposition.
+
+Why not ``metatomic.torch.o3.SymmetrizedModel``: it averages over its own Lebedev
+grid only, while any quadrature can be used here, e.g. the 24-operation T_h group for
+degree 2 or the 120-operation I_h group for degree 5 (its grid needs 36-48 and 168).
+"""
+
+from typing import Dict, List, Optional
+
+import torch
+from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import ModelOutput, NeighborListOptions, System
+
+from ase_symdiag.backends.metatomic.blocks import atom_samples, selection_mask, single_block_map
+
+#: atoms per inner call (copies x atoms); see ase_symdiag.backends.metatomic.evaluation.CHUNK_ATOMS
+DEFAULT_CHUNK_ATOMS = 1024
+
+NC_FORCE = "non_conservative_force"
+NC_STRESS = "non_conservative_stress"
+
+
+def _domain_message() -> str:
+    return (
+        "this model's non_conservative_force/non_conservative_stress are -dE/dx and dE/d(strain) of an energy "
+        "over the whole system it is given, but selected_atoms is a strict subset of the atoms (LAMMPS with "
+        "several MPI ranks passes local atoms plus ghosts): the result would miss the energy of atoms owned "
+        "by other ranks. Use 'pair_style metatomic ... non_conservative off' (forces from the energy, exact "
+        "under domain decomposition) with a symmetrized export, or run on a single MPI rank"
+    )
+
+
+DOMAIN_MESSAGE = _domain_message()
+
+
+def _corrected_domain_message() -> str:
+    return (
+        "the corrected export removes the net force (and torque) over the whole system, which needs every "
+        "atom, but selected_atoms is a strict subset (LAMMPS with several MPI ranks passes local atoms plus "
+        "ghosts): each rank would remove a different, wrong mean. Run the corrected export on a single MPI "
+        "rank, or use the symmetrized export (export_symmetrized / ase-symdiag symmetrize --export, without "
+        "--corrected) with 'non_conservative off', which is exact under domain decomposition"
+    )
+
+
+CORRECTED_DOMAIN_MESSAGE = _corrected_domain_message()
+
+
+def _system_selection(selected_atoms: Optional[Labels], system: int, n_atoms: int) -> Optional[torch.Tensor]:
+    """Atom indices of ``system`` in ``selected_atoms`` (None: all atoms)."""
+    if selected_atoms is None:
+        return None
+    values = selected_atoms.values
+    return values[values[:, 0] == system][:, 1]
+
+
+def _is_strict_subset(selection: Optional[torch.Tensor], n_atoms: int) -> bool:
+    if selection is None:
+        return False
+    return int(torch.unique(selection).shape[0]) < n_atoms
+
+
+class SymmetrizedEnergy(torch.nn.Module):
+    """Quadrature average of an inner metatomic module's energy (system or per-atom),
+    evaluated chunk by chunk (see the module docstring), with optional direct
+    outputs ``non_conservative_force``/``non_conservative_stress`` of the average."""
+
+    def __init__(
+        self,
+        inner: torch.nn.Module,
+        rotations: torch.Tensor,
+        weights: torch.Tensor,
+        neighbor_lists: List[NeighborListOptions],
+        batch_size: int = 16,
+        chunk_atoms: int = DEFAULT_CHUNK_ATOMS,
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("rotations", rotations)
+        self.register_buffer("weights", weights)
+        self._neighbor_lists = neighbor_lists
+        self.batch_size = int(batch_size)
+        self.chunk_atoms = int(chunk_atoms)
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return self._neighbor_lists
+
+    def chunk_size(self, n_atoms: int) -> int:
+        """Copies per inner call: at most ``batch_size``, about ``chunk_atoms`` atoms."""
+        n_ops = int(self.rotations.shape[0])
+        size = max(1, min(self.chunk_atoms // max(1, n_atoms), self.batch_size, n_ops))
+        n_chunks = (n_ops + size - 1) // size
+        return (n_ops + n_chunks - 1) // n_chunks  # equal chunks: one TorchScript specialisation
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        results: Dict[str, TensorMap] = {}
+        want_energy = "energy" in outputs
+        want_forces = "non_conservative_force" in outputs
+        want_stress = "non_conservative_stress" in outputs
+        if len(systems) == 0 or not (want_energy or want_forces or want_stress):
+            return results
+        per_atom = want_energy and outputs["energy"].sample_kind == "atom"
+        device = systems[0].positions.device
+        dtype = systems[0].positions.dtype
+        if (want_forces or want_stress) and not torch.is_grad_enabled():
+            raise ValueError("non_conservative outputs of a symmetrized export need autograd enabled")
+        energies: List[torch.Tensor] = []
+        forces: List[torch.Tensor] = []
+        stresses: List[torch.Tensor] = []
+        for s, system in enumerate(systems):
+            n_atoms = len(system)
+            selection = _system_selection(selected_atoms, s, n_atoms)
+            if (want_forces or want_stress) and _is_strict_subset(selection, n_atoms):
+                raise ValueError(_domain_message())
+            energy, force, stress = self._average(system, selection, per_atom, want_forces, want_stress)
+            energies.append(energy)
+            if want_forces:
+                forces.append(force)
+            if want_stress:
+                stresses.append(stress)
+
+        if want_energy:
+            if per_atom:
+                samples = atom_samples(systems, device)
+                keep = selection_mask(samples, selected_atoms)
+                samples = Labels(["system", "atom"], samples.values[keep])
+                values = torch.cat(energies)[keep]
+            else:
+                samples = Labels(["system"], torch.arange(len(systems), device=device).reshape(-1, 1))
+                values = torch.cat(energies)
+            block = TensorBlock(
+                values=values.reshape(-1, 1),
+                samples=samples,
+                components=[],
+                properties=Labels(["energy"], torch.tensor([[0]], device=device)),
+            )
+            results["energy"] = single_block_map(block, device)
+        if want_forces:
+            samples = atom_samples(systems, device)
+            keep = selection_mask(samples, selected_atoms)
+            block = TensorBlock(
+                values=torch.cat(forces)[keep].reshape(-1, 3, 1),
+                samples=Labels(["system", "atom"], samples.values[keep]),
+                components=[Labels(["xyz"], torch.arange(3, device=device).reshape(-1, 1))],
+                properties=Labels(["non_conservative_force"], torch.tensor([[0]], device=device)),
+            )
+            results["non_conservative_force"] = single_block_map(block, device)
+        if want_stress:
+            block = TensorBlock(
+                values=torch.stack(stresses).reshape(-1, 3, 3, 1),
+                samples=Labels(["system"], torch.arange(len(systems), device=device).reshape(-1, 1)),
+                components=[
+                    Labels(["xyz_1"], torch.arange(3, device=device).reshape(-1, 1)),
+                    Labels(["xyz_2"], torch.arange(3, device=device).reshape(-1, 1)),
+                ],
+                properties=Labels(["non_conservative_stress"], torch.tensor([[0]], device=device)),
+            )
+            results["non_conservative_stress"] = single_block_map(block, device)
+        return results
+
+    def _average(
+        self,
+        system: System,
+        selection: Optional[torch.Tensor],
+        per_atom: bool,
+        want_forces: bool,
+        want_stress: bool,
+    ):
+        """Averaged energy of one system (per-atom (N,) or (1,), with the gradient
+        surrogate attached when the engine differentiates it), and the direct
+        forces (N, 3) / stress (3, 3) when asked (else empty tensors)."""
+        device = system.positions.device
+        dtype = system.positions.dtype
+        n_atoms = len(system)
+        rotations = self.rotations.to(device=device, dtype=dtype)
+        weights = self.weights.to(device=device, dtype=dtype)
+        n_ops = int(rotations.shape[0])
+
+        blocks: List[TensorBlock] = []
+        engine_leaves: List[torch.Tensor] = [system.positions, system.cell]
+        for options in self._neighbor_lists:
+            block = system.get_neighbor_list(options)
+            blocks.append(block)
+            engine_leaves.append(block.values)
+        engine_grad = False
+        if torch.is_grad_enabled():
+            for tensor in engine_leaves:
+                if tensor.requires_grad:
+                    engine_grad = True
+        need_grad = engine_grad or want_forces or want_stress
+
+        leaves: List[torch.Tensor] = []
+        for tensor in engine_leaves:
+            leaves.append(tensor.detach().requires_grad_(need_grad))
+        gradients: List[torch.Tensor] = []
+        for leaf in leaves:
+            gradients.append(torch.zeros_like(leaf))
+
+        inner_outputs: Dict[str, ModelOutput] = {
+            "energy": ModelOutput(unit="", sample_kind="atom" if per_atom else "system")
+        }
+        total = torch.zeros(n_atoms if per_atom else 1, dtype=dtype, device=device)
+        step = self.chunk_size(n_atoms)
+        for start in range(0, n_ops, step):
+            stop = min(start + step, n_ops)
+            n_batch = stop - start
+            chunk = rotations[start:stop].transpose(1, 2)
+            positions = leaves[0].unsqueeze(0) @ chunk
+            cells = leaves[1].unsqueeze(0) @ chunk
+            vectors: List[torch.Tensor] = []
+            for i in range(len(blocks)):
+                vectors.append(leaves[2 + i].reshape(1, -1, 3) @ chunk)
+            rotated: List[System] = []
+            for k in range(n_batch):
+                copy = System(system.types, positions[k], cells[k], system.pbc)
+                for i, options in enumerate(self._neighbor_lists):
+                    block = blocks[i]
+                    copy.add_neighbor_list(
+                        options,
+                        TensorBlock(vectors[i][k].unsqueeze(-1), block.samples, block.components, block.properties),
+                    )
+                rotated.append(copy)
+            energy = self.inner(rotated, inner_outputs, _repeat_selection(selection, n_batch)).values()[0].block()
+            copy_index = energy.samples.column("system").to(torch.long)
+            contribution = weights[start + copy_index] * energy.values.reshape(-1)
+            if need_grad:
+                grads = torch.autograd.grad([contribution.sum()], leaves, allow_unused=True)
+                for i in range(len(leaves)):
+                    grad = grads[i]
+                    if grad is not None:
+                        gradients[i] = gradients[i] + grad
+            contribution = contribution.detach()
+            if per_atom:
+                atoms = energy.samples.column("atom").to(torch.long)
+                total = total.index_add(0, atoms, contribution)
+            else:
+                total = total + contribution.sum()
+
+        if engine_grad:
+            surrogate = torch.zeros((), dtype=dtype, device=device)
+            for i in range(len(leaves)):
+                surrogate = surrogate + ((engine_leaves[i] - leaves[i].detach()) * gradients[i]).sum()
+            if per_atom:
+                first = torch.zeros(n_atoms, dtype=dtype, device=device)
+                if selection is None:
+                    first[0] = 1.0
+                elif selection.shape[0] > 0:
+                    first[selection[0].to(torch.long)] = 1.0
+                total = total + first * surrogate
+            else:
+                total = total + surrogate
+
+        force = torch.zeros(0, dtype=dtype, device=device)
+        stress = torch.zeros(0, dtype=dtype, device=device)
+        if want_forces or want_stress:
+            # d/dx of E(x, cell, d(x, cell)) with d_ij = x_j - x_i + S cell
+            grad_positions = gradients[0]
+            grad_cell = gradients[1]
+            strain = leaves[0].detach().T @ gradients[0] + leaves[1].detach().T @ gradients[1]
+            for i in range(len(blocks)):
+                samples = blocks[i].samples.values
+                first_atom = samples[:, 0].to(torch.long)
+                second_atom = samples[:, 1].to(torch.long)
+                shifts = samples[:, 2:5].to(dtype)
+                grad_vectors = gradients[2 + i].reshape(-1, 3)
+                grad_positions = grad_positions.index_add(0, second_atom, grad_vectors)
+                grad_positions = grad_positions.index_add(0, first_atom, -grad_vectors)
+                strain = strain + leaves[2 + i].detach().reshape(-1, 3).T @ grad_vectors
+            if want_forces:
+                force = -grad_positions
+            if want_stress:
+                volume = torch.abs(torch.linalg.det(system.cell.detach()))
+                stress = 0.5 * (strain + strain.T) / volume
+        return total, force, stress
+
+
+class CorrectedForces(torch.nn.Module):
+    """Adds corrected direct outputs to an inner metatomic module's energy.
+
+    ``non_conservative_force``: ``-dE/dx`` of the inner energy (recomputed by autograd
+    on a detached copy of the system, whose neighbour vectors are rebuilt from the
+    engine's pairs and cell shifts), with the net force removed (exactly zero total
+    force) and, for non-periodic systems, the net torque about the centroid removed
+    (exactly zero total torque: angular momentum is conserved in MD).
+    ``non_conservative_stress``: ``(1/V) dE/d(strain)``, symmetrised. Engines use them
+    with their non-conservative option (LAMMPS: ``pair_style metatomic ...
+    non_conservative on``); ``energy`` is passed through unchanged.
+
+    The net force and torque are global: with ``selected_atoms`` a strict subset of a
+    system's atoms (LAMMPS with several MPI ranks) the direct outputs refuse with
+    :data:`CORRECTED_DOMAIN_MESSAGE` rather than remove a per-domain mean.
+    """
+
+    def __init__(self, inner: torch.nn.Module, neighbor_lists: List[NeighborListOptions], net_torque: bool = True) -> None:
+        super().__init__()
+        self.inner = inner
+        self._neighbor_lists = neighbor_lists
+        self.net_torque = bool(net_torque)
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return self._neighbor_lists
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        results: Dict[str, TensorMap] = {}
+        if len(systems) == 0:
+            return results
+        if "energy" in outputs:
+            energy_request: Dict[str, ModelOutput] = {"energy": outputs["energy"]}
+            results["energy"] = self.inner(systems, energy_request, selected_atoms)["energy"]
+        want_forces = "non_conservative_force" in outputs
+        want_stress = "non_conservative_stress" in outputs
+        if not (want_forces or want_stress):
+            return results
+        for s, system in enumerate(systems):
+            if _is_strict_subset(_system_selection(selected_atoms, s, len(system)), len(system)):
+                raise ValueError(_corrected_domain_message())
+        device = systems[0].positions.device
+        forces: List[torch.Tensor] = []
+        stresses: List[torch.Tensor] = []
+        for system in systems:
+            positions = system.positions.detach().requires_grad_(True)
+            strain = torch.eye(3, dtype=positions.dtype, device=device).requires_grad_(True)
+            strained = positions @ strain
+            cell = system.cell.detach() @ strain
+            copy = System(system.types, strained, cell, system.pbc)
+            for options in self._neighbor_lists:
+                block = system.get_neighbor_list(options)
+                samples = block.samples.values
+                first = samples[:, 0].to(torch.long)
+                second = samples[:, 1].to(torch.long)
+                shifts = samples[:, 2:5].to(positions.dtype)
+                vectors = strained[second] - strained[first] + shifts @ cell
+                copy.add_neighbor_list(
+                    options, TensorBlock(vectors.reshape(-1, 3, 1), block.samples, block.components, block.properties)
+                )
+            request: Dict[str, ModelOutput] = {"energy": ModelOutput(unit="", sample_kind="system")}
+            energy = self.inner([copy], request, None)["energy"].block().values.sum()
+            grads = torch.autograd.grad([energy], [positions, strain])
+            grad_positions = grads[0]
+            grad_strain = grads[1]
+            if want_forces:
+                assert grad_positions is not None
+                force = -grad_positions
+                force = force - force.mean(dim=0, keepdim=True)
+                if self.net_torque and not bool(system.pbc.any()) and force.shape[0] > 1:
+                    r = positions.detach() - positions.detach().mean(dim=0, keepdim=True)
+                    torque = torch.linalg.cross(r, force).sum(dim=0)
+                    inertia = (r * r).sum() * torch.eye(3, dtype=r.dtype, device=device) - r.T @ r
+                    omega = torch.linalg.lstsq(inertia, torque.unsqueeze(1)).solution.squeeze(1)
+                    force = force - torch.linalg.cross(omega.unsqueeze(0).expand_as(r), r)
+                forces.append(force.detach())
+            if want_stress:
+                assert grad_strain is not None
+                volume = torch.abs(torch.linalg.det(system.cell.detach()))
+                stress = grad_strain / volume
+                stresses.append((0.5 * (stress + stress.T)).detach())
+
+        if want_forces:
+            samples = atom_samples(systems, device)
+            keep = selection_mask(samples, selected_atoms)
+            block = TensorBlock(
+                values=torch.cat(forces)[keep].reshape(-1, 3, 1),
+                samples=Labels(["system", "atom"], samples.values[keep]),
+                components=[Labels(["xyz"], torch.arange(3, device=device).reshape(-1, 1))],
+                properties=Labels(["non_conservative_force"], torch.tensor([[0]], device=device)),
+            )
+            results["non_conservative_force"] = single_block_map(block, device)
+        if want_stress:
+            block = TensorBlock(
+                values=torch.stack(stresses).reshape(-1, 3, 3, 1),
+                samples=Labels(["system"], torch.arange(len(systems), device=device).reshape(-1, 1)),
+                components=[
+                    Labels(["xyz_1"], torch.arange(3, device=device).reshape(-1, 1)),
+                    Labels(["xyz_2"], torch.arange(3, device=device).reshape(-1, 1)),
+                ],
+                properties=Labels(["non_conservative_stress"], torch.tensor([[0]], device=device)),
+            )
+            results["non_conservative_stress"] = single_block_map(block, device)
+        return results
+
+
+def export_corrected(model, path: Optional[str] = None, *, quadrature=None, net_torque: bool = True, batch_size: int = 16):
+    """Export ``model`` with corrected direct outputs (see :class:`CorrectedForces`),
+    optionally averaged over ``quadrature`` first (then the energy is the symmetrized
+    one and the corrected forces are its gradients)."""
+
+    base = export_symmetrized(model, quadrature, batch_size=batch_size) if quadrature is not None else None
+    from ase_symdiag.backends.metatomic.model import ModelHandle
+
+    handle = ModelHandle.load(base if base is not None else model)
+    inner_model = handle.model
+    capabilities = inner_model.capabilities()
+    module = CorrectedForces(inner_model.module, list(inner_model.requested_neighbor_lists()), net_torque=net_torque).eval()
+    outputs = {
+        "energy": capabilities.outputs[handle.energy_key],
+        "non_conservative_force": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
+        "non_conservative_stress": ModelOutput(unit="eV/Angstrom^3", sample_kind="system"),
+    }
+    return _wrap(
+        module, inner_model, outputs, path,
+        name_suffix="with net-force/torque-free direct forces",
+        description=(
+            "Direct forces = -dE/dx with zero net force and (finite systems) zero net torque, "
+            "symmetric direct stress; by ase-symdiag."
+        ),
+    )
+
+
+def _repeat_selection(selection: Optional[torch.Tensor], n_copies: int) -> Optional[Labels]:
+    """The engine's selected atoms of one system, for copies ``k < n_copies``."""
+    if selection is None:
+        return None
+    copies = torch.arange(n_copies, dtype=selection.dtype, device=selection.device)
+    system = copies.unsqueeze(1).expand(-1, selection.shape[0]).reshape(-1)
+    atom = selection.unsqueeze(0).expand(n_copies, -1).reshape(-1)
+    return Labels(["system", "atom"], torch.stack([system, atom], dim=1))
+
+
+def export_symmetrized(
+    model,
+    quadrature,
+    path: Optional[str] = None,
+    *,
+    batch_size: int = 16,
+    chunk_atoms: int = DEFAULT_CHUNK_ATOMS,
+    non_conservative: bool = False,
+):
+    """Wrap ``model`` (path or AtomisticModel) with a quadrature average; save to ``path``.
+
+    ``quadrature`` is anything :func:`ase_symdiag.metrics.symmetrize.resolve_quadrature`
+    accepts. The exported model has the output ``energy`` (per-atom capable if the
+    inner model is); the inner model's direct force/stress heads are dropped (engines
+    get forces and stress from the averaged energy, which are the averaged
+    back-rotated ones). Rotated copies run ``min(batch_size, chunk_atoms // N)`` per
+    inner call and peak memory is that of one call (see :class:`SymmetrizedEnergy`).
+
+    ``non_conservative=True`` also declares ``non_conservative_force`` and
+    ``non_conservative_stress``: the gradients of the averaged energy, computed in
+    the same chunked pass (LAMMPS ``non_conservative on``; single MPI rank only, the
+    model refuses a strict ``selected_atoms`` subset).
+    """
+    import numpy as np
+
+    from ase_symdiag.errors import ModelError, UsageError
+    from ase_symdiag.backends.metatomic.model import ModelHandle
+    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+
+    handle = ModelHandle.load(model)
+    q = resolve_quadrature(quadrature)
+    if q is None:
+        raise UsageError("export_symmetrized needs a quadrature")
+    inner_model = handle.model
+    capabilities = inner_model.capabilities()
+    energy_output = capabilities.outputs[handle.energy_key]
+    if handle.energy_key != "energy":
+        raise ModelError(f"{handle.source}: only models with a plain 'energy' output can be exported")
+    dtype = torch.float64 if capabilities.dtype == "float64" else torch.float32
+    module = SymmetrizedEnergy(
+        inner_model.module,
+        torch.tensor(np.asarray(q.rotations), dtype=dtype),
+        torch.tensor(np.asarray(q.weights), dtype=dtype),
+        list(inner_model.requested_neighbor_lists()),
+        batch_size=batch_size,
+        chunk_atoms=chunk_atoms,
+    ).eval()
+    outputs = {"energy": energy_output}
+    if non_conservative:
+        outputs[NC_FORCE] = ModelOutput(unit=_force_unit(energy_output.unit, capabilities.length_unit), sample_kind="atom")
+        outputs[NC_STRESS] = ModelOutput(unit=_stress_unit(energy_output.unit, capabilities.length_unit), sample_kind="system")
+    return _wrap(
+        module, inner_model, outputs, path,
+        name_suffix=f"symmetrized over {q.name}",
+        description=(
+            f"Energy averaged over the O(3) quadrature '{q.name}' ({q.size} operations, "
+            f"exact to degree {q.degree}) by ase-symdiag."
+        ),
+    )
+
+
+def _force_unit(energy_unit: str, length_unit: str) -> str:
+    return f"{energy_unit or 'eV'}/{length_unit or 'Angstrom'}"
+
+
+def _stress_unit(energy_unit: str, length_unit: str) -> str:
+    return f"{energy_unit or 'eV'}/{length_unit or 'Angstrom'}^3"
+
+
+def _wrap(module, inner_model, outputs: dict, path, *, name_suffix: str, description: str):
+    """An AtomisticModel around ``module`` with ``inner_model``'s capabilities but
+    ``outputs``, metadata extended by ``name_suffix``/``description``; saved
+    atomically to ``path`` if given."""
+    from metatomic.torch import AtomisticModel, ModelCapabilities, ModelMetadata
+
+    from ase_symdiag.report import atomic_write
+
+    capabilities = inner_model.capabilities()
+    new_capabilities = ModelCapabilities(
+        outputs=outputs,
+        atomic_types=list(capabilities.atomic_types),
+        interaction_range=capabilities.interaction_range,
+        length_unit=capabilities.length_unit,
+        supported_devices=list(capabilities.supported_devices),
+        dtype=capabilities.dtype,
+    )
+    inner_metadata = inner_model.metadata()
+    metadata = ModelMetadata(
+        name=f"{inner_metadata.name or 'model'} {name_suffix}",
+        description=f"{description} {inner_metadata.description}",
+        authors=list(inner_metadata.authors),
+        references=inner_metadata.references,
+    )
+    exported = AtomisticModel(module, metadata, new_capabilities)
+    if path is not None:
+        atomic_write(str(path), exported.save)
+    return exported

@@ -1,0 +1,3 @@
+from ase_symdiag.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,119 @@
+"""What every ``ase-symdiag`` command shares: the parser, argument types, progress bars.
+
+Argument types validate values where they are parsed, so a bad value (``-n 0``,
+``--tolerance nan``, ``--plot out.xyz``) is one line and exit status 2, like every
+other bad input; exit status 1 is reserved for a threshold that was exceeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from typing import Callable, NoReturn
+
+from ase_symdiag.errors import UsageError
+
+#: file endings matplotlib can write (checked before any work is done)
+PLOT_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``ase-symdiag CMD: error: ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind: Callable, name: str, test: Callable[[float], bool]) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {name}, got '{text}'") from None
+        if isinstance(value, float) and not math.isfinite(value) or not test(value):
+            raise argparse.ArgumentTypeError(f"expected {name}, got '{text}'")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+positive_int = _number(int, "a positive integer", lambda v: v > 0)
+nonnegative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
+positive_float = _number(float, "a finite number > 0", lambda v: v > 0)
+nonnegative_float = _number(float, "a finite number >= 0", lambda v: v >= 0)
+finite_float = _number(float, "a finite number", lambda v: True)
+
+
+def output_file(text: str) -> str:
+    """A file to write: not a directory, its folder exists."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"'{text}' is a directory, expected a file name")
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"folder '{folder}' does not exist")
+    return text
+
+
+def plot_file(text: str) -> str:
+    """An image file matplotlib can write, judged by its ending."""
+    if not text.lower().endswith(PLOT_FORMATS):
+        raise argparse.ArgumentTypeError(f"'{text}': unknown image format (use one of {', '.join(PLOT_FORMATS)})")
+    return output_file(text)
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """[--variant] [--extensions]: which energy variant of the model, where its extensions are."""
+    p.add_argument(
+        "--variant", default=None,
+        help="energy variant of a multi-variant model (its 'energy/<variant>' output, e.g. pbe)",
+    )
+    p.add_argument("--extensions", metavar="DIR", type=existing_directory, default=None,
+                   help="directory of the TorchScript extensions the model needs")
+
+
+def load_handle(args: argparse.Namespace, path=None):
+    """The :class:`ModelHandle` of ``path`` (default ``args.model``) with the command's
+    ``--device``, ``--dtype``, ``--variant`` and ``--extensions``."""
+    from ase_symdiag.backends.metatomic.model import ModelHandle
+
+    return ModelHandle.load(
+        args.model if path is None else path,
+        device=getattr(args, "device", None),
+        dtype=getattr(args, "dtype", None),
+        variant=getattr(args, "variant", None),
+        extensions_directory=getattr(args, "extensions", None),
+    )
+
+
+def existing_directory(text: str) -> str:
+    """A directory that exists."""
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"directory '{text}' does not exist")
+    return text
+
+
+def add_model_structures(p: argparse.ArgumentParser, *, batch: bool = True, variant: bool = False) -> None:
+    """MODEL STRUCTURES [--index] [--device] [--dtype] [--variant] [--extensions] [--batch-size] [-q]."""
+    p.add_argument("model", help="metatomic model file (.pt)")
+    p.add_argument("structures", help="any ASE-readable file (extxyz, cif, POSCAR, ...)")
+    p.add_argument("--index", default=":", help="ASE index of the structures to read (default ':')")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: model's first available)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the model's")
+    if variant:
+        add_model_options(p)
+    if batch:
+        p.add_argument("--batch-size", type=positive_int, default=16, help="rotated copies per model call (default 16)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def show_progress(quiet: bool) -> bool:
+    """Progress bars only on a terminal, never in logs or pipes."""
+    return not quiet and sys.stderr.isatty()
+
+
+def usage(message: str) -> UsageError:
+    """A one-line usage problem found after parsing (exit 2)."""
+    return UsageError(message)

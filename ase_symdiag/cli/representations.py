@@ -1,0 +1,52 @@
+"""``ase-symdiag representations``: the O(3) content of each learned layer."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ase_symdiag.cli.common import add_model_structures, output_file, plot_file
+from ase_symdiag.cli.spectrum import lmax_type
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "representations",
+        help="how much of each internal layer is invariant, and in which O(3) channels the rest lives",
+        description=(
+            "Character-project the per-atom feature outputs of MODEL (e.g. 'mtt::features::layer0', "
+            "metatrain's 'mtt::features::*', 'feature') as functions of the structure's orientation, "
+            "and print for each layer the fraction of its mean square in each (lambda, parity) "
+            "channel; 'invariant' is the (0, +) fraction."
+        ),
+    )
+    add_model_structures(p, variant=True)
+    p.add_argument("--layers", nargs="+", default=None, help="feature outputs (or suffixes, e.g. layer0); default: all")
+    p.add_argument("--lmax", type=lmax_type, default=3, help="largest lambda resolved (default 3)")
+    p.add_argument("--compare", metavar="MODEL2", default=None, help="a second model shown side by side")
+    p.add_argument("--json", metavar="OUT", type=output_file, help="write the fractions as JSON")
+    p.add_argument("--plot", metavar="OUT.png", type=plot_file, help="heat map of layer x channel fractions")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ase_symdiag.cli.common import load_handle
+    from ase_symdiag.metrics.representations import plot_representations, representation_content
+    from ase_symdiag.report import write_json
+    from ase_symdiag.structures import read_structures
+
+    structures = read_structures(args.structures, index=args.index)
+    reports = {}
+    for path in [args.model] + ([args.compare] if args.compare else []):
+        handle = load_handle(args, path)
+        report = representation_content(handle, structures, layers=args.layers, lmax=args.lmax, batch_size=args.batch_size)
+        print(f"model {path}")
+        print(report.table())
+        reports[path] = report
+    if args.json:
+        write_json(args.json, {path: report.to_dict() for path, report in reports.items()})
+        print(f"fractions written to {args.json}")
+    if args.plot:
+        plot_representations({os.path.basename(p): r for p, r in reports.items()}, args.plot)
+        print(f"heat map written to {args.plot}")
+    return 0

@@ -1,0 +1,75 @@
+"""``ase-symdiag spectrum``: which O(3) channels (lambda, parity) carry the breaking."""
+
+from __future__ import annotations
+
+import argparse
+
+from ase_symdiag.cli.common import add_model_structures, nonnegative_int, output_file, plot_file, show_progress
+
+#: the largest --lmax a command accepts: the spectrum needs a quadrature exact to 2*LMAX,
+#: and degree 10 is the largest that builds in reasonable time (``o3.quadrature.MAX_DEGREE``)
+MAX_LMAX = 5
+
+
+def lmax_type(text: str) -> int:
+    value = nonnegative_int(text)
+    if value > MAX_LMAX:
+        raise argparse.ArgumentTypeError(f"--lmax {value} is beyond what can be computed in reasonable time (at most {MAX_LMAX})")
+    return value
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "spectrum",
+        help="decompose the symmetry breaking into O(3) channels (lambda, parity)",
+        description=(
+            "For each structure, evaluate MODEL on a quadrature exact to degree 2*LMAX, "
+            "back-rotate energy, forces and stress, and split their variance over O(3) "
+            "into angular channels lambda <= LMAX of even (+) and odd (-) parity. Prints "
+            "the RMS amplitude per channel; '>L' is what lies above LMAX."
+        ),
+    )
+    add_model_structures(p, variant=True)
+    p.add_argument("--lmax", type=lmax_type, default=3, help="largest lambda resolved (default 3)")
+    p.add_argument("--json", metavar="OUT", type=output_file, help="write the spectra as JSON")
+    p.add_argument("--plot", metavar="OUT.png", type=plot_file, help="plot RMS amplitude against lambda")
+    p.set_defaults(run=run)
+
+
+def measure_spectra(args: argparse.Namespace, handle, structures) -> list:
+    """The spectrum of every structure, with a progress bar on a terminal."""
+    from ase_symdiag.metrics.spectrum import structure_spectrum
+
+    bar = None
+    if show_progress(args.quiet):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="spectrum", unit="structure", total=len(structures), leave=False)
+    spectra = []
+    for structure in structures:
+        spectrum, _ = structure_spectrum(handle, structure, lmax=args.lmax, batch_size=args.batch_size)
+        spectra.append(spectrum)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return spectra
+
+
+def run(args: argparse.Namespace) -> int:
+    from ase_symdiag.cli.common import load_handle
+    from ase_symdiag.metrics.spectrum import plot_spectra, spectrum_table
+    from ase_symdiag.report import write_json
+    from ase_symdiag.structures import read_structures
+
+    handle = load_handle(args)
+    structures = read_structures(args.structures, index=args.index)
+    spectra = measure_spectra(args, handle, structures)
+    print(spectrum_table(spectra))
+    if args.json:
+        write_json(args.json, {"model": handle.source, "spectra": [s.to_dict() for s in spectra]})
+        print(f"spectra written to {args.json}")
+    if args.plot:
+        plot_spectra(spectra, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0

@@ -1,0 +1,163 @@
+"""Files of an MD run: the per-variant log, trajectory and checkpoint, and resuming.
+
+Per variant ``NAME`` in the output directory (see :func:`variant_paths`):
+
+- ``NAME.traj``: ASE trajectory, appended at every record;
+- ``NAME.log``: one line per record (``#`` header, then the :data:`COLUMNS` as
+  whitespace-separated numbers written with full precision);
+- ``NAME.state.json``: checkpoint (step, atoms with momenta, thermostat and
+  random-generator state, and how many trajectory frames and log lines belong to it);
+- ``NAME.json``: the summary.
+
+Whole-file rewrites go through :func:`ase_symdiag.report.atomic_write`, so an
+interruption never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from ase_symdiag.md.observables import COLUMNS
+from ase_symdiag.report import atomic_write, write_json
+
+#: file kinds of one variant and their endings
+FILE_KINDS = (("trajectory", ".traj"), ("log", ".log"), ("state", ".state.json"), ("summary", ".json"))
+
+
+def variant_paths(out: str, name: str) -> Dict[str, str]:
+    """``{"trajectory", "log", "state", "summary"} -> path`` of variant ``name`` in ``out``."""
+    return {key: os.path.join(out, f"{name}{ext}") for key, ext in FILE_KINDS}
+
+
+def remove_outputs(paths: Dict[str, str]) -> None:
+    """Delete the files of a previous run of a variant (a fresh start)."""
+    for key, _ in FILE_KINDS:
+        if os.path.exists(paths[key]):
+            os.unlink(paths[key])
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return repr(float(value))
+
+
+def log_header() -> str:
+    """The first line of a log file (with its newline)."""
+    return "# " + " ".join(COLUMNS) + "\n"
+
+
+def log_line(row: Dict[str, float]) -> str:
+    """One record as a log line (with its newline); floats round-trip exactly."""
+    return " ".join(_fmt(row[c]) for c in COLUMNS) + "\n"
+
+
+def read_log(path: str) -> List[Dict[str, float]]:
+    """The records of a log file ([] if it does not exist); a line cut short ends it."""
+    rows: List[Dict[str, float]] = []
+    if not os.path.exists(path):
+        return rows
+    with open(path) as handle:
+        for line in handle:
+            if line.startswith("#") or not line.strip():
+                continue
+            values = line.split()
+            if len(values) != len(COLUMNS):
+                break  # a line cut by an interruption
+            row = {name: float(v) for name, v in zip(COLUMNS, values)}
+            row["step"] = int(row["step"])
+            rows.append(row)
+    return rows
+
+
+def write_log(path: str, rows: Sequence[Dict[str, float]]) -> None:
+    """Rewrite a log file with a header and ``rows`` (atomically)."""
+
+    def writer(tmp: str) -> None:
+        with open(tmp, "w") as handle:
+            handle.write(log_header())
+            for row in rows:
+                handle.write(log_line(row))
+
+    atomic_write(path, writer)
+
+
+def truncate_trajectory(path: str, n_frames: int) -> None:
+    """Keep the first ``n_frames`` frames of an ASE trajectory (atomically; no-op if absent)."""
+    from ase.io.trajectory import Trajectory
+
+    if not os.path.exists(path):
+        return
+    with Trajectory(path) as reader:
+        if len(reader) == n_frames:
+            return
+        frames = [reader[i] for i in range(min(n_frames, len(reader)))]
+
+    def writer(tmp: str) -> None:
+        with Trajectory(tmp, "w") as trajectory:
+            for frame in frames:
+                trajectory.write(frame)
+
+    atomic_write(path, writer)
+
+
+def atoms_to_state(atoms: Atoms) -> Dict[str, Any]:
+    """JSON-ready numbers, positions (Å), momenta (ASE units), masses (amu), cell (Å), pbc."""
+    return {
+        "numbers": atoms.numbers.tolist(),
+        "positions": atoms.positions.tolist(),
+        "momenta": atoms.get_momenta().tolist(),
+        "masses": atoms.get_masses().tolist(),
+        "cell": np.asarray(atoms.cell).tolist(),
+        "pbc": atoms.pbc.tolist(),
+    }
+
+
+def atoms_from_state(state: Dict[str, Any]) -> Atoms:
+    """Inverse of :func:`atoms_to_state`."""
+    atoms = Atoms(
+        numbers=state["numbers"],
+        positions=state["positions"],
+        cell=state["cell"],
+        pbc=state["pbc"],
+        masses=state["masses"],
+    )
+    atoms.set_momenta(np.asarray(state["momenta"], dtype=float), apply_constraint=False)
+    return atoms
+
+
+def rng_state(rng: np.random.Generator) -> Dict[str, Any]:
+    """The bit-generator state of ``rng`` with plain ints (JSON-ready; assignable back)."""
+    state = rng.bit_generator.state
+    return {k: (int(v) if isinstance(v, (int, np.integer)) else v) for k, v in state.items()}
+
+
+def write_checkpoint(path: str, *, name: str, step: int, log_rows: int, frames: int, finished: bool,
+                     failure: Any, transferred_energy: float, rng: np.random.Generator, atoms: Atoms) -> None:
+    """Write the resume state of a variant atomically.
+
+    ``log_rows`` / ``frames``: how many log records and trajectory frames belong to
+    this state; ``transferred_energy``: eV exchanged with the thermostat so far.
+    """
+    write_json(path, {
+        "variant": name,
+        "step": step,
+        "log_rows": log_rows,
+        "frames": frames,
+        "finished": finished,
+        "failure": failure,
+        "transferred_energy": transferred_energy,
+        "rng": rng_state(rng),
+        "atoms": atoms_to_state(atoms),
+    })
+
+
+def read_checkpoint(path: str) -> Dict[str, Any]:
+    """A state written by :func:`write_checkpoint` (``"atoms"`` still as a dict)."""
+    with open(path) as handle:
+        return json.load(handle)

@@ -1,0 +1,240 @@
+"""Symmetry content of learned representations, layer by layer (METHODS.md section 4).
+
+For a layer's per-atom features h(x) and the function R -> h(Rx) on O(3), the
+character projection onto the irrep (lambda, sigma) splits the mean square of h over
+the group into channels: ``<|h|^2> = sum_{lambda,sigma} |P_{lambda,sigma} h|^2``. The
+invariant fraction ``|P_{0,+} h|^2 / <|h|^2>`` is 1 for an invariant layer; the rest
+says in which angular channels the orientation dependence lives. A constant offset
+of a feature counts as invariant (it sits in (0, +)).
+
+Powers are computed with :func:`ase_symdiag.metrics.spectrum.channel_powers` on a quadrature
+exact to ``2 lmax`` (the projection of a band-limited feature is then exact);
+``unresolved`` is the part above ``lmax``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ase_symdiag.errors import ModelError
+from ase_symdiag.backends.metatomic.evaluation import evaluate
+from ase_symdiag.backends.metatomic.model import ModelHandle
+from ase_symdiag.o3.quadrature import O3Quadrature, smallest_exact_quadrature
+from ase_symdiag.metrics.spectrum import Channel, _key, channel_powers
+from ase_symdiag.structures import Structure
+
+FEATURE_PREFIXES = ("mtt::features::", "mtt::feature::", "mtt::aux::")
+
+
+def feature_outputs(handle: ModelHandle) -> List[str]:
+    """Per-atom feature outputs a model exposes (``feature``, ``mtt::features::*``, ...)."""
+    names = []
+    for name, output in handle.outputs.items():
+        if name in ("feature", "features") or name.startswith(FEATURE_PREFIXES):
+            if output.sample_kind == "atom" and name not in names:
+                names.append(name)
+    # metatomic aliases the deprecated 'features' to 'feature': keep one of them
+    if "feature" in names and "features" in names:
+        names.remove("features")
+    return names
+
+
+@dataclass
+class LayerContent:
+    """Channel powers of one layer, summed over atoms and feature channels.
+
+    ``power[(l, sigma)]`` and ``per_feature[(l, sigma)]`` (d,) are means over
+    structures of the per-structure sums over atoms; ``fractions`` divide by the
+    total (``mean_square``).
+    """
+
+    layer: str
+    n_features: int
+    mean_square: float
+    power: Dict[Channel, float]
+    unresolved: float
+    per_feature: Dict[Channel, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def fractions(self) -> Dict[Channel, float]:
+        total = self.mean_square if self.mean_square > 0 else 1.0
+        return {c: p / total for c, p in self.power.items()}
+
+    @property
+    def invariant_fraction(self) -> float:
+        return self.fractions.get((0, 1), 0.0)
+
+    def to_dict(self) -> dict:
+        return {
+            "layer": self.layer,
+            "n_features": self.n_features,
+            "mean_square": self.mean_square,
+            "invariant_fraction": self.invariant_fraction,
+            "fractions": {_key(c): f for c, f in self.fractions.items()},
+            "unresolved_fraction": self.unresolved / self.mean_square if self.mean_square > 0 else 0.0,
+            "per_feature_invariant_fraction": (
+                self.per_feature[(0, 1)] / np.maximum(sum(self.per_feature.values()), 1e-300)
+            ).tolist() if self.per_feature else [],
+        }
+
+
+@dataclass
+class RepresentationReport:
+    """Per-layer symmetry content of a model on a set of structures."""
+
+    model: str
+    lmax: int
+    quadrature: str
+    n_structures: int
+    layers: List[LayerContent]
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "lmax": self.lmax,
+            "quadrature": self.quadrature,
+            "n_structures": self.n_structures,
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+    def table(self) -> str:
+        from ase_symdiag.report import format_table
+
+        channels = [(l, s) for l in range(self.lmax + 1) for s in (1, -1)]
+        headers = ["layer", "features", "invariant", "1 - invariant"] + [_key(c) for c in channels if c != (0, 1)] + [f">{self.lmax}"]
+        rows = []
+        for layer in self.layers:
+            fractions = layer.fractions
+            rows.append(
+                [layer.layer, layer.n_features, fractions.get((0, 1), 0.0), 1.0 - fractions.get((0, 1), 0.0)]
+                + [fractions.get(c) for c in channels if c != (0, 1)]
+                + [layer.unresolved / layer.mean_square if layer.mean_square > 0 else 0.0]
+            )
+        return (
+            f"fraction of each layer's mean square feature in each O(3) channel (lambda, parity); "
+            f"{self.n_structures} structures, quadrature {self.quadrature}\n" + format_table(headers, rows)
+        )
+
+
+class LayerAccumulator:
+    """Sums channel powers of per-point features over structures (or events).
+
+    ``add(name, values)`` takes the features of one structure under every operation of
+    the quadrature, (K, M, d) for M atoms/points/patches and d channels; powers are
+    summed over the M samples and averaged over the structures added.
+    """
+
+    def __init__(self, quadrature: O3Quadrature, lmax: int) -> None:
+        self.quadrature = quadrature
+        self.lmax = lmax
+        self._power: Dict[str, Dict[Channel, np.ndarray]] = {}
+        self._square: Dict[str, np.ndarray] = {}
+        self._count: Dict[str, int] = {}
+
+    def add(self, name: str, values: np.ndarray) -> None:
+        values = values.reshape(values.shape[0], values.shape[1], -1)
+        powers = channel_powers(values, self.quadrature, self.lmax)  # {(l,s): (M, d)}
+        w = self.quadrature.weights.reshape(-1, 1, 1)
+        square = np.sum(w * values**2, axis=0).sum(axis=0)  # (d,)
+        per_channel = {c: p.sum(axis=0) for c, p in powers.items()}
+        if name not in self._power:
+            self._power[name], self._square[name], self._count[name] = per_channel, square, 0
+        else:
+            self._power[name] = {c: self._power[name][c] + per_channel[c] for c in per_channel}
+            self._square[name] = self._square[name] + square
+        self._count[name] += 1
+
+    def contents(self) -> List[LayerContent]:
+        out = []
+        for name, acc in self._power.items():
+            n = self._count[name]
+            per_feature = {c: v / n for c, v in acc.items()}
+            square = self._square[name] / n
+            power = {c: float(v.sum()) for c, v in per_feature.items()}
+            mean_square = float(square.sum())
+            out.append(
+                LayerContent(
+                    layer=name,
+                    n_features=int(square.shape[0]),
+                    mean_square=mean_square,
+                    power=power,
+                    unresolved=max(mean_square - sum(power.values()), 0.0),
+                    per_feature=per_feature,
+                )
+            )
+        return out
+
+
+def representation_content(
+    model,
+    structures: Sequence[Structure],
+    *,
+    layers: Optional[Sequence[str]] = None,
+    lmax: int = 3,
+    quadrature: Optional[O3Quadrature] = None,
+    batch_size: int = 16,
+    progress=None,
+) -> RepresentationReport:
+    """Character-project every requested feature output of ``model`` on ``structures``."""
+    handle = model if isinstance(model, ModelHandle) else ModelHandle.load(model)
+    available = feature_outputs(handle)
+    if layers is None or len(layers) == 0:
+        layers = available
+    else:
+        resolved = []
+        for layer in layers:
+            matches = [n for n in available if n == layer or n.endswith(layer)]
+            if not matches:
+                raise ModelError(f"{handle.source}: no feature output '{layer}'; available: {available}")
+            resolved += [m for m in matches if m not in resolved]
+        layers = resolved
+    if not layers:
+        raise ModelError(f"{handle.source}: the model exposes no per-atom feature outputs")
+    if quadrature is None:
+        quadrature = smallest_exact_quadrature(2 * lmax)
+    elif quadrature.degree < 2 * lmax:
+        raise ValueError(f"quadrature '{quadrature.name}' is exact to degree {quadrature.degree}, lmax={lmax} needs {2 * lmax}")
+
+    accumulator = LayerAccumulator(quadrature, lmax)
+    for structure in structures:
+        prediction = evaluate(
+            handle, structure, quadrature.rotations, forces=False, stress=False,
+            features=layers, batch_size=batch_size, progress=progress,
+        )
+        for name in layers:
+            accumulator.add(name, prediction.features[name])
+    return RepresentationReport(handle.source, lmax, quadrature.name, len(structures), accumulator.contents())
+
+
+def plot_representations(reports: Dict[str, RepresentationReport], path: str) -> None:
+    """Heat map(s): layers x channels, colour = fraction of the mean square (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    from ase_symdiag.report import atomic_savefig
+
+    n_layers = max(len(r.layers) for r in reports.values())
+    fig, axes = plt.subplots(
+        1, len(reports), figsize=(3.6 * len(reports) + 1.2, 1.6 + 0.45 * n_layers),
+        squeeze=False, constrained_layout=True,
+    )
+    image = None
+    for ax, (title, report) in zip(axes[0], reports.items()):
+        channels = [(l, s) for l in range(report.lmax + 1) for s in (1, -1)]
+        data = np.array([[max(layer.fractions.get(c, 0.0), 1e-16) for c in channels] for layer in report.layers])
+        image = ax.imshow(data, norm=LogNorm(vmin=1e-8, vmax=1.0), cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(channels)), [_key(c) for c in channels])
+        ax.set_yticks(range(len(report.layers)), [layer.layer.split("::")[-1] for layer in report.layers])
+        ax.set_xlabel("(lambda, parity)")
+        ax.set_title(title, fontsize=9)
+        for i, layer in enumerate(report.layers):
+            ax.text(0, i, f"{layer.invariant_fraction:.3f}", ha="center", va="center", color="w", fontsize=7)
+    fig.colorbar(image, ax=axes[0].tolist(), label="fraction of <|h|^2>")
+    atomic_savefig(fig, path)
+    plt.close(fig)

@@ -1,0 +1,185 @@
+"""Symmetrized inference: averaging back-rotated predictions over an O(3) quadrature.
+
+For a structure x, an output y with representation rho and a quadrature
+{(R_k, w_k)}, the back-rotated prediction ``g(R) = rho(R)^-1 y(Rx)`` (energy: E(Rx);
+forces: F(Rx) R; stress: R^T S(Rx) R) is averaged, ``<g> = sum_k w_k g(R_k)``, and its
+spread ``std = sqrt(sum_k w_k |g(R_k) - <g>|^2)`` is the rotational uncertainty. A
+quadrature exact to degree L removes every symmetry-breaking component with
+1 <= lambda <= L from the average (METHODS.md sections 2-3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+
+from ase_symdiag.errors import UsageError
+
+from ase_symdiag.backends.metatomic.evaluation import Predictions
+from ase_symdiag.backends.metatomic.model import ModelHandle
+from ase_symdiag.o3.quadrature import O3Quadrature
+from ase_symdiag.structures import Structure
+from ase_symdiag.o3.transforms import back_rotate_tensors, back_rotate_vectors
+
+
+def back_rotated(predictions: Predictions, rotations: np.ndarray) -> Dict[str, np.ndarray]:
+    """``g(R_k)`` for every output present: ``{name: (K, ...)}`` in the original frame."""
+    out = {"energy": predictions.energy}
+    if predictions.energies is not None:
+        out["energies"] = predictions.energies
+    if predictions.forces is not None:
+        out["forces"] = back_rotate_vectors(predictions.forces, rotations)
+    if predictions.stress is not None:
+        out["stress"] = back_rotate_tensors(predictions.stress, rotations)
+    if predictions.direct_forces is not None:
+        out["direct_forces"] = back_rotate_vectors(predictions.direct_forces, rotations)
+    if predictions.direct_stress is not None:
+        out["direct_stress"] = back_rotate_tensors(predictions.direct_stress, rotations)
+    if getattr(predictions, "energy_uncertainty", None) is not None:
+        out["energy_uncertainty"] = predictions.energy_uncertainty
+    return out
+
+
+def weighted_mean_std(values: np.ndarray, weights: np.ndarray):
+    """Mean and std over the first axis with weights summing to 1.
+
+    Lebedev orders 13, 25 and 27 have negative weights, so the weighted variance can
+    come out slightly negative: it is clamped at zero.
+    """
+    w = weights.reshape((-1,) + (1,) * (values.ndim - 1))
+    mean = np.sum(w * values, axis=0)
+    variance = np.sum(w * (values - mean) ** 2, axis=0)
+    return mean, np.sqrt(np.clip(variance, 0.0, None))
+
+
+@dataclass
+class SymmetrizedPrediction:
+    """Quadrature averages (``mean``) and rotational spreads (``std``) of each output.
+
+    Keys: ``energy`` (eV), ``energies`` (N,), ``forces`` (N, 3) eV/Å, ``stress``
+    (3, 3) eV/Å^3, and ``direct_forces``/``direct_stress`` when requested; ``std``
+    also has ``stress:voigt`` (and ``direct_stress:voigt``), the spread of the six
+    Voigt components. ``samples`` keeps the back-rotated values ``g(R_k)``,
+    (K, ...), for spectra; it is empty when computed with ``keep_samples=False``.
+    """
+
+    mean: Dict[str, np.ndarray]
+    std: Dict[str, np.ndarray]
+    quadrature: O3Quadrature
+    samples: Dict[str, np.ndarray]
+
+
+class _RunningMoments:
+    """Weighted mean and spread accumulated chunk by chunk.
+
+    Sums are taken about the first sample ``g_0`` (``S1 = sum w (g - g_0)``,
+    ``S2 = sum w (g - g_0)^2``), so ``mean = g_0 + S1`` and ``var = S2 - S1^2`` lose
+    only the precision of the spread, not of the magnitude (weights sum to 1).
+    """
+
+    def __init__(self) -> None:
+        self.shift: Dict[str, np.ndarray] = {}
+        self.first: Dict[str, np.ndarray] = {}
+        self.second: Dict[str, np.ndarray] = {}
+
+    def add(self, name: str, values: np.ndarray, weights: np.ndarray) -> None:
+        if name not in self.shift:
+            self.shift[name] = values[0].copy()
+            self.first[name] = np.zeros_like(values[0])
+            self.second[name] = np.zeros_like(values[0])
+        delta = values - self.shift[name]
+        w = weights.reshape((-1,) + (1,) * (values.ndim - 1))
+        self.first[name] += np.sum(w * delta, axis=0)
+        self.second[name] += np.sum(w * delta * delta, axis=0)
+
+    def result(self):
+        mean, std = {}, {}
+        for name, shift in self.shift.items():
+            first = self.first[name]
+            mean[name] = shift + first
+            std[name] = np.sqrt(np.clip(self.second[name] - first * first, 0.0, None))
+        return mean, std
+
+
+def symmetrized_prediction(
+    handle: ModelHandle,
+    structure: Structure,
+    quadrature: O3Quadrature,
+    *,
+    forces: bool = True,
+    stress: bool = True,
+    energies: bool = False,
+    direct: bool = False,
+    batch_size: Optional[int] = 16,
+    chunk_atoms: Optional[int] = None,
+    keep_samples: bool = True,
+    progress=None,
+    inputs=None,
+    uncertainty: bool = False,
+) -> SymmetrizedPrediction:
+    """Evaluate all operations of ``quadrature`` chunk by chunk and average them.
+
+    With ``keep_samples=False`` every chunk is back-rotated and folded into running
+    weighted sums, then dropped: peak memory is that of one chunk
+    (:func:`~ase_symdiag.backends.metatomic.evaluation.chunk_size` copies), independent of
+    the number of operations. ``keep_samples=True`` also returns every ``g(R_k)``
+    (spectra). ``inputs``/``uncertainty``: see
+    :func:`~ase_symdiag.backends.metatomic.evaluation.evaluate`.
+    """
+    from ase_symdiag.backends.metatomic.evaluation import evaluate_chunks
+    from ase_symdiag.o3.transforms import voigt_from_tensor
+
+    moments = _RunningMoments()
+    kept: Dict[str, list] = {}
+    rotations = np.asarray(quadrature.rotations)
+    weights = np.asarray(quadrature.weights)
+    for start, stop, chunk in evaluate_chunks(
+        handle, structure, rotations, forces=forces, stress=stress, energies=energies, direct=direct,
+        batch_size=batch_size, chunk_atoms=chunk_atoms, progress=progress, inputs=inputs,
+        uncertainty=uncertainty,
+    ):
+        predictions = Predictions(**{name: chunk.get(name) for name in _PREDICTION_FIELDS})
+        values = back_rotated(predictions, rotations[start:stop])
+        for name in ("stress", "direct_stress"):
+            if name in values:
+                values[name + ":voigt"] = voigt_from_tensor(values[name])
+        for name, value in values.items():
+            moments.add(name, value, weights[start:stop])
+            if keep_samples and not name.endswith(":voigt"):
+                kept.setdefault(name, []).append(value)
+    mean, std = moments.result()
+    for name in [n for n in mean if n.endswith(":voigt")]:
+        del mean[name]
+    samples = {name: np.concatenate(parts) for name, parts in kept.items()}
+    return SymmetrizedPrediction(mean=mean, std=std, quadrature=quadrature, samples=samples)
+
+
+_PREDICTION_FIELDS = ("energy", "forces", "stress", "energies", "direct_forces", "direct_stress", "energy_uncertainty")
+
+
+def resolve_quadrature(spec) -> Optional[O3Quadrature]:
+    """Turn a user's ``symmetrize=`` value into a quadrature.
+
+    ``None``/``False``: no averaging. An int L: the smallest quadrature exact to degree
+    L (with inversion). A string: a printed quadrature name, see
+    :func:`ase_symdiag.o3.quadrature.quadrature_from_name` (``"Oh"``, ``"O"``,
+    ``"O:proper"``, ``"lebedev:3"``, ``"grid:3"``, ``"3"``). An :class:`O3Quadrature`
+    is used as is.
+    """
+    from ase_symdiag.o3 import quadrature as q
+
+    if spec is None or spec is False:
+        return None
+    if isinstance(spec, O3Quadrature):
+        return spec
+    if isinstance(spec, bool):
+        raise UsageError("symmetrize=True is ambiguous: give a degree, e.g. symmetrize=3")
+    if isinstance(spec, (int, np.integer)):
+        if spec < 0:
+            raise UsageError(f"symmetrize={int(spec)}: the degree must be >= 0")
+        return q.quadrature_from_name(str(int(spec)))
+    if isinstance(spec, str):
+        return q.quadrature_from_name(spec)
+    raise UsageError(f"symmetrize={spec!r}: give a degree, a quadrature name (e.g. 'Oh', 'lebedev:3') or an O3Quadrature")

@@ -1,0 +1,116 @@
+"""ase-symdiag command line: tables, JSON, exit codes, short errors."""
+
+import json
+
+import ase.io
+import pytest
+
+from ase_symdiag.cli.main import main
+
+
+@pytest.fixture
+def structures_file(tmp_path, crystal, cluster):
+    path = tmp_path / "structures.extxyz"
+    ase.io.write(path, [crystal, cluster])
+    return str(path)
+
+
+def test_check_prints_table_and_writes_json(broken_model, structures_file, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    code = main(["check", broken_model, structures_file, "-n", "3", "--json", str(out), "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "dF rms eV/A" in printed and "0:Cu32" in printed and "1:Cu13" in printed
+    data = json.loads(out.read_text())
+    assert data["n_operations"] == 3 and data["passed"] is True
+    assert len(data["structures"]) == 2
+    assert data["summary"]["force_relative"] > 1e-4
+
+
+def test_threshold_gates_the_run(broken_model, equivariant_model, structures_file, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    args = [structures_file, "-n", "2", "--max-relative-force-error", "1e-8", "-q"]
+    assert main(["check", equivariant_model, *args]) == 0
+    assert main(["check", broken_model, *args, "--json", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED: relative force error" in err and "exceeds --max-relative-force-error 1e-08" in err
+    data = json.loads(out.read_text())
+    assert data["passed"] is False and data["thresholds"] == {"force_relative": 1e-8}
+
+
+def test_errors_are_one_line(tmp_path, structures_file, capsys):
+    assert main(["check", str(tmp_path / "missing.pt"), structures_file]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"ase-symdiag check: error: model file '{tmp_path / 'missing.pt'}' does not exist"
+
+
+def test_unreadable_structures(equivariant_model, tmp_path, capsys):
+    bad = tmp_path / "bad.extxyz"
+    bad.write_text("not\na structure\n")
+    assert main(["check", equivariant_model, str(bad)]) == 2
+    assert "could not read structures" in capsys.readouterr().err
+
+
+def test_traceback_flag_reraises(tmp_path, structures_file):
+    from ase_symdiag import ModelError
+
+    with pytest.raises(ModelError):
+        main(["--traceback", "check", str(tmp_path / "missing.pt"), structures_file])
+
+
+def test_reference_model_command(tmp_path, structures_file, capsys):
+    path = tmp_path / "planted.pt"
+    assert main(["reference-model", str(path), "--quadrupole", "0.02"]) == 0
+    assert main(["check", str(path), structures_file, "-n", "2", "--max-energy-error", "1e-6", "-q"]) == 1
+
+
+def test_subcommand_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--help"])
+    assert info.value.code == 0
+    assert "--max-force-error" in capsys.readouterr().out
+
+
+def test_spectrum_command(broken_model, structures_file, tmp_path, capsys):
+    out, plot = tmp_path / "spectrum.json", tmp_path / "spectrum.png"
+    code = main(["spectrum", broken_model, structures_file, "--lmax", "2", "--json", str(out), "--plot", str(plot), "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "2+" in printed and "forces" in printed
+    data = json.loads(out.read_text())
+    forces = data["spectra"][0]["outputs"]["forces"]
+    assert max(forces["power"], key=forces["power"].get) == "0+"  # the symmetrized part
+    breaking = {k: v for k, v in forces["power"].items() if k != "0+"}
+    assert max(breaking, key=breaking.get) == "2+"
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_symmetrize_command_chooses_and_exports(broken_model, structures_file, tmp_path, capsys):
+    exported, out = tmp_path / "sym.pt", tmp_path / "choice.json"
+    code = main(["symmetrize", broken_model, structures_file, "--lmax", "2", "--export", str(exported), "--json", str(out), "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "chosen: 'Th' (24 operations" in printed and "3.5x fewer" in printed
+    data = json.loads(out.read_text())
+    assert data["choice"]["operations"] == 24
+    assert exported.exists()
+
+
+def test_symmetrize_bad_quadrature(broken_model, structures_file, capsys):
+    assert main(["symmetrize", broken_model, structures_file, "--quadrature", "nonsense", "-q"]) == 2
+    assert "unknown quadrature 'nonsense'" in capsys.readouterr().err
+
+
+def test_representations_command(tmp_path, structures_file, capsys):
+    from ase_symdiag.reference.analytic import export_pair_potential
+
+    model = tmp_path / "features.pt"
+    export_pair_potential(model, features=True)
+    out, plot = tmp_path / "layers.json", tmp_path / "layers.png"
+    code = main(["representations", str(model), structures_file, "--lmax", "2", "--json", str(out), "--plot", str(plot), "-q"])
+    assert code == 0
+    assert "mtt::features::planted" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    fractions = data[str(model)]["layers"][0]["per_feature_invariant_fraction"]
+    assert fractions[0] == pytest.approx(1.0, abs=1e-12) and fractions[1] < 1e-12
+    assert plot.read_bytes()[:4] == b"\x89PNG"
