@@ -161,7 +161,7 @@ def exports(broken_model, tmp_path_factory):
     assert main(["symmetrize", broken_model, str(folder / "crystal.extxyz"), "--lmax", "2",
                  "--tolerance", "0.001", "--export", str(folder / "adaptive.pt")]) == 0
     paths["adaptive"] = str(folder / "adaptive.pt")
-    assert "T+i" in _load(paths["adaptive"]).metadata().name  # the planted lambda = 2 needs T_h
+    assert "Th" in _load(paths["adaptive"]).metadata().name  # the planted lambda = 2 needs T_h
     export_symmetrized(broken_model, "T", folder / "symmetrized-nc.pt", non_conservative=True)
     paths["symmetrized-nc"] = str(folder / "symmetrized-nc.pt")
     export_corrected(broken_model, folder / "corrected.pt")
