@@ -1,10 +1,10 @@
 """Side-by-side comparison of a model's variants: raw, corrected, symmetrized.
 
 For each variant (a :class:`~ase_symdiag.SymDiagCalculator` with ``corrections=`` and/or
-``symmetrize=``): the output equivariance errors (METHODS.md section 1, through the
+``symmetrize=``): the output equivariance errors (docs/methods.md §1, through the
 general ASE path, one call per operation), the accuracy against the reference
 energies and forces the structures carry (if any), averaged over the same
-orientations (the bias-variance identity of METHODS.md 5c: averaging lowers the
+orientations (the bias-variance identity of docs/methods.md §2: averaging lowers the
 orientation-averaged error by the group variance), the number of model evaluations
 per step and the measured wall time per step.
 """
