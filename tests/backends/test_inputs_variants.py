@@ -20,7 +20,8 @@ from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import AtomisticModel, ModelCapabilities, ModelMetadata, ModelOutput, System
 
 from ase_symdiag import ModelError, StructureError, SymDiagCalculator
-from ase_symdiag.backends.metatomic.evaluation import evaluate, input_arrays
+from ase_symdiag.backends.metatomic.evaluation import evaluate
+from ase_symdiag.backends.metatomic.inputs import input_arrays
 from ase_symdiag.backends.metatomic.model import ModelHandle
 from ase_symdiag.cli.main import main
 from ase_symdiag.o3.operations import haar_rotations

@@ -240,9 +240,9 @@ class ModelHandle:
 
 def _requested_inputs(model, source: str) -> dict:
     """``{name: ModelOutput}`` of the inputs the model asks for (metatomic >= 0.1.19
-    names), checked against what :func:`ase_symdiag.backends.metatomic.evaluation.input_arrays`
+    names), checked against what :func:`ase_symdiag.backends.metatomic.inputs.input_arrays`
     can provide."""
-    from ase_symdiag.backends.metatomic.evaluation import check_input
+    from ase_symdiag.backends.metatomic.inputs import check_input
 
     method = getattr(model, "requested_inputs", None)
     if method is None:  # pragma: no cover - older metatomic
