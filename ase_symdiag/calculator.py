@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import List, Literal, Optional, Sequence, Union
 
 import numpy as np
@@ -53,6 +54,18 @@ class SymDiagCalculator(Calculator):
 
     Everything is computed at once and cached by ASE's ``check_state`` until the
     atoms change.
+
+    Keyword arguments are exactly those above, plus ASE's ``label``, ``atoms`` and
+    ``directory``; any other (a typo such as ``symmetrise=3``) is a ``TypeError``, and
+    so is ``set()`` of any parameter: a calculator's model and averaging are fixed
+    when it is made (make a new one instead).
+
+    Threads: one calculator may be shared between threads. ``calculate`` and every
+    ``get_property`` (``atoms.get_forces()``, ...) hold one lock, so concurrent calls
+    are *serialized* (they do not run in parallel) and each returns the results of
+    its own atoms. ASE keeps one ``atoms``/``results`` cache per calculator, so
+    threads working on different structures recompute on every switch: give each
+    thread its own calculator for speed.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -71,7 +84,9 @@ class SymDiagCalculator(Calculator):
         corrections: Sequence = (),
         variant: Optional[str] = None,
         extensions_directory: Optional[str] = None,
-        **kwargs,
+        label: Optional[str] = None,
+        atoms=None,
+        directory: str = ".",
     ) -> None:
         from ase_symdiag.corrections.registry import resolve_corrections
         from ase_symdiag.metrics.symmetrize import resolve_quadrature
@@ -80,7 +95,8 @@ class SymDiagCalculator(Calculator):
             raise ValueError(
                 f"non_conservative must be True, False, 'forces' or 'stress', got {non_conservative!r}"
             )
-        super().__init__(**kwargs)
+        self._lock = threading.RLock()
+        super().__init__(label=label, atoms=None, directory=directory)
         self.handle = model if isinstance(model, ModelHandle) else ModelHandle.load(
             model, device=device, dtype=dtype, variant=variant, extensions_directory=extensions_directory
         )
@@ -116,6 +132,42 @@ class SymDiagCalculator(Calculator):
         self.corrections = resolve_corrections(corrections)
         if self.corrections:
             self.parameters["corrections"] = [getattr(c, "name", repr(c)) for c in self.corrections]
+        if atoms is not None:
+            atoms.calc = self
+
+    def set(self, **kwargs) -> dict:
+        """Refuse to change parameters after construction (``TypeError``): ASE's
+        ``set`` would store any key, typos included, and change nothing."""
+        if kwargs:
+            raise TypeError(
+                f"SymDiagCalculator parameters are fixed when it is made; got set({', '.join(sorted(kwargs))}=...): "
+                "make a new calculator"
+            )
+        return {}
+
+    @property
+    def plain(self) -> bool:
+        """True when the results are the bare model's conservative outputs (no
+        averaging, no corrections, no direct heads): the batched check measures them."""
+        return self.quadrature is None and not self.corrections and not (self._direct_forces or self._direct_stress)
+
+    @property
+    def description(self) -> str:
+        """The model and what is done to its outputs, e.g. ``m.pt [symmetrize=O; corrections=net_force]``."""
+        parts = []
+        if self.quadrature is not None:
+            parts.append(f"symmetrize={self.quadrature.name}")
+        if self.corrections:
+            parts.append("corrections=" + "+".join(self.parameters["corrections"]))
+        if self._direct_forces or self._direct_stress:
+            parts.append(f"non_conservative={self.parameters['non_conservative']}")
+        return self.handle.source + (f" [{'; '.join(parts)}]" if parts else "")
+
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        """ASE's ``get_property`` under the calculator's lock (state check, calculation
+        and the read of ``results`` happen together)."""
+        with self._lock:
+            return super().get_property(name, atoms, allow_calculation)
 
     def calculate(
         self,
@@ -123,6 +175,10 @@ class SymDiagCalculator(Calculator):
         properties: List[str] = ("energy",),
         system_changes: List[str] = all_changes,
     ) -> None:
+        with self._lock:
+            self._calculate(atoms, properties, system_changes)
+
+    def _calculate(self, atoms, properties, system_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         structure = from_atoms(self.atoms)
         if "stress" in properties and not structure.periodic:
@@ -174,15 +230,45 @@ class SymDiagCalculator(Calculator):
         if "energy_uncertainty" in mean:  # the model's own uncertainty output, eV
             self.results["energy_uncertainty"] = float(mean["energy_uncertainty"])
 
-    def check_equivariance(self, structures=None, **kwargs):
-        """Run :func:`ase_symdiag.check_equivariance` with this calculator's model.
+    def check_equivariance(
+        self,
+        structures=None,
+        *,
+        n_rotations: int = 8,
+        seed: Optional[int] = 0,
+        rotations=None,
+        improper: bool = True,
+        direct: bool = True,
+        batch_size: int = 16,
+        progress: bool = False,
+    ):
+        """The equivariance check of what this calculator returns.
 
-        ``structures`` defaults to the calculator's current atoms.
+        ``structures`` (Atoms or a list; default: the calculator's current atoms).
+        A plain calculator (no averaging, corrections or direct heads) is checked by
+        the batched :func:`ase_symdiag.check_equivariance` of its model (``direct``:
+        the model's direct heads too); otherwise every rotated copy goes through this
+        calculator (:func:`ase_symdiag.backends.ase.calculator_equivariance`), so the
+        averaged or corrected outputs are what is measured. Same operations as
+        ``check_equivariance`` for the same ``n_rotations``, ``seed``, ``rotations``.
         """
-        from ase_symdiag.metrics.equivariance import check_equivariance
+        from ase_symdiag.metrics.equivariance import check_equivariance, check_operations
 
         if structures is None:
             if self.atoms is None:
                 raise ValueError("no structures given and the calculator has no atoms yet")
-            structures = self.atoms
-        return check_equivariance(self.handle, structures, **kwargs)
+            structures = self.atoms.copy()
+        if self.plain:
+            return check_equivariance(
+                self.handle, structures, n_rotations=n_rotations, seed=seed, rotations=rotations,
+                improper=improper, direct=direct, batch_size=batch_size, progress=progress,
+            )
+        from ase_symdiag.backends.ase import calculator_equivariance
+
+        items = [structures] if hasattr(structures, "get_positions") else list(structures)
+        labelled = [(f"{i}:{a.info.get('name') or a.get_chemical_formula()}", a) for i, a in enumerate(items)]
+        operations = check_operations(n_rotations, seed, rotations, improper)
+        report, _ = calculator_equivariance(
+            self, labelled, operations, seed=seed, dtype=self.parameters["dtype"], device=self.parameters["device"]
+        )
+        return report

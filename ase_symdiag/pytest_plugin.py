@@ -82,7 +82,8 @@ def symdiag_tolerances():
     """Equivariance tolerances per dtype: ``{"float64": {...}, "float32": {...}}``.
 
     Each holds ``"energy"`` (eV/atom, on max |dE|/N), ``"force"`` (eV/Å, on the
-    largest over operations of the RMS force error), ``"relative_force"`` and
+    largest over operations of the RMS force error per component, over atoms and
+    x, y, z), ``"relative_force"`` (that over max(RMS force component, 1 meV/Å)) and
     ``"stress"`` (eV/Å^3, Frobenius). They are the rounding noise floor of an exactly
     equivariant model, :func:`ase_symdiag.testing.noise_floor`: with the unit
     roundoff u (2^-24 ~ 6.0e-8 in float32, 2^-53 ~ 1.1e-16 in float64), rounding

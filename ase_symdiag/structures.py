@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,6 +18,13 @@ from ase_symdiag.errors import StructureError
 
 #: a periodic cell whose volume (or area, for 2D periodicity) is below this is degenerate
 MIN_CELL_MEASURE = 1e-6
+
+#: Å: two atoms (or an atom and a periodic image of any atom, itself included) closer
+#: than this are coincident. No potential is defined there: pair directions d/|d| are
+#: 0/0, and models return NaN, or 0 on one call and NaN on the next. The shortest real
+#: bond (H2, 0.74 Å) is ~1000x longer, so only duplicated atoms (a file written twice,
+#: an atom wrapped onto its own image) are refused, never a compressed structure.
+MIN_DISTANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,8 @@ def from_atoms(atoms, label: str = "") -> Structure:
     """Validate an :class:`ase.Atoms` and convert it to a :class:`Structure`.
 
     Raises :class:`StructureError` for an empty structure, non-finite positions or
-    cell, or a degenerate cell along a periodic direction.
+    cell, a degenerate cell along a periodic direction, or coincident atoms (closer
+    than :data:`MIN_DISTANCE`, periodic images included).
     """
     name = label or atoms.get_chemical_formula() or "structure"
     if len(atoms) == 0:
@@ -76,7 +84,75 @@ def from_atoms(atoms, label: str = "") -> Structure:
                 f"(pbc={pbc.tolist()}, {kind} {measure:.3g}); give non-zero, linearly "
                 "independent lattice vectors or switch periodicity off"
             )
+    pair = coincident_pair(positions, cell, pbc)
+    if pair is not None:
+        i, j, distance, across = pair
+        what = (
+            f"atom {i} is {distance:.3g} Å from its own periodic image"
+            if i == j
+            else f"atoms {i} and {j} are {distance:.3g} Å apart" + (" (periodic images)" if across else "")
+        )
+        raise StructureError(
+            f"{name}: {what}; atoms closer than {MIN_DISTANCE:g} Å are coincident (a duplicated "
+            "atom?) and no potential is defined there"
+        )
     return Structure(np.array(atoms.numbers, dtype=np.int64), positions, cell, pbc, label=name)
+
+
+def coincident_pair(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float = MIN_DISTANCE
+) -> Optional[Tuple[int, int, float, bool]]:
+    """A pair ``(i, j, distance in Å, across a periodic boundary)`` of atoms closer
+    than ``cutoff`` (the lowest indices), or None.
+
+    ``positions`` (N, 3), ``cell`` (3, 3) rows (zero rows along non-periodic
+    directions), ``pbc`` (3,). Along periodic directions distances are minimum-image:
+    positions are wrapped into the cell and the atoms within ``cutoff`` of a face also
+    get their image across it, so ``i == j`` means an atom within ``cutoff`` of its own
+    image (a lattice spacing below ``cutoff``).
+    """
+    from scipy.spatial import cKDTree
+
+    n = len(positions)
+    points, owner = positions, np.arange(n)
+    if pbc.any():
+        basis = cell.copy()
+        # non-periodic rows: an orthonormal complement, so fractional coordinates exist
+        periodic_rows = cell[pbc]
+        _, _, vt = np.linalg.svd(periodic_rows)
+        complement = vt[len(periodic_rows):]
+        basis[~pbc] = complement
+        inverse = np.linalg.inv(basis)
+        fractional = positions @ inverse
+        fractional[:, pbc] -= np.floor(fractional[:, pbc])
+        # fractional distance of ``cutoff`` across each lattice plane: cutoff |b_k|
+        margin = cutoff * np.linalg.norm(inverse, axis=0)
+        shifts = [np.zeros(3)]
+        for k in np.nonzero(pbc)[0]:
+            shifts = [s + d * np.eye(3)[k] for s in shifts for d in (-1.0, 0.0, 1.0)]
+        images, image_owner = [fractional @ basis], [np.arange(n)]
+        for shift in shifts:
+            if not shift.any():
+                continue
+            # an atom near the face the shift points away from gets the image across it
+            near = np.ones(n, dtype=bool)
+            for k in np.nonzero(shift)[0]:
+                near &= fractional[:, k] < margin[k] if shift[k] > 0 else fractional[:, k] > 1.0 - margin[k]
+            if near.any():
+                images.append((fractional[near] + shift) @ basis)
+                image_owner.append(np.nonzero(near)[0])
+        points, owner = np.concatenate(images), np.concatenate(image_owner)
+    pairs = cKDTree(points).query_pairs(cutoff, output_type="ndarray")
+    if len(pairs) == 0:
+        return None
+    # keep pairs with an original atom; an image-image pair repeats an original one
+    pairs = pairs[(pairs[:, 0] < n) | (pairs[:, 1] < n)]
+    if len(pairs) == 0:
+        return None
+    a, b = pairs[np.lexsort((owner[pairs[:, 1]], owner[pairs[:, 0]]))][0]
+    i, j = sorted((int(owner[a]), int(owner[b])))
+    distance = float(np.linalg.norm(points[a] - points[b]))
+    return i, j, distance, bool(a >= n or b >= n)
 
 
 def from_atoms_list(images: Sequence, labels: Sequence[str] | None = None) -> list[Structure]:

@@ -11,9 +11,11 @@
 section 1 (the same definitions as :func:`ase_symdiag.check_equivariance`, through
 :func:`ase_symdiag.metrics.equivariance.structure_errors`) and raises an ``AssertionError``
 with a small table when one exceeds its tolerance. It accepts any ASE calculator
-(evaluated one rotated copy at a time), a :class:`~ase_symdiag.SymDiagCalculator`,
-a metatomic model file, an ``AtomisticModel`` or a
-:class:`~ase_symdiag.ModelHandle` (evaluated batched by ``check_equivariance``).
+(evaluated one rotated copy at a time, as is a :class:`~ase_symdiag.SymDiagCalculator`
+that averages, corrects or uses direct heads: what it returns is what is tested),
+a plain :class:`~ase_symdiag.SymDiagCalculator`, a metatomic model file, an
+``AtomisticModel`` or a :class:`~ase_symdiag.ModelHandle` (evaluated batched by
+``check_equivariance``).
 
 Default tolerances are the floating-point noise floors derived in
 :data:`TOLERANCES` (see :func:`noise_floor`).
@@ -28,10 +30,11 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from ase_symdiag.metrics.equivariance import EquivarianceReport, calculator_equivariance, check_equivariance
+from ase_symdiag.backends.ase import calculator_equivariance
 from ase_symdiag.backends.metatomic.model import ModelHandle
+from ase_symdiag.metrics.equivariance import EquivarianceReport, check_equivariance, check_operations
 from ase_symdiag.o3.irreps import invariant_counts
-from ase_symdiag.o3.operations import haar_rotations, validate_rotations
+from ase_symdiag.o3.operations import validate_rotations
 from ase_symdiag.report import format_table
 from ase_symdiag.structures import from_atoms
 
@@ -151,11 +154,16 @@ def _handle_of(model, dtype):
 
 
 def _is_model(model) -> bool:
+    """True for what the batched check evaluates exactly as given: a model (path,
+    module, handle) or a *plain* SymDiagCalculator. A SymDiagCalculator that averages,
+    corrects or returns direct forces is a calculator: its own outputs are tested."""
     import torch
 
     from ase_symdiag.calculator import SymDiagCalculator
 
-    return isinstance(model, (SymDiagCalculator, ModelHandle, str, pathlib.PurePath, torch.nn.Module))
+    if isinstance(model, SymDiagCalculator):
+        return model.plain
+    return isinstance(model, (ModelHandle, str, pathlib.PurePath, torch.nn.Module))
 
 
 # --------------------------------------------------------------------------------------
@@ -191,10 +199,9 @@ def _checks(report: EquivarianceReport, tol: Dict[str, float], relative: bool) -
         for name, vector in (("forces", r.forces), ("direct forces", r.direct_forces)):
             if vector is None:
                 continue
-            per_op = np.asarray(vector.per_operation_rms)
-            if relative:
-                scale = vector.reference_rms
-                per_op = per_op / scale if scale > 0 else np.where(per_op > 0, np.inf, 0.0)
+            per_op = np.asarray(vector.per_operation_rms_per_component)
+            if relative:  # over max(RMS force component, RELATIVE_FORCE_FLOOR), as the report
+                per_op = per_op / vector.relative_denominator
             k = int(np.argmax(per_op))
             checks.append(_Check(name, i, k, float(per_op[k]), tol["force"]))
         for name, tensor in (("stress", r.stress), ("direct stress", r.direct_stress)):
@@ -223,8 +230,8 @@ def _failure_message(report, checks, tol, relative, worst_atom) -> str:
     r = report.structures[worst.structure]
     rotation = report.operations[worst.operation]
     det = float(np.linalg.det(rotation))
-    force_unit = "(rel)" if relative else "eV/A"
-    headers = ["structure", "atoms", "|dE|/N eV/at", f"dF rms {force_unit}", "dS eV/A^3", "status"]
+    force_unit = "/max(F,floor)" if relative else "eV/A"
+    headers = ["structure", "atoms", "|dE|/N eV/at", f"dF rms/comp {force_unit}", "dS eV/A^3", "status"]
     rows = []
     for i, s in enumerate(report.structures):
         mine = {c.quantity: c.measured for c in checks if c.structure == i}
@@ -279,7 +286,9 @@ def assert_equivariant(
     :class:`~ase_symdiag.SymDiagCalculator`, a metatomic ``.pt`` path, an
     ``AtomisticModel`` or a :class:`~ase_symdiag.ModelHandle` (batched through
     :func:`~ase_symdiag.check_equivariance`; ``direct=True`` also checks the model's
-    non-conservative forces/stress when it has them).
+    non-conservative forces/stress when it has them). A SymDiagCalculator with
+    ``symmetrize=``, ``corrections=`` or ``non_conservative=`` is evaluated through its
+    ASE interface like any calculator: its averaged/corrected outputs are tested.
     ``atoms``: an ``ase.Atoms``, a list of them, or a ``{name: Atoms}`` dict.
     Operations: ``n_rotations`` seeded Haar-random ones (every second improper)
     followed by ``rotations``.
@@ -288,9 +297,10 @@ def assert_equivariant(
     defaults to the model's dtype and to float64 for generic ASE calculators):
 
     - ``energy_tol``: eV/atom, on ``max_R |E(Rx) - E(x)| / N``;
-    - ``force_tol``: eV/Å, on the largest over operations of the RMS of
-      ``F(Rx) - F(x) R^T``; with ``relative=True`` on that RMS divided by the RMS
-      force of ``x`` (default: the float floor for an RMS force of 1 eV/Å);
+    - ``force_tol``: eV/Å, on the largest over operations of the RMS (per component,
+      over atoms and x, y, z) of ``F(Rx) - F(x) R^T``; with ``relative=True`` on that
+      RMS divided by ``max(RMS force component of x, RELATIVE_FORCE_FLOOR = 1 meV/Å)``
+      (default: the float floor for an RMS force of 1 eV/Å);
     - ``stress_tol``: eV/Å^3, on ``max_R ||S(Rx) - R S(x) R^T||_F`` (fully periodic
       structures only).
 
@@ -309,12 +319,10 @@ def assert_equivariant(
         )
         dtype = report.dtype
     else:
-        dtype = dtype or "float64"
-        operations = haar_rotations(n_rotations, seed)
-        if rotations is not None:
-            operations = np.concatenate([operations, validate_rotations(rotations)])
-        if len(operations) == 0:
-            raise ValueError("no operations to check: give n_rotations > 0 or rotations")
+        own = getattr(calculator_or_model, "parameters", None) or {}
+        # a SymDiagCalculator's rounding is its model's dtype; other calculators float64
+        dtype = dtype or (own.get("dtype") if own.get("dtype") in TOLERANCES else "float64")
+        operations = check_operations(n_rotations, seed, rotations)
         report, predictions = calculator_equivariance(calculator_or_model, labelled, operations, seed=seed, dtype=dtype)
         handle = None
 

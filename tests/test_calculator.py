@@ -115,3 +115,88 @@ def test_cuda_agrees_with_cpu(equivariant_model, crystal):
     assert gpu.calc.parameters["device"].startswith("cuda")
     np.testing.assert_allclose(gpu.get_forces(), cpu.get_forces(), atol=1e-10)
     np.testing.assert_allclose(gpu.get_stress(), cpu.get_stress(), atol=1e-12)
+
+
+# ---------------------------------------------------------------- keywords, threads, what is checked
+
+
+def test_unknown_keywords_are_type_errors(equivariant_model, crystal):
+    """``symmetrise=3`` (a typo) used to be stored by ASE's ``set`` and ignored."""
+    with pytest.raises(TypeError, match="symmetrise"):
+        SymDiagCalculator(equivariant_model, symmetrise=3)
+    calc = SymDiagCalculator(equivariant_model, label="run", atoms=crystal)
+    assert crystal.calc is calc and calc.label.endswith("run")
+    with pytest.raises(TypeError, match="fixed when it is made"):
+        calc.set(symmetrize=3)
+    assert calc.quadrature is None and calc.set() == {}
+
+
+def test_shared_calculator_serializes_threads(equivariant_model, crystal, cluster, monkeypatch):
+    """Two threads on different structures get their own results (they got each
+    other's: ASE's state check, ``self.atoms``, calculation and read of ``results``
+    interleaved)."""
+    import threading
+    import time
+
+    from ase.calculators.calculator import Calculator
+
+    calc = SymDiagCalculator(equivariant_model)
+    images = [crystal, cluster]
+    expected = []
+    for atoms in images:
+        copy = atoms.copy()
+        copy.calc = calc
+        expected.append((copy.get_potential_energy(), copy.get_forces()))
+
+    original = Calculator.calculate
+
+    def slow(self, *args, **kwargs):  # widen the window between storing self.atoms and using it
+        original(self, *args, **kwargs)
+        time.sleep(0.002)
+
+    monkeypatch.setattr(Calculator, "calculate", slow)
+    barrier = threading.Barrier(2)
+    wrong, errors = [], []
+
+    def work(k: int) -> None:
+        atoms = images[k].copy()
+        atoms.calc = calc
+        barrier.wait()
+        try:
+            for step in range(10):
+                atoms.positions += 0.1 if step % 2 else -0.1  # a translation: same results, recomputed
+                forces, energy = atoms.get_forces(), atoms.get_potential_energy()
+                if forces.shape != expected[k][1].shape or not np.allclose(forces, expected[k][1], atol=1e-10) \
+                        or energy != pytest.approx(expected[k][0], abs=1e-9):
+                    wrong.append(k)
+        except Exception as error:  # noqa: BLE001 (reported below)
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and not wrong
+
+
+def test_check_equivariance_measures_what_the_calculator_returns(broken_model, ethanol):
+    """A corrected calculator's check measured the raw model (identical reports)."""
+    raw = SymDiagCalculator(broken_model)
+    corrected = SymDiagCalculator(broken_model, corrections=["net_force", "net_torque"])
+    reports = [calc.check_equivariance(ethanol, n_rotations=3) for calc in (raw, corrected)]
+    assert reports[0].model == broken_model
+    assert reports[1].model == f"{broken_model} [corrections=net_force+net_torque]"
+    np.testing.assert_array_equal(reports[0].operations, reports[1].operations)
+    raw_errors, corrected_errors = (np.array(r.structures[0].forces.per_operation_rms_per_component) for r in reports)
+    assert raw_errors.min() > 1e-4
+    assert np.all(np.abs(corrected_errors - raw_errors) > 1e-6 * raw_errors)
+    # the corrected forces are what the report saw: its unrotated forces have no net torque
+    atoms = ethanol.copy()
+    atoms.calc = corrected
+    forces = atoms.get_forces()
+    centre = atoms.get_center_of_mass()
+    assert np.abs(np.cross(atoms.positions - centre, forces).sum(axis=0)).max() < 1e-10
+    # averaging over O removes the planted (pure l = 2) term: exact under random operations
+    symmetrized = SymDiagCalculator(broken_model, symmetrize="O").check_equivariance(ethanol, n_rotations=3)
+    assert symmetrized.structures[0].forces.relative < 1e-10 < reports[0].structures[0].forces.relative

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from metatensor.torch import Labels, TensorMap
+from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import AtomisticModel, ModelCapabilities, ModelMetadata, ModelOutput, System
 
 from ase_symdiag import (
@@ -129,3 +129,124 @@ def test_bad_device_and_dtype(equivariant_model):
         SymDiagCalculator(equivariant_model, dtype="float16")
     with pytest.raises(ModelError, match="cannot run on device 'tpu'"):
         SymDiagCalculator(equivariant_model, device="tpu")
+
+
+# ---------------------------------------------------------------- non-finite outputs, coincident atoms
+
+
+class NaNModel(torch.nn.Module):
+    """Energy per system from the positions: ``nan * sum(x)`` (NaN energy and forces) or
+    ``sqrt(0 * sum(x))`` (energy 0, forces 0 * inf = NaN)."""
+
+    def __init__(self, nan_energy: bool):
+        super().__init__()
+        self.nan_energy = nan_energy
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        values = []
+        for system in systems:
+            total = system.positions.sum()
+            values.append(total * float("nan") if self.nan_energy else torch.sqrt(total * 0.0))
+        block = TensorBlock(
+            values=torch.stack(values).reshape(-1, 1),
+            samples=Labels("system", torch.arange(len(systems)).reshape(-1, 1)),
+            components=[],
+            properties=Labels("energy", torch.tensor([[0]])),
+        )
+        return {"energy": TensorMap(Labels("_", torch.tensor([[0]])), [block])}
+
+
+@pytest.fixture(params=["nan_energy", "nan_forces"])
+def nan_model(tmp_path, request):
+    capabilities = ModelCapabilities(
+        outputs={"energy": ModelOutput(unit="eV", sample_kind="system")},
+        atomic_types=[29],
+        interaction_range=0.0,
+        length_unit="angstrom",
+        supported_devices=["cpu"],
+        dtype="float64",
+    )
+    path = tmp_path / f"{request.param}.pt"
+    model = NaNModel(nan_energy=request.param == "nan_energy").eval()
+    AtomisticModel(model, ModelMetadata(), capabilities).save(str(path))
+    return str(path)
+
+
+def test_non_finite_model_output_is_an_error_naming_the_structure(nan_model, crystal, cluster):
+    """Before: NaN errors were dropped by max() and compared false with every limit."""
+    from ase_symdiag.testing import assert_equivariant
+
+    crystal.info["name"] = "fcc"
+    with pytest.raises(ModelEvaluationError, match=r"non-finite values for 0:fcc: .*forces \(NaN") as info:
+        check_equivariance(nan_model, [crystal, cluster], n_rotations=2)
+    _no_torch_internals(str(info.value))
+    with pytest.raises(ModelEvaluationError, match="non-finite"):
+        assert_equivariant(nan_model, crystal, n_rotations=2)
+    crystal.calc = SymDiagCalculator(nan_model)
+    with pytest.raises(ModelEvaluationError, match="non-finite"):
+        crystal.get_forces()
+
+
+def test_non_finite_model_output_exits_2_in_one_line(nan_model, crystal, tmp_path, capsys):
+    import ase.io
+
+    from ase_symdiag.cli.main import main
+
+    path, out = tmp_path / "s.extxyz", tmp_path / "report.json"
+    ase.io.write(path, crystal)
+    assert main(["check", nan_model, str(path), "--max-force-error", "1", "--json", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "returned non-finite values for 0:Cu32" in err
+    assert not out.exists()
+
+
+def test_non_finite_output_of_any_ase_calculator_is_an_error(crystal):
+    """The general ASE path checks the same way (a corrected/symmetrized calculator, ASE's own)."""
+    from ase.calculators.calculator import Calculator, all_changes
+
+    from ase_symdiag.testing import assert_equivariant
+
+    class NaNForces(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            forces = np.zeros((len(self.atoms), 3))
+            forces[7, 1] = np.nan
+            self.results = {"energy": 0.0, "forces": forces}
+
+    with pytest.raises(ModelEvaluationError, match=r"for 0:Cu32: forces \(NaN; evaluation\(s\) \[0, 1, 2\], atoms \[7\]\)"):
+        assert_equivariant(NaNForces(), crystal, n_rotations=2, force_tol=np.inf, energy_tol=np.inf)
+
+
+@pytest.mark.parametrize("case", ["same position", "periodic image", "own image"])
+def test_coincident_atoms_are_a_structure_error(equivariant_model, crystal, case):
+    if case == "same position":
+        atoms = Atoms("Cu3", positions=[[0, 0, 0], [0, 0, 0], [0, 0, 2.5]])
+        message = r"atoms 0 and 1 are 0 Å apart"
+    elif case == "periodic image":
+        atoms = crystal
+        atoms.positions[5] = atoms.positions[0] + atoms.cell[0] - atoms.cell[2] + [2e-4, 0, 0]
+        message = r"atoms 0 and 5 are 0.0002 Å apart"
+    else:
+        atoms = Atoms("Cu", cell=[[5e-4, 0, 0], [0, 3, 0], [0, 0, 3]], pbc=True)
+        message = r"atom 0 is 0.0005 Å from its own periodic image"
+    with pytest.raises(StructureError, match=message + r"; atoms closer than 0.001 Å are coincident"):
+        check_equivariance(equivariant_model, atoms, n_rotations=1)
+    # the same input gives the same answer on every call (it gave 0.0, then NaN)
+    atoms.calc = SymDiagCalculator(equivariant_model)
+    for _ in range(2):
+        with pytest.raises(StructureError, match="coincident"):
+            atoms.get_forces()
+
+
+def test_close_but_distinct_atoms_are_accepted(crystal):
+    from ase_symdiag.structures import MIN_DISTANCE, from_atoms
+
+    crystal.positions[5] = crystal.positions[0] + crystal.cell[0] + [2 * MIN_DISTANCE, 0, 0]
+    assert len(from_atoms(crystal)) == 32

@@ -236,13 +236,42 @@ def test_symmetrized_assertions(structures):
     # a quartic (l = 4 cubic harmonic) field survives the average: exact under T_h only
     quartic = GroupAveraged(FieldEMT(k=0.05, quartic=True), group)
     result = assert_symmetrized_equivariant(quartic, atoms, rotations=group, degree=2, n_rotations=4)
-    assert result.random.summary()["force_rms_eV_per_A"] > 1e-3
+    assert result.random.summary()["force_rms_per_component_eV_per_A"] > 1e-3
     with pytest.raises(AssertionError, match="worst structure"):
         assert_symmetrized_equivariant(quartic, atoms, rotations=group, n_rotations=4, random_tolerances=floor)
     with pytest.raises(AssertionError, match="not exact to degree 3"):
         assert_symmetrized_equivariant(quartic, atoms, rotations=group, degree=3)
     with pytest.raises(ValueError, match="do not form a group"):
         assert_symmetrized_equivariant(EMT(), atoms, rotations=group[:10])
+
+
+def test_symmetrized_symdiag_calculator_is_tested_as_it_returns(ethanol_l2):
+    """A SymDiagCalculator with symmetrize= was tested as its raw model (which fails)."""
+    from repo import ROOT
+
+    model = str(ROOT / "models" / "morse-broken-l2.pt")
+    group = cubic_group()
+    result = assert_symmetrized_equivariant(
+        SymDiagCalculator(model, symmetrize="O"), ethanol_l2, rotations=group, degree=3, n_rotations=0
+    )
+    assert result.group.model == f"{model} [symmetrize=Oh]" and result.group.dtype == "float64"
+    assert result.group.n_operations == 48
+    # the raw model breaks O_h (a plain calculator is still checked batched, as its model)
+    with pytest.raises(AssertionError, match="worst structure"):
+        assert_symmetrized_equivariant(SymDiagCalculator(model), ethanol_l2, rotations=group, n_rotations=0)
+    # a corrected calculator: its corrected forces are measured, not the model's
+    raw = assert_equivariant(SymDiagCalculator(model), ethanol_l2, n_rotations=2, force_tol=np.inf, energy_tol=np.inf)
+    corrected = assert_equivariant(
+        SymDiagCalculator(model, corrections=["net_torque"]), ethanol_l2, n_rotations=2, force_tol=np.inf, energy_tol=np.inf
+    )
+    assert raw.structures[0].forces.rms_per_component != corrected.structures[0].forces.rms_per_component
+
+
+@pytest.fixture
+def ethanol_l2():
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.01, seed=4)
+    return atoms
 
 
 # ----------------------------------------------------------------------------- (d) plugin

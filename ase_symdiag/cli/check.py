@@ -1,4 +1,10 @@
-"""``ase-symdiag check``: the equivariance gate (exit 1 when a threshold is exceeded)."""
+"""``ase-symdiag check``: the equivariance gate (exit 1 when a threshold is exceeded).
+
+The gate never passes what it did not measure: a NaN value fails its threshold
+(non-finite model outputs are already an error, exit 2, before any table), and a
+threshold on an output no structure has (``--max-stress-error`` without a fully
+periodic structure) is a usage error, exit 2.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import sys
 
 from ase_symdiag.cli.common import (
     add_model_structures,
+    usage,
     nonnegative_float,
     nonnegative_int,
     output_file,
@@ -16,8 +23,8 @@ from ase_symdiag.cli.common import (
 
 #: (option, summary key, what, unit) of every gate threshold
 THRESHOLDS = [
-    ("max_force_error", "force_rms_eV_per_A", "RMS force error", "eV/Å"),
-    ("max_relative_force_error", "force_relative", "relative force error", ""),
+    ("max_force_error", "force_rms_per_component_eV_per_A", "RMS force error (per component)", "eV/Å"),
+    ("max_relative_force_error", "force_rms_per_component_relative", "relative force error", ""),
     ("max_energy_error", "energy_max_meV_per_atom", "energy error", "meV/atom"),
     ("max_stress_error", "stress_max_GPa", "stress error", "GPa"),
 ]
@@ -41,15 +48,25 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=positive_int, default=16, help="rotated copies per model call (default 16)")
     p.add_argument("--no-direct", action="store_true", help="skip the model's non-conservative outputs")
     p.add_argument("--json", metavar="OUT", type=output_file, help="write the full report as JSON")
-    p.add_argument("--max-force-error", type=nonnegative_float, metavar="X", help="fail if any RMS force error > X eV/Å")
-    p.add_argument("--max-relative-force-error", type=nonnegative_float, metavar="X", help="fail if any RMS force error / RMS force > X")
+    p.add_argument(
+        "--max-force-error", type=nonnegative_float, metavar="X",
+        help="fail if any RMS force error (per component, over atoms and x, y, z) > X eV/Å",
+    )
+    p.add_argument(
+        "--max-relative-force-error", type=nonnegative_float, metavar="X",
+        help="fail if any RMS force error / max(RMS force, 1 meV/Å) > X (both per component)",
+    )
     p.add_argument("--max-energy-error", type=nonnegative_float, metavar="X", help="fail if any |dE| > X meV/atom")
     p.add_argument("--max-stress-error", type=nonnegative_float, metavar="X", help="fail if any ||dS|| > X GPa")
     p.set_defaults(run=run)
 
 
 def gate_failures(summary: dict, args: argparse.Namespace) -> tuple:
-    """(thresholds asked for, one message per exceeded threshold)."""
+    """(thresholds asked for, one message per exceeded threshold).
+
+    A NaN value fails (``not value <= limit``); a threshold whose output no structure
+    has raises :class:`~ase_symdiag.errors.UsageError`: it was not measured.
+    """
     failures, thresholds = [], {}
     for option, key, what, unit in THRESHOLDS:
         limit = getattr(args, option)
@@ -57,8 +74,11 @@ def gate_failures(summary: dict, args: argparse.Namespace) -> tuple:
             continue
         thresholds[key] = limit
         value = summary[key]
-        if value is not None and value > limit:
-            failures.append(f"{what} {value:.3g} {unit} exceeds --{option.replace('_', '-')} {limit:g}".replace("  ", " "))
+        flag = "--" + option.replace("_", "-")
+        if value is None:
+            raise usage(f"{flag}: no structure has this output (stress needs a structure periodic in all directions)")
+        if not value <= limit:
+            failures.append(f"{what} {value:.3g} {unit} exceeds {flag} {limit:g}".replace("  ", " "))
     return thresholds, failures
 
 
@@ -68,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.structures import read_structures
 
     structures = read_structures(args.structures, index=args.index)
+    if args.max_stress_error is not None and not any(s.periodic for s in structures):
+        raise usage("--max-stress-error: no structure is periodic in all directions, so no stress is measured")
     report = check_equivariance(
         args.model,
         structures,
@@ -80,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=show_progress(args.quiet),
     )
-    print(report.table())
     thresholds, failures = gate_failures(report.summary(), args)
+    print(report.table())
     if args.json:
         data = report.to_dict()
         data["thresholds"] = thresholds

@@ -21,7 +21,10 @@ inversion itself, so a polar vector sits in (1, -) and a pseudoscalar in (0, -).
 instead: its ``chi_sigma`` is our sigma times (-1)^lambda.
 
 Units: energy power in eV^2; forces in (eV/Å)^2 per atom (sum over x, y, z, mean
-over atoms); stress in (eV/Å^3)^2 (Frobenius).
+over atoms); stress in (eV/Å^3)^2 (Frobenius). RMS *amplitudes* (tables, plots,
+``rms_breaking``) divide a per-atom vector's power by its ``components`` (3): the
+force breaking is the RMS per component over atoms and x, y, z, in eV/Å, the one
+normalisation of ``ase-symdiag check`` and of the adaptive choice's residual.
 """
 
 from __future__ import annotations
@@ -67,6 +70,17 @@ class OutputSpectrum:
     power: Dict[Channel, float]  # resolved channels, (0, +) included
     unresolved: float  # variance minus resolved breaking channels
     per_element: Dict[str, Dict[Channel, float]] = field(default_factory=dict)
+    components: int = 1  # entries summed per item in the powers (3 for forces)
+
+    def rms(self, power: float) -> float:
+        """RMS amplitude of ``power``, per component: ``sqrt(power / components)``."""
+        return float(np.sqrt(power / self.components))
+
+    @property
+    def rms_breaking(self) -> float:
+        """Total symmetry breaking as an RMS amplitude per component (eV/Å for forces,
+        over atoms and x, y, z, as ``check``'s force error)."""
+        return self.rms(self.variance)
 
     @property
     def breaking(self) -> Dict[Channel, float]:
@@ -87,6 +101,12 @@ class OutputSpectrum:
             "mean_square": self.mean_square,
             "variance": self.variance,
             "unresolved": self.unresolved,
+            "components": self.components,
+            "rms_breaking": self.rms_breaking,
+            "rms_breaking_definition": (
+                f"sqrt(variance / {self.components}): RMS per component over items and components"
+                if self.components > 1 else "sqrt(variance)"
+            ),
             "power": {_key(c): p for c, p in self.power.items()},
             "per_element": {el: {_key(c): p for c, p in v.items()} for el, v in self.per_element.items()},
         }
@@ -161,6 +181,7 @@ def output_spectrum(
         power=power,
         unresolved=max(unresolved, 0.0),
         per_element=per_element,
+        components=int(np.prod(samples.shape[2:])) if per_atom and samples.ndim > 2 else 1,
     )
 
 
@@ -197,13 +218,14 @@ def spectrum_table(spectra: List[StructureSpectrum]) -> str:
     for spectrum in spectra:
         for name, out in spectrum.outputs.items():
             rows.append(
-                [spectrum.label, name, float(np.sqrt(out.variance))]
-                + [float(np.sqrt(out.power[c])) if c in out.power else None for c in channels]
-                + [float(np.sqrt(out.unresolved))]
+                [spectrum.label, name, out.rms_breaking]
+                + [out.rms(out.power[c]) if c in out.power else None for c in channels]
+                + [out.rms(out.unresolved)]
             )
     return (
         "RMS amplitude of the symmetry breaking in each O(3) channel (lambda, parity);\n"
-        "energy in eV, forces in eV/A per atom, stress in eV/A^3\n" + format_table(headers, rows)
+        "energy in eV, forces in eV/A (RMS per component over atoms and x, y, z, as in check), "
+        "stress in eV/A^3 (Frobenius)\n" + format_table(headers, rows)
     )
 
 
@@ -225,12 +247,12 @@ def plot_spectra(spectra: List[StructureSpectrum], path: str) -> None:
                 continue
             for sigma, marker, style in ((1, "o", "-"), (-1, "s", "--")):
                 ls = [l for l in range(spectrum.lmax + 1) if (l, sigma) in out.power and (l, sigma) != (0, 1)]
-                amps = [max(np.sqrt(out.power[(l, sigma)]), 1e-300) for l in ls]
+                amps = [max(out.rms(out.power[(l, sigma)]), 1e-300) for l in ls]
                 if ls:
                     ax.semilogy(ls, amps, marker=marker, linestyle=style, label=f"{spectrum.label} {'+' if sigma > 0 else '-'}")
         ax.set_xticks(range(max(s.lmax for s in spectra) + 1))
         ax.set_xlabel("lambda")
-        ax.set_ylabel(f"RMS breaking ({'eV' if name == 'energy' else 'eV/A' if 'forces' in name else 'eV/A^3'})")
+        ax.set_ylabel(f"RMS breaking ({'eV' if name == 'energy' else 'eV/A per component' if 'forces' in name else 'eV/A^3'})")
         ax.set_title(name)
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=7)

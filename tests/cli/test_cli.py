@@ -20,11 +20,12 @@ def test_check_prints_table_and_writes_json(broken_model, structures_file, tmp_p
     code = main(["check", broken_model, structures_file, "-n", "3", "--json", str(out), "-q"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "dF rms eV/A" in printed and "0:Cu32" in printed and "1:Cu13" in printed
+    assert "dF rms/comp eV/A" in printed and "0:Cu32" in printed and "1:Cu13" in printed
     data = json.loads(out.read_text())
     assert data["n_operations"] == 3 and data["passed"] is True
     assert len(data["structures"]) == 2
-    assert data["summary"]["force_relative"] > 1e-4
+    assert data["summary"]["force_rms_per_component_relative"] > 1e-4
+    assert "RMS over operations, atoms and x, y, z" in data["definitions"]["force_rms_per_component_eV_per_A"]
 
 
 def test_threshold_gates_the_run(broken_model, equivariant_model, structures_file, tmp_path, capsys):
@@ -35,7 +36,52 @@ def test_threshold_gates_the_run(broken_model, equivariant_model, structures_fil
     err = capsys.readouterr().err
     assert "FAILED: relative force error" in err and "exceeds --max-relative-force-error 1e-08" in err
     data = json.loads(out.read_text())
-    assert data["passed"] is False and data["thresholds"] == {"force_relative": 1e-8}
+    assert data["passed"] is False and data["thresholds"] == {"force_rms_per_component_relative": 1e-8}
+
+
+def test_exact_model_passes_a_tight_relative_gate_on_perfect_crystals(tmp_path, capsys):
+    """Round-off over the ~1e-15 eV/Å forces of a perfect crystal read as dF/F = 2."""
+    from ase.build import bulk
+
+    from repo import ROOT
+
+    model = str(ROOT / "models" / "morse-equivariant.pt")
+    perfect = tmp_path / "perfect.extxyz"
+    ase.io.write(perfect, bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2))
+    for structures in (str(ROOT / "docs" / "examples" / "structures.extxyz"), str(perfect)):
+        out = tmp_path / "report.json"
+        args = ["check", model, structures, "--max-relative-force-error", "1e-10", "--json", str(out), "-q"]
+        assert main(args) == 0, capsys.readouterr().err
+        data = json.loads(out.read_text())
+        assert data["passed"] is True and data["summary"]["force_rms_per_component_relative"] < 1e-10
+    assert "dF/max(F,1meV/A)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_non_finite_thresholds_are_refused(equivariant_model, structures_file, capsys, value):
+    with pytest.raises(SystemExit) as info:
+        main(["check", equivariant_model, structures_file, "--max-force-error", value])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"--max-force-error: expected a finite number >= 0, got '{value}'")
+
+
+def test_coincident_atoms_exit_2_in_one_line(equivariant_model, tmp_path, capsys):
+    from ase import Atoms
+
+    path = tmp_path / "twice.extxyz"
+    ase.io.write(path, Atoms("Cu3", positions=[[0, 0, 0], [0, 0, 0], [0, 0, 2.5]]))
+    out = tmp_path / "report.json"
+    assert main(["check", equivariant_model, str(path), "--max-force-error", "1", "--json", str(out), "-q"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "0:Cu3: atoms 0 and 1 are 0 Å apart" in captured.err
+    assert not out.exists() and "passed" not in captured.out
+
+
+def test_unmeasured_threshold_is_a_usage_error(equivariant_model, cluster, tmp_path, capsys):
+    path = tmp_path / "cluster.extxyz"
+    ase.io.write(path, cluster)
+    assert main(["check", equivariant_model, str(path), "--max-stress-error", "1", "-q"]) == 2
+    assert "no structure is periodic in all directions" in capsys.readouterr().err
 
 
 def test_errors_are_one_line(tmp_path, structures_file, capsys):

@@ -129,11 +129,16 @@ def test_operations_seeded_and_mixed(equivariant_model, crystal):
 def test_report_table_and_summary(broken_model, crystal, cluster):
     report = check_equivariance(broken_model, [crystal, cluster], n_rotations=3)
     table = report.table()
-    assert "dF rms eV/A" in table and "worst" in table
+    assert "dF rms/comp eV/A" in table and "dF/max(F,1meV/A)" in table and "worst" in table
     assert "0:Cu32" in table and "1:Cu13" in table
     summary = report.summary()
-    assert summary["force_rms_eV_per_A"] == max(r.forces.rms for r in report.structures)
+    assert summary["force_rms_per_component_eV_per_A"] == max(r.forces.rms_per_component for r in report.structures)
     assert summary["stress_max_GPa"] == report.structures[0].stress.max_gpa
+    # the keys of earlier versions still read, but only the current ones are written
+    assert summary["force_relative"] == summary["force_rms_per_component_relative"]
+    data = report.to_dict()
+    assert "force_relative" not in data["summary"] and set(data["summary"]) == set(data["definitions"])
+    assert data["relative_force_floor_eV_per_A"] == 1e-3
 
 
 def test_float32_run_is_noise_level(equivariant_model, crystal):
@@ -141,3 +146,74 @@ def test_float32_run_is_noise_level(equivariant_model, crystal):
     assert report.dtype == "float32"
     # float32 round-off: well below 1e-4 relative, well above float64's
     assert 1e-10 < report.structures[0].forces.relative < 1e-4
+
+
+# ---------------------------------------------------------------- reductions, relative floor, normalisation
+
+
+def test_reductions_over_structures_keep_nan():
+    """max() kept or dropped a NaN by its position, and 'nan > limit' is false."""
+    import argparse
+    import math
+
+    from ase_symdiag.cli.check import gate_failures
+    from ase_symdiag.metrics.equivariance import EquivarianceReport, StructureErrors, worst
+
+    assert worst([1.0, math.nan]) != worst([1.0, math.nan])  # NaN, wherever it sits
+    assert math.isnan(worst([math.nan, 1.0])) and worst([None, 2.0, 1.0]) == 2.0 and worst([None]) is None
+    report = EquivarianceReport("m", "float64", "cpu", 0, np.eye(3)[None])
+    for label, value in (("ok", 1e-12), ("broken", math.nan)):
+        report.structures.append(StructureErrors(label, 2, False, value, value, [value]))
+    summary = report.summary()
+    assert math.isnan(summary["energy_max_meV_per_atom"])
+    args = argparse.Namespace(max_force_error=None, max_relative_force_error=None, max_energy_error=1.0, max_stress_error=None)
+    thresholds, failures = gate_failures(summary, args)
+    assert thresholds == {"energy_max_meV_per_atom": 1.0}
+    assert failures == ["energy error nan meV/atom exceeds --max-energy-error 1"]
+
+
+def test_relative_force_error_has_a_floor(equivariant_model, broken_model, crystal):
+    """A perfect crystal has ~1e-15 eV/Å forces: round-off over them read as 200 %."""
+    from ase.build import bulk
+
+    from ase_symdiag.metrics.equivariance import RELATIVE_FORCE_FLOOR
+
+    perfect = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    result = check_equivariance(equivariant_model, perfect, n_rotations=4).structures[0]
+    assert result.forces.reference_rms_per_component < 1e-13  # forces are round-off
+    assert result.forces.relative == pytest.approx(result.forces.rms_per_component / RELATIVE_FORCE_FLOOR)
+    assert result.forces.relative < 1e-10
+    # above the floor the denominator is the RMS force component itself
+    broken = check_equivariance(broken_model, crystal, n_rotations=4).structures[0].forces
+    assert broken.reference_rms_per_component > RELATIVE_FORCE_FLOOR
+    assert broken.relative == pytest.approx(broken.rms_per_component / broken.reference_rms_per_component, rel=1e-14)
+
+
+def test_spectrum_and_check_share_the_force_normalisation(broken_model, cluster):
+    """Spectrum tables printed a per-atom vector norm, check a per-component RMS (sqrt 3)."""
+    from ase_symdiag import ModelHandle
+    from ase_symdiag.metrics.adaptive import residual_power
+    from ase_symdiag.metrics.spectrum import StructureSpectrum, output_spectrum, spectrum_table
+    from ase_symdiag.metrics.symmetrize import symmetrized_prediction
+    from ase_symdiag.o3.quadrature import group_quadrature, identity_quadrature
+    from ase_symdiag.structures import from_atoms
+
+    handle = ModelHandle.load(broken_model)
+    quadrature = group_quadrature("O")  # O_h: uniform weights, contains the identity
+    prediction = symmetrized_prediction(handle, from_atoms(cluster), quadrature)
+    samples = prediction.samples["forces"]  # g(R_k) = F(R_k x) R_k, (48, N, 3)
+    forces = output_spectrum("forces", samples, quadrature, 1)
+    report = check_equivariance(handle, cluster, n_rotations=0, rotations=quadrature.rotations)
+    per_op = np.asarray(report.structures[0].forces.per_operation_rms_per_component)
+    # check: dF(R) R = g(R) - g(1), so <rms_R^2> = Var + |g(1) - <g>|^2, per component
+    identity = int(np.argmin(np.abs(quadrature.rotations - np.eye(3)).sum(axis=(1, 2))))
+    offset = np.mean((samples[identity] - prediction.mean["forces"]) ** 2)
+    assert np.sum(quadrature.weights * per_op**2) == pytest.approx(forces.rms_breaking**2 + offset, rel=1e-10)
+    assert forces.rms_breaking > 1e-3
+    # the table prints that same number, and so does the adaptive residual without averaging
+    spectrum = StructureSpectrum(label="c", n_atoms=len(cluster), lmax=1, quadrature="Oh", outputs={"forces": forces})
+    row = next(line for line in spectrum_table([spectrum]).splitlines() if line.startswith("c "))
+    assert float(row.split()[2]) == pytest.approx(forces.rms_breaking, rel=1e-2)
+    # the adaptive choice's force residual: its power over 3 (per component)
+    leftover = residual_power(forces, identity_quadrature(), 1)
+    assert np.sqrt(leftover / 3.0) == pytest.approx(forces.rms_breaking, rel=1e-10)

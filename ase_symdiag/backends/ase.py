@@ -1,0 +1,98 @@
+"""The general backend: any ASE calculator, one call per rotated copy.
+
+For calculators that are not a bare metatomic model (ASE's own, a symmetrized or
+corrected :class:`~ase_symdiag.SymDiagCalculator`, a user's): each structure is
+rotated with its cell, ``x' = x R^T``, ``cell' = cell R^T``, and evaluated through
+the calculator's ordinary ASE interface, so what is measured is what the calculator
+returns. The outputs come back as :class:`~ase_symdiag.backends.samples.Predictions`
+(rotated frame), checked to be finite, and every metric is computed from them by
+:mod:`ase_symdiag.metrics`, exactly as for the batched metatomic backend.
+
+Units: energy eV, forces eV/Å, stress eV/Å^3 (3x3, fully periodic structures only).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ase_symdiag.backends.samples import Predictions, check_finite
+
+
+def rotated_atoms(atoms, rotation: np.ndarray):
+    """A copy of ``atoms`` (no calculator) with positions and cell rotated, ``x' = x R^T``."""
+    copy = atoms.copy()
+    copy.calc = None
+    copy.set_cell(np.asarray(atoms.cell.array) @ rotation.T, scale_atoms=False)
+    copy.positions = np.asarray(atoms.positions) @ rotation.T
+    return copy
+
+
+def calculator_name(calculator) -> str:
+    """How a report names ``calculator``: its ``description`` if it has one, else its type."""
+    return str(getattr(calculator, "description", None) or type(calculator).__name__)
+
+
+def calculator_predictions(calculator, atoms, operations: np.ndarray, *, label: str = "") -> Predictions:
+    """Energy (K,), forces (K, N, 3) and, for fully periodic structures, stress
+    (K, 3, 3) of ``atoms`` rotated by each of ``operations`` (K, 3, 3), through any ASE
+    calculator, one call per operation. Outputs the calculator does not implement are
+    ``None``. Raises :class:`~ase_symdiag.errors.ModelEvaluationError` naming ``label``
+    if any returned value is NaN or infinite."""
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    periodic = bool(np.all(atoms.pbc))
+    energy: List[float] = []
+    forces: Optional[list] = []
+    stress: Optional[list] = [] if periodic else None
+    for rotation in operations:
+        image = rotated_atoms(atoms, rotation)
+        image.calc = calculator
+        energy.append(float(image.get_potential_energy()))
+        if forces is not None:
+            try:
+                forces.append(np.array(image.get_forces(), dtype=np.float64))
+            except PropertyNotImplementedError:
+                forces = None
+        if stress is not None:
+            try:
+                stress.append(np.array(image.get_stress(voigt=False), dtype=np.float64))
+            except PropertyNotImplementedError:
+                stress = None
+    predictions = Predictions(
+        energy=np.array(energy, dtype=np.float64),
+        forces=np.stack(forces) if forces else None,
+        stress=np.stack(stress) if stress else None,
+    )
+    return check_finite(predictions, label=label or atoms.get_chemical_formula(), source=calculator_name(calculator))
+
+
+def calculator_equivariance(
+    calculator,
+    labelled: Sequence[Tuple[str, object]],
+    operations: np.ndarray,
+    *,
+    seed: Optional[int] = None,
+    dtype: str = "float64",
+    device: str = "cpu",
+):
+    """:class:`~ase_symdiag.metrics.equivariance.EquivarianceReport` of any ASE
+    calculator on ``[(label, Atoms), ...]`` under ``operations`` (K, 3, 3).
+
+    The slow, general path (one ASE call per operation). Returns the report and the
+    predictions of each structure (K+1 evaluations, the unrotated structure first).
+    """
+    from ase_symdiag.metrics.equivariance import errors_report
+    from ase_symdiag.structures import from_atoms
+
+    with_identity = np.concatenate([np.eye(3)[None], operations])
+    structures, predictions = [], []
+    for label, atoms in labelled:
+        structures.append(from_atoms(atoms, label=label))
+        predictions.append(calculator_predictions(calculator, atoms, with_identity, label=label))
+    report = errors_report(calculator_name(calculator), dtype, device, seed, operations, structures, predictions)
+    return report, predictions
+
+
+__all__ = ["calculator_equivariance", "calculator_name", "calculator_predictions", "rotated_atoms"]
