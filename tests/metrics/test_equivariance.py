@@ -217,3 +217,26 @@ def test_spectrum_and_check_share_the_force_normalisation(broken_model, cluster)
     # the adaptive choice's force residual: its power over 3 (per component)
     leftover = residual_power(forces, identity_quadrature(), 1)
     assert np.sqrt(leftover / 3.0) == pytest.approx(forces.rms_breaking, rel=1e-10)
+
+
+def test_metrics_import_no_ase():
+    """The ASE-calculator path lives in backends/ase.py; GPa is a constant here."""
+    import subprocess
+    import sys
+
+    from ase.units import GPa
+
+    from ase_symdiag.metrics.equivariance import GPA
+
+    code = (
+        "import sys, ase_symdiag.metrics.equivariance, ase_symdiag.metrics.symmetrize, "
+        "ase_symdiag.backends.samples; print('ase' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    assert GPA == GPa
+    # the old names of the ASE path still resolve, to the backend's functions
+    import ase_symdiag.backends.ase as backend
+    import ase_symdiag.metrics.equivariance as metrics
+
+    assert metrics.calculator_equivariance is backend.calculator_equivariance
