@@ -47,14 +47,18 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def atomic_write(path: str, writer: Callable[[str], None]) -> None:
     """Write ``path`` atomically: ``writer(tmp)`` fills a temporary file next to it,
-    which then replaces ``path`` (an interrupted write never leaves a partial file)."""
+    which then replaces ``path`` (an interrupted write never leaves a partial file,
+    and its temporary file is removed, whatever interrupted it). A symbolic link is
+    written through: its target is replaced and the link kept."""
     path = str(path)
+    if os.path.islink(path):
+        path = os.path.realpath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     suffix = os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
     try:
+        os.close(fd)
         writer(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)

@@ -57,6 +57,29 @@ def output_file(text: str) -> str:
     return text
 
 
+def output_directory(text: str) -> str:
+    """A directory to write into: may exist (as a directory), its parent exists."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"'{text}' exists and is not a directory")
+    parent = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"folder '{parent}' does not exist")
+    return text
+
+
+def quadrature_spec(text: str):
+    """A quadrature name or degree (``3``, ``O``, ``lebedev:3``), checked at parsing."""
+    from ase_symdiag.errors import SymDiagError
+    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+
+    spec = int(text) if text.strip().isdigit() else text
+    try:
+        resolve_quadrature(spec)
+    except (SymDiagError, ValueError) as error:
+        raise argparse.ArgumentTypeError(" ".join(str(error).split())) from None
+    return spec
+
+
 def plot_file(text: str) -> str:
     """An image file matplotlib can write, judged by its ending."""
     if not text.lower().endswith(PLOT_FORMATS):

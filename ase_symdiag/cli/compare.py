@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ase_symdiag.cli.common import add_model_options, load_handle, nonnegative_int, output_file, plot_file, positive_int
+from ase_symdiag.cli.common import (
+    add_model_options,
+    load_handle,
+    nonnegative_int,
+    output_file,
+    plot_file,
+    positive_int,
+    usage,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -33,6 +41,25 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+def check_variant(variant: str) -> None:
+    """Raise a one-line usage error for an empty or unknown variant (before any work)."""
+    from ase_symdiag.compare import parse_variant
+    from ase_symdiag.errors import SymDiagError
+    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+
+    if not variant or any(not part.strip() for part in variant.split("+")):
+        raise usage(f"--variants: empty variant name in {variant!r} (use e.g. 'raw,sym:2,net_force')")
+    kwargs = parse_variant(variant)
+    try:
+        resolve_quadrature(kwargs.get("symmetrize"))
+        if kwargs.get("corrections"):
+            from ase_symdiag.corrections import resolve_corrections
+
+            resolve_corrections(kwargs["corrections"])
+    except (SymDiagError, ValueError, KeyError, TypeError) as error:
+        raise usage(f"--variants {variant!r}: {error}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from ase_symdiag.compare import compare_variants, parse_variant, plot_comparison
     from ase_symdiag.report import write_json
@@ -43,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.variants is not None:
         variants = [v.strip() for v in args.variants.split(",")]
         for variant in variants:
-            parse_variant(variant)  # a bad name is one line before any work
+            check_variant(variant)  # a bad name is one line before any work
     comparison = compare_variants(load_handle(args), images, variants, n_rotations=args.rotations, seed=args.seed, device=args.device)
     print(comparison.table())
     if args.json:

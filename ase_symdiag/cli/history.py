@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ase_symdiag.cli.common import output_file, plot_file
+
 
 def add_parser(subparsers) -> None:
     """Add ``training-history CHECKPOINT...`` to an argparse subparsers object."""
@@ -19,8 +21,8 @@ def add_parser(subparsers) -> None:
         ),
     )
     p.add_argument("checkpoints", nargs="+", help="checkpoint.pt files")
-    p.add_argument("--json", metavar="OUT", help="write the histories as JSON")
-    p.add_argument("--plot", metavar="OUT.png", help="plot against epoch")
+    p.add_argument("--json", metavar="OUT", type=output_file, help="write the histories as JSON")
+    p.add_argument("--plot", metavar="OUT.png", type=plot_file, help="plot against epoch")
     p.set_defaults(run=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ase_symdiag.cli.common import finite_float, positive_float
+from ase_symdiag.cli.common import finite_float, output_file, positive_float
 
 
 def add_parser(subparsers) -> None:
@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
             "is given."
         ),
     )
-    p.add_argument("output", help="where to write the .pt file")
+    p.add_argument("output", type=output_file, help="where to write the .pt file")
     p.add_argument("--quadrupole", type=finite_float, default=0.0, help="planted lambda=2 amplitude kappa, eV/Å^2")
     p.add_argument("--axis", type=finite_float, nargs=3, default=(0.0, 0.0, 1.0), help="axis of the planted term (not zero)")
     p.add_argument("--direct", action="store_true", help="add non-conservative force/stress outputs")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
+from ase_symdiag.cli.common import output_file
+
 
 def add_parser(subparsers) -> None:
     """Add ``train CONFIG`` and ``export CHECKPOINT OUT.pt`` to an argparse subparsers object."""
@@ -18,7 +20,7 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("export", help="export a training checkpoint as a metatomic model (.pt)")
     p.add_argument("checkpoint", help="checkpoint.pt written by 'train'")
-    p.add_argument("output", help="output model file (.pt)")
+    p.add_argument("output", type=output_file, help="output model file (.pt)")
     p.add_argument("--which", choices=["best", "last"], default="best")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None)
     p.add_argument("--name", default=None)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -131,6 +131,43 @@ def atoms_from_state(state: Dict[str, Any]) -> Atoms:
     return atoms
 
 
+def atoms_fingerprint(atoms: Atoms) -> str:
+    """SHA-256 of the numbers, positions, momenta, masses, cell and pbc of ``atoms`` (exact bytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in (atoms.numbers, atoms.positions, atoms.get_momenta(), atoms.get_masses(), np.asarray(atoms.cell), atoms.pbc):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def file_fingerprint(path: str) -> str:
+    """SHA-256 of a file's bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def calculator_fingerprint(calc: Any) -> str:
+    """What identifies the model behind a calculator: for ase-symdiag's, the model file's
+    SHA-256 (or its source), dtype and energy variant; for any other ASE calculator, its
+    class and parameters."""
+    handle = getattr(calc, "handle", None)
+    if handle is not None:
+        source = str(getattr(handle, "source", "<object>"))
+        identity = file_fingerprint(source) if os.path.isfile(source) else source
+        return f"{identity} {handle.dtype} variant={getattr(handle, 'variant', None)}"
+    try:
+        parameters = json.dumps(calc.todict(), sort_keys=True, default=str)
+    except Exception:  # noqa: BLE001 - a calculator without serialisable parameters
+        parameters = ""
+    return f"{type(calc).__name__} {parameters}"
+
+
 def rng_state(rng: np.random.Generator) -> Dict[str, Any]:
     """The bit-generator state of ``rng`` with plain ints (JSON-ready; assignable back)."""
     state = rng.bit_generator.state
@@ -138,13 +175,17 @@ def rng_state(rng: np.random.Generator) -> Dict[str, Any]:
 
 
 def write_checkpoint(path: str, *, name: str, step: int, log_rows: int, frames: int, finished: bool,
-                     failure: Any, transferred_energy: float, rng: np.random.Generator, atoms: Atoms) -> None:
+                     failure: Any, transferred_energy: float, rng: np.random.Generator, atoms: Atoms,
+                     settings: Optional[Dict[str, Any]] = None) -> None:
     """Write the resume state of a variant atomically.
 
     ``log_rows`` / ``frames``: how many log records and trajectory frames belong to
-    this state; ``transferred_energy``: eV exchanged with the thermostat so far.
+    this state; ``transferred_energy``: eV exchanged with the thermostat so far;
+    ``settings``: what a resumed run must share with this one
+    (:func:`ase_symdiag.md.runner.run_settings`).
     """
     write_json(path, {
+        "settings": settings,
         "variant": name,
         "step": step,
         "log_rows": log_rows,

@@ -70,6 +70,11 @@ def _initial_velocities(atoms: Atoms, temperature: Optional[float], seed: int) -
         # Maxwell-Boltzmann (written out: the ASE function changed name across versions)
         xi = np.random.default_rng(seed).standard_normal((len(atoms), 3))
         atoms.set_momenta(xi * np.sqrt(atoms.get_masses() * temperature * units.kB)[:, None])
+        if len(atoms) == 1:
+            # one atom has only centre-of-mass motion: removing it leaves it at rest (ASE's
+            # Stationary would rescale 0 K to the target temperature: 0/0 = NaN momenta)
+            atoms.set_momenta(np.zeros((1, 3)))
+            return atoms
         Stationary(atoms)
         if not atoms.pbc.any() and len(atoms) > 2:
             before = atoms.get_momenta()
@@ -104,8 +109,53 @@ def _failure(step: int, timestep_fs: float, reason: str) -> Dict[str, Any]:
     return {"step": step, "time_ps": step * timestep_fs / 1000.0, "reason": reason}
 
 
+def run_settings(options: Dict[str, Any], start: Atoms, calc: Calculator, description: str) -> Dict[str, Any]:
+    """What makes two runs of a variant the same run (stored in its checkpoint; a
+    resume with other settings is refused): the model and variant, the starting
+    structure and velocities, and the integrator and thermostat settings."""
+    settings = {
+        "model": io.calculator_fingerprint(calc),
+        "variant": description,
+        "structure": io.atoms_fingerprint(start),
+        "ensemble": options["ensemble"],
+        "timestep": options["timestep"],
+        "temperature": options["temperature"],
+        "initial_temperature": options["initial_temperature"],
+        "seed": options["seed"],
+        "interval": options["interval"],
+    }
+    if options["ensemble"] == "nvt":
+        settings["thermostat"] = options["thermostat"]
+        settings["friction" if options["thermostat"] == "langevin" else "taut"] = (
+            options["friction"] if options["thermostat"] == "langevin" else options["taut"]
+        )
+    return settings
+
+
+def _check_resumable(out: str, resolved: Dict[str, Any], settings: Dict[str, Dict[str, Any]]) -> None:
+    """Refuse (one line) to resume a variant whose checkpoint was written with other settings."""
+    for name in resolved:
+        path = io.variant_paths(out, name)["state"]
+        if not os.path.exists(path):
+            continue
+        stored = io.read_checkpoint(path).get("settings")
+        if stored is None:  # written before settings were stored: nothing to compare
+            continue
+        changed = [
+            f"{key} {stored.get(key)!r} -> {value!r}" if key not in ("model", "structure") else key
+            for key, value in settings[name].items()
+            if stored.get(key) != value
+        ]
+        if changed:
+            raise MDError(
+                f"--resume: variant '{name}' in '{out}' was run with other settings (changed: "
+                f"{', '.join(changed)}); use another --out, or the same settings"
+            )
+
+
 def _run_variant(name: str, calc: Calculator, description: str, start_atoms: Atoms, options: Dict[str, Any],
-                 out: Optional[str], resume: bool, progress: bool, callback: Optional[StepCallback]) -> VariantResult:
+                 out: Optional[str], resume: bool, progress: bool, callback: Optional[StepCallback],
+                 settings: Optional[Dict[str, Any]] = None) -> VariantResult:
     """Integrate one variant from ``start_atoms`` (or from its checkpoint in ``out``)."""
     from ase.io.trajectory import Trajectory
 
@@ -145,7 +195,7 @@ def _run_variant(name: str, calc: Calculator, description: str, start_atoms: Ato
             return
         io.write_checkpoint(
             paths["state"], name=name, step=step, log_rows=len(rows), frames=frames, finished=finished,
-            failure=failure, rng=rng, atoms=atoms,
+            failure=failure, rng=rng, atoms=atoms, settings=settings,
             transferred_energy=getattr(dynamics, "transferred_energy", 0.0) if dynamics is not None else transferred,
         )
 
@@ -295,12 +345,14 @@ def run_md(
         raise MDError("resume needs an output directory")
     if len(atoms) == 0:
         raise MDError("no atoms")
-    if out:
-        os.makedirs(out, exist_ok=True)
+    if out and os.path.exists(out) and not os.path.isdir(out):
+        raise MDError(f"output '{out}' exists and is not a directory")
 
     resolved = resolve_variants(
         model_or_calculators, atoms, variants, device=device, dtype=dtype, symmetrize=symmetrize, batch_size=batch_size,
     )
+    if resume and not any(os.path.exists(io.variant_paths(out, name)["state"]) for name in resolved):
+        raise MDError(f"--resume: nothing to resume in '{out}' (no checkpoint of {', '.join(resolved)})")
     if initial_temperature is None:
         initial_temperature = temperature
     start = _initial_velocities(atoms, initial_temperature, seed)
@@ -310,9 +362,18 @@ def run_md(
         checkpoint_every=int(checkpoint_every), seed=int(seed), min_distance=float(min_distance),
         max_force=float(max_force), max_energy_jump=max_energy_jump, distance_cutoff=float(distance_cutoff),
     )
+    variant_settings = {
+        name: run_settings(dict(options, initial_temperature=initial_temperature), start, calc, description)
+        for name, (calc, description) in resolved.items()
+    }
+    if resume:
+        _check_resumable(out, resolved, variant_settings)
+    if out:
+        os.makedirs(out, exist_ok=True)
     results: Dict[str, VariantResult] = {}
     for name, (calc, description) in resolved.items():
-        results[name] = _run_variant(name, calc, description, start, options, out, resume, progress, callback)
+        results[name] = _run_variant(name, calc, description, start, options, out, resume, progress, callback,
+                                     variant_settings[name])
     settings = dict(options, initial_temperature=initial_temperature,
                     variants={name: description for name, (_, description) in resolved.items()})
     result = MDResult(variants=results, settings=settings)

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from ase_symdiag.errors import SymDiagError
+from ase_symdiag.errors import SymDiagError, UsageError
 from ase_symdiag.md.errors import MDError
 
 KNOWN_VARIANTS = ("raw", "symmetrized", "corrected")
@@ -42,8 +42,10 @@ def make_calculator(kind: str, handle: Any, atoms: Atoms, *, symmetrize: Any = 3
     if kind == "symmetrized":
         try:
             return SymDiagCalculator(handle, symmetrize=symmetrize, batch_size=batch_size)
-        except SymDiagError:
-            raise
+        except SymDiagError as error:
+            if not isinstance(error, UsageError):
+                raise
+            raise MDError(f"variant 'symmetrized': {error}") from None
         except ValueError as error:  # a bad quadrature or batch size: the user's input
             raise MDError(f"variant 'symmetrized': {error}") from None
     if kind == "corrected":
@@ -112,4 +114,6 @@ def resolve_variants(model_or_calculators: Any, atoms: Atoms, variants: VariantS
         elif spec == "corrected":
             description = "corrected (" + ", ".join(corrections_for(atoms)) + ")"
         resolved[name] = (calc, description)
+    if handle is not None:  # an element the model lacks: an error before any step
+        handle.check_types(atoms.numbers, "MD structure")
     return resolved

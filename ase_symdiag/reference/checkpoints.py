@@ -21,6 +21,12 @@ class CheckpointError(SymDiagError):
     """A checkpoint is missing, unreadable or does not match the configuration."""
 
 
+#: what every checkpoint written by :func:`ase_symdiag.reference.training.train` holds
+REQUIRED_KEYS = ("epoch",)
+#: what rebuilding its model needs
+MODEL_KEYS = ("hypers", "atomic_types", "dtype", "model_state")
+
+
 def save_checkpoint(checkpoint: Dict[str, Any], path: str) -> None:
     """Write ``checkpoint`` to ``path`` atomically (an interrupted save leaves the old file)."""
     from ase_symdiag.report import atomic_write
@@ -32,10 +38,20 @@ def load_checkpoint(path: str) -> dict:
     """Read a checkpoint (on the CPU); raises :class:`CheckpointError`."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint '{path}' does not exist")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint '{path}' is a directory")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
-        raise CheckpointError(f"could not read checkpoint '{path}': {error}") from None
+        first = " ".join(str(error).split()) or type(error).__name__
+        raise CheckpointError(f"could not read checkpoint '{path}': {first}") from None
+    missing = [key for key in REQUIRED_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        what = "a dict without " + ", ".join(missing) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(
+            f"'{path}' is not a training checkpoint of 'ase-symdiag train' (got {what})"
+        )
+    return checkpoint
 
 
 def model_from_checkpoint(checkpoint: Union[dict, str], which: str = "best") -> torch.nn.Module:
@@ -48,6 +64,9 @@ def model_from_checkpoint(checkpoint: Union[dict, str], which: str = "best") -> 
         checkpoint = load_checkpoint(checkpoint)
     if which not in ("best", "last"):
         raise CheckpointError(f"which must be 'best' or 'last', got {which!r}")
+    missing = [key for key in MODEL_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"the checkpoint holds no model (it lacks {', '.join(missing)})")
     model = build_pet(checkpoint["atomic_types"], checkpoint["hypers"])
     model = model.to(torch_dtype(checkpoint["dtype"]))
     state = checkpoint["best_state"] if which == "best" and checkpoint.get("best_state") else checkpoint["model_state"]

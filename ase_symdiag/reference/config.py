@@ -35,6 +35,7 @@ This module needs neither torch nor ASE.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from typing import Any, Dict, Optional
 
@@ -156,8 +157,17 @@ def validate_config(config: dict) -> dict:
     if not isinstance(split, dict) or set(split) != {"train", "validation", "test"}:
         raise TrainingConfigError("split must have exactly the keys train, validation, test")
     fractions = {key: _number(value, f"split.{key}") for key, value in split.items()}
-    if any(v < 0 for v in fractions.values()) or fractions["train"] <= 0:
+    if any(not math.isfinite(v) or v < 0 for v in fractions.values()) or fractions["train"] <= 0:
         raise TrainingConfigError(f"split fractions must be >= 0 (train > 0), got {split}")
+    if abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise TrainingConfigError(f"split fractions must sum to 1, got {split} (sum {sum(fractions.values()):g})")
+    for key in ("seed", "num_threads", "max_structures"):
+        value = merged[key]
+        if key == "max_structures" and value is None:
+            continue
+        lowest = 0 if key == "seed" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            raise TrainingConfigError(f"{key} must be an integer >= {lowest}, got {value!r}")
     if merged["resume"] not in ("auto", True, False):
         raise TrainingConfigError(f"resume must be auto, true or false, got {merged['resume']!r}")
     if merged["probes"] is not None:
@@ -192,14 +202,24 @@ def _merge_training(user_training: Any) -> dict:
 def _check_training(training: dict) -> None:
     """Check the values of a merged ``training:`` section."""
     fraction = training["augmentation_fraction"]
-    if not isinstance(fraction, (int, float)) or not 0.0 <= float(fraction) <= 1.0:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= float(fraction) <= 1.0:
         raise TrainingConfigError(f"augmentation_fraction must be in [0, 1], got {fraction!r}")
     for key in ("epochs", "batch_size"):
         value = training[key]
-        if not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise TrainingConfigError(f"training.{key} must be a positive integer, got {value!r}")
-    if not _number(training["learning_rate"], "learning_rate") > 0:
-        raise TrainingConfigError(f"learning_rate must be > 0, got {training['learning_rate']!r}")
+    for key in ("learning_rate", "min_learning_rate", "gamma"):
+        value = _number(training[key], key)
+        if not (math.isfinite(value) and value > 0 if key != "min_learning_rate" else math.isfinite(value) and value >= 0):
+            raise TrainingConfigError(f"{key} must be a finite number > 0, got {training[key]!r}")
+    for key in ("step_size", "energy_warmup_epochs"):
+        value = training[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "step_size" else 0):
+            raise TrainingConfigError(f"training.{key} must be a non-negative integer, got {value!r}")
+    for key in ("time_limit_s", "grad_clip"):
+        value = training[key]
+        if value is not None and value is not False and not _number(value, key) >= 0:
+            raise TrainingConfigError(f"training.{key} must be a number >= 0 or null, got {value!r}")
     if training["scheduler"] not in ("cosine", "step", "none"):
         raise TrainingConfigError(
             f"scheduler must be 'cosine', 'step' or 'none', got {training['scheduler']!r}"
@@ -209,7 +229,7 @@ def _check_training(training: dict) -> None:
     if unknown:
         raise TrainingConfigError(f"unknown loss weights {sorted(unknown)}")
     for key, value in weights.items():
-        if not isinstance(value, (int, float)) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
             raise TrainingConfigError(f"loss weight '{key}' must be a number >= 0, got {value!r}")
 
 

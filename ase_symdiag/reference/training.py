@@ -85,6 +85,7 @@ def train(config: dict) -> dict:
 
     resume = config["resume"]
     checkpoint = None
+    settings = training_settings(config, data_path)
     if resume is True or (resume == "auto" and os.path.exists(checkpoint_path)):
         checkpoint = load_checkpoint(checkpoint_path)
         if checkpoint.get("hypers") != full_hypers or checkpoint.get("dtype") != config["dtype"]:
@@ -92,6 +93,7 @@ def train(config: dict) -> dict:
                 f"checkpoint '{checkpoint_path}' was written with different model "
                 "hyper-parameters or dtype; delete it or set resume: false"
             )
+        check_resumable(checkpoint, settings, checkpoint_path)
 
     atomic_types = checkpoint["atomic_types"] if checkpoint else None
     images, samples, atomic_types = load_samples(
@@ -208,6 +210,7 @@ def train(config: dict) -> dict:
                 "torch_rng_state": torch.get_rng_state(),
                 "history": history,
                 "elapsed_s": elapsed,
+                "settings": settings,
             },
             checkpoint_path,
         )
@@ -256,6 +259,55 @@ def train(config: dict) -> dict:
         metrics["exported"] = export
     write_json(metrics_path, metrics)
     return metrics
+
+
+#: training keys that may change between the sessions of one run
+RESUMABLE_CHANGES = ("time_limit_s",)
+
+
+def training_settings(config: dict, data_path: str) -> dict:
+    """What makes two training sessions the same run (stored in the checkpoint; resuming
+    with other settings is refused): the data file (its SHA-256) and how much of it is
+    used, the split, seed, dtype, model hyper-parameters and the training section
+    (except :data:`RESUMABLE_CHANGES`)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(data_path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    training = {k: v for k, v in config["training"].items() if k not in RESUMABLE_CHANGES}
+    return {
+        "data": digest.hexdigest(),
+        "max_structures": config["max_structures"],
+        "split": {k: float(v) for k, v in config["split"].items()},
+        "seed": int(config["seed"]),
+        "dtype": config["dtype"],
+        "model": dict(config["model"] or {}),
+        "training": training,
+    }
+
+
+def check_resumable(checkpoint: dict, settings: dict, path: str) -> None:
+    """Raise :class:`CheckpointError` (one line naming what changed) if ``checkpoint``
+    was written with other :func:`training_settings`."""
+    stored = checkpoint.get("settings")
+    if stored is None:  # written before settings were stored: nothing to compare
+        return
+    changed = []
+    for key, value in settings.items():
+        before = stored.get(key)
+        if key == "training" and isinstance(before, dict):
+            for name in sorted(set(value) | set(before)):
+                if value.get(name) != before.get(name):
+                    changed.append(f"training.{name} {before.get(name)!r} -> {value.get(name)!r}")
+        elif before != value:
+            changed.append("data file contents" if key == "data" else f"{key} {before!r} -> {value!r}")
+    if changed:
+        raise CheckpointError(
+            f"checkpoint '{path}' was written with other settings (changed: {', '.join(changed)}); "
+            "restore them, or start over (--fresh / resume: false)"
+        )
 
 
 def _initialise(model: torch.nn.Module, train_samples: Sequence[Sample], train_images: Sequence, n_types: int) -> None:
