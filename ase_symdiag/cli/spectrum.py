@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ase_symdiag.cli.common import add_model_structures, nonnegative_int, output_file, plot_file, show_progress
+from ase_symdiag.metrics.spectrum import N_CHECK
 
 #: the largest --lmax a command accepts: the spectrum needs a quadrature exact to 2*LMAX,
 #: and degree 10 is the largest that builds in reasonable time (``o3.quadrature.MAX_DEGREE``)
@@ -18,6 +19,14 @@ def lmax_type(text: str) -> int:
     return value
 
 
+def check_orientations(text: str) -> int:
+    """0 (no check) or at least 2 Haar-random check orientations."""
+    value = nonnegative_int(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError("--check-orientations must be 0 or >= 2 (a standard error needs two)")
+    return value
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "spectrum",
@@ -26,11 +35,16 @@ def add_parser(subparsers) -> None:
             "For each structure, evaluate MODEL on a quadrature exact to degree 2*LMAX, "
             "back-rotate energy, forces and stress, and split their variance over O(3) "
             "into angular channels lambda <= LMAX of even (+) and odd (-) parity. Prints "
-            "the RMS amplitude per channel; '>L' is what lies above LMAX."
+            "the RMS amplitude per channel; '>L' is the breaking not attributed to channels "
+            "<= LMAX (unresolved), measured at Haar-random check orientations."
         ),
     )
     add_model_structures(p, variant=True)
     p.add_argument("--lmax", type=lmax_type, default=3, help="largest lambda resolved (default 3)")
+    p.add_argument(
+        "--check-orientations", type=check_orientations, default=N_CHECK,
+        help=f"Haar-random orientations per structure measuring the breaking above --lmax (default {N_CHECK})",
+    )
     p.add_argument("--json", metavar="OUT", type=output_file, help="write the spectra as JSON")
     p.add_argument("--plot", metavar="OUT.png", type=plot_file, help="plot RMS amplitude against lambda")
     p.set_defaults(run=run)
@@ -47,7 +61,10 @@ def measure_spectra(args: argparse.Namespace, handle, structures) -> list:
         bar = tqdm(desc="spectrum", unit="structure", total=len(structures), leave=False)
     spectra = []
     for structure in structures:
-        spectrum, _ = structure_spectrum(handle, structure, lmax=args.lmax, batch_size=args.batch_size)
+        spectrum, _ = structure_spectrum(
+            handle, structure, lmax=args.lmax, batch_size=args.batch_size,
+            n_check=getattr(args, "check_orientations", N_CHECK),
+        )
         spectra.append(spectrum)
         if bar is not None:
             bar.update(1)

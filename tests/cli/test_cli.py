@@ -137,9 +137,53 @@ def test_symmetrize_command_chooses_and_exports(broken_model, structures_file, t
     assert code == 0
     printed = capsys.readouterr().out
     assert "chosen: 'Th' (24 operations" in printed and "3.5x fewer" in printed
+    assert "RMS over orientations" in printed and "not a maximum" in printed
     data = json.loads(out.read_text())
-    assert data["choice"]["operations"] == 24
+    assert data["choice"]["operations"] == 24 and data["choice"]["tolerance_met"] is True
+    assert set(data["choice"]["decided_by"]) <= {"energy", "forces", "stress"} and data["choice"]["decided_by"]
     assert exported.exists()
+
+
+def test_spectrum_shows_what_lies_above_lmax(broken_model, structures_file, tmp_path, capsys):
+    """--lmax 0: the planted lambda = 2 term is invisible to Ci; it is the '>0' column, not 0."""
+    out = tmp_path / "spectrum.json"
+    assert main(["spectrum", broken_model, structures_file, "--lmax", "0", "--json", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    header = next(line.split() for line in printed.splitlines() if line.startswith("structure"))
+    assert header[-1] == ">0" and "NOT attributed to channels lambda <= 0" in printed
+    for spectrum in json.loads(out.read_text())["spectra"]:
+        forces = spectrum["outputs"]["forces"]
+        assert forces["unresolved"] > 1e-6 and forces["variance"] == pytest.approx(forces["unresolved"], rel=1e-6)
+        assert forces["unit"] == "(eV/A)^2 per atom, summed over x,y,z"
+
+
+def test_symmetrize_refuses_what_it_did_not_resolve(broken_model, structures_file, tmp_path, capsys):
+    """--lmax 0 reported zero breaking and advised no averaging for a model 1.3x over the
+    tolerance; now the breaking above lambda = 0 counts and no claim is made (exit 1)."""
+    out = tmp_path / "choice.json"
+    assert main(["symmetrize", broken_model, structures_file, "--lmax", "0", "--json", str(out), "-q"]) == 1
+    printed = capsys.readouterr().out
+    assert "tolerance NOT met, no claim made" in printed and "rerun with a larger --lmax" in printed
+    assert "chosen:" not in printed and "fewer than the default" not in printed
+    choice = json.loads(out.read_text())["choice"]
+    assert choice["tolerance_met"] is False and choice["status"] == "not met (refused)"
+    assert choice["residual_force_rms_per_component_eV_per_A"] > choice["tolerance_force_rms_per_component_eV_per_A"]
+
+
+def test_symmetrize_per_output_tolerances(broken_model, structures_file, tmp_path, capsys):
+    """Forces and stress tolerances loose, energy tight: the energy decides (and, at
+    --lmax 1, its lambda = 2 breaking is unresolved: refused, naming the energy)."""
+    out = tmp_path / "choice.json"
+    args = ["symmetrize", broken_model, structures_file, "--lmax", "1", "--json", str(out), "-q",
+            "--tolerance", "10", "--stress-tolerance", "100", "--energy-tolerance", "1e-6"]
+    assert main(args) == 1
+    printed = capsys.readouterr().out
+    assert "energy  meV/atom" in printed and "cheapest alone" in printed
+    choice = json.loads(out.read_text())["choice"]
+    assert choice["decided_by"] == ["energy"]
+    assert choice["outputs"]["forces"]["met"] and choice["outputs"]["forces"]["cheapest_alone"] == "C1"
+    assert not choice["outputs"]["energy"]["met"]
+    assert choice["tolerance_energy_rms_meV_per_atom"] == 1e-6 and choice["tolerance_stress_rms_frobenius_GPa"] == 100
 
 
 def test_symmetrize_bad_quadrature(broken_model, structures_file, capsys):
@@ -155,8 +199,10 @@ def test_representations_command(tmp_path, structures_file, capsys):
     out, plot = tmp_path / "layers.json", tmp_path / "layers.png"
     code = main(["representations", str(model), structures_file, "--lmax", "2", "--json", str(out), "--plot", str(plot), "-q"])
     assert code == 0
-    assert "mtt::features::planted" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mtt::features::planted" in printed and "skipped" not in printed
     data = json.loads(out.read_text())
+    assert data[str(model)]["skipped"] == {}
     fractions = data[str(model)]["layers"][0]["per_feature_invariant_fraction"]
     assert fractions[0] == pytest.approx(1.0, abs=1e-12) and fractions[1] < 1e-12
     assert plot.read_bytes()[:4] == b"\x89PNG"
