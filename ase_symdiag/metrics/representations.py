@@ -10,6 +10,14 @@ of a feature counts as invariant (it sits in (0, +)).
 Powers are computed with :func:`ase_symdiag.metrics.spectrum.channel_powers` on a quadrature
 exact to ``2 lmax`` (the projection of a band-limited feature is then exact);
 ``unresolved`` is the part above ``lmax``.
+
+Only *learned* per-atom features are layers: outputs named ``feature``/``features``
+or ``mtt::features::*`` with per-atom samples. Auxiliary outputs (``mtt::aux::*``,
+e.g. metatrain's cutoff statistics) and feature outputs without per-atom samples
+are skipped and named (:func:`skipped_outputs`). Fractions are ratios of sums of
+squares, so round-off can put them a few ulp outside [0, 1] (an exactly invariant
+layer printed ``1 - invariant = -6.66e-16``): the invariant fraction and
+``1 - invariant`` are clamped to [0, 1].
 """
 
 from __future__ import annotations
@@ -26,20 +34,45 @@ from ase_symdiag.o3.quadrature import O3Quadrature, smallest_exact_quadrature
 from ase_symdiag.metrics.spectrum import Channel, _key, channel_powers
 from ase_symdiag.structures import Structure
 
-FEATURE_PREFIXES = ("mtt::features::", "mtt::feature::", "mtt::aux::")
+#: prefixes of learned feature outputs
+FEATURE_PREFIXES = ("mtt::features::", "mtt::feature::")
+#: prefixes of auxiliary outputs (not learned features: statistics, diagnostics)
+AUXILIARY_PREFIXES = ("mtt::aux::",)
+
+
+def _looks_like_feature(name: str) -> bool:
+    return name in ("feature", "features") or name.startswith(FEATURE_PREFIXES + AUXILIARY_PREFIXES)
 
 
 def feature_outputs(handle: ModelHandle) -> List[str]:
-    """Per-atom feature outputs a model exposes (``feature``, ``mtt::features::*``, ...)."""
+    """Learned per-atom feature outputs a model exposes (``feature``, ``mtt::features::*``)."""
     names = []
-    for name, output in handle.outputs.items():
-        if name in ("feature", "features") or name.startswith(FEATURE_PREFIXES):
-            if output.sample_kind == "atom" and name not in names:
-                names.append(name)
+    skipped = skipped_outputs(handle)
+    for name in handle.outputs:
+        if _looks_like_feature(name) and name not in skipped and name not in names:
+            names.append(name)
     # metatomic aliases the deprecated 'features' to 'feature': keep one of them
     if "feature" in names and "features" in names:
         names.remove("features")
     return names
+
+
+def skipped_outputs(handle: ModelHandle) -> Dict[str, str]:
+    """Feature-like outputs that are not learned per-atom features: ``{name: why}``."""
+    skipped = {}
+    for name, output in handle.outputs.items():
+        if not _looks_like_feature(name):
+            continue
+        if name.startswith(AUXILIARY_PREFIXES):
+            skipped[name] = "auxiliary output, not a learned feature"
+        elif output.sample_kind != "atom":
+            skipped[name] = f"not per-atom (sample_kind '{output.sample_kind}')"
+    return skipped
+
+
+def _unit_interval(value: float) -> float:
+    """Clamp round-off to [0, 1]."""
+    return min(max(float(value), 0.0), 1.0)
 
 
 @dataclass
@@ -65,7 +98,13 @@ class LayerContent:
 
     @property
     def invariant_fraction(self) -> float:
-        return self.fractions.get((0, 1), 0.0)
+        """``|P_{0,+} h|^2 / <|h|^2>``, clamped to [0, 1] (round-off)."""
+        return _unit_interval(self.fractions.get((0, 1), 0.0))
+
+    @property
+    def breaking_fraction(self) -> float:
+        """``1 - invariant_fraction``, in [0, 1]."""
+        return _unit_interval(1.0 - self.invariant_fraction)
 
     def to_dict(self) -> dict:
         return {
@@ -73,6 +112,7 @@ class LayerContent:
             "n_features": self.n_features,
             "mean_square": self.mean_square,
             "invariant_fraction": self.invariant_fraction,
+            "one_minus_invariant": self.breaking_fraction,
             "fractions": {_key(c): f for c, f in self.fractions.items()},
             "unresolved_fraction": self.unresolved / self.mean_square if self.mean_square > 0 else 0.0,
             "per_feature_invariant_fraction": (
@@ -90,6 +130,7 @@ class RepresentationReport:
     quadrature: str
     n_structures: int
     layers: List[LayerContent]
+    skipped: Dict[str, str] = field(default_factory=dict)  # feature-like outputs not analysed, and why
 
     def to_dict(self) -> dict:
         return {
@@ -98,6 +139,7 @@ class RepresentationReport:
             "quadrature": self.quadrature,
             "n_structures": self.n_structures,
             "layers": [layer.to_dict() for layer in self.layers],
+            "skipped": self.skipped,
         }
 
     def table(self) -> str:
@@ -109,13 +151,18 @@ class RepresentationReport:
         for layer in self.layers:
             fractions = layer.fractions
             rows.append(
-                [layer.layer, layer.n_features, fractions.get((0, 1), 0.0), 1.0 - fractions.get((0, 1), 0.0)]
+                [layer.layer, layer.n_features, layer.invariant_fraction, layer.breaking_fraction]
                 + [fractions.get(c) for c in channels if c != (0, 1)]
                 + [layer.unresolved / layer.mean_square if layer.mean_square > 0 else 0.0]
             )
+        skipped = (
+            "\nskipped (not learned per-atom features): "
+            + "; ".join(f"{name} ({why})" for name, why in self.skipped.items())
+            if self.skipped else ""
+        )
         return (
             f"fraction of each layer's mean square feature in each O(3) channel (lambda, parity); "
-            f"{self.n_structures} structures, quadrature {self.quadrature}\n" + format_table(headers, rows)
+            f"{self.n_structures} structures, quadrature {self.quadrature}\n" + format_table(headers, rows) + skipped
         )
 
 
@@ -181,6 +228,7 @@ def representation_content(
     """Character-project every requested feature output of ``model`` on ``structures``."""
     handle = model if isinstance(model, ModelHandle) else ModelHandle.load(model)
     available = feature_outputs(handle)
+    skipped = skipped_outputs(handle)
     if layers is None or len(layers) == 0:
         layers = available
     else:
@@ -188,11 +236,16 @@ def representation_content(
         for layer in layers:
             matches = [n for n in available if n == layer or n.endswith(layer)]
             if not matches:
-                raise ModelError(f"{handle.source}: no feature output '{layer}'; available: {available}")
+                why = "".join(f" ({n}: {w})" for n, w in skipped.items() if n == layer or n.endswith(layer))
+                raise ModelError(f"{handle.source}: no feature output '{layer}'{why}; available: {available}")
             resolved += [m for m in matches if m not in resolved]
         layers = resolved
     if not layers:
-        raise ModelError(f"{handle.source}: the model exposes no per-atom feature outputs")
+        also = f" (skipped: {', '.join(skipped)})" if skipped else ""
+        raise ModelError(
+            f"{handle.source}: the model exposes no per-atom feature outputs (learned features are "
+            f"'feature' or 'mtt::features::*' with per-atom samples){also}"
+        )
     if quadrature is None:
         quadrature = smallest_exact_quadrature(2 * lmax)
     elif quadrature.degree < 2 * lmax:
@@ -206,7 +259,7 @@ def representation_content(
         )
         for name in layers:
             accumulator.add(name, prediction.features[name])
-    return RepresentationReport(handle.source, lmax, quadrature.name, len(structures), accumulator.contents())
+    return RepresentationReport(handle.source, lmax, quadrature.name, len(structures), accumulator.contents(), skipped)
 
 
 def plot_representations(reports: Dict[str, RepresentationReport], path: str) -> None:
