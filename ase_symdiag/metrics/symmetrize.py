@@ -6,6 +6,19 @@ forces: F(Rx) R; stress: R^T S(Rx) R) is averaged, ``<g> = sum_k w_k g(R_k)``, a
 spread ``std = sqrt(sum_k w_k |g(R_k) - <g>|^2)`` is the rotational uncertainty. A
 quadrature exact to degree L removes every symmetry-breaking component with
 1 <= lambda <= L from the average (METHODS.md sections 2-3).
+
+The stress spread. ``std["stress"]`` is per entry of the 3x3 tensor, like
+metatomic-ase's ``stress_rot_std``. What a calculator reports
+(``SymDiagCalculator.results["stress_std"]``) is ``std["stress:voigt"]``: the spread
+of the six Voigt components themselves (xx, yy, zz, yz, xz, xy; the off-diagonal
+ones are ``(s_ij + s_ji) / 2``), i.e. the spread of the stress ASE returns. The
+diagonal entries always agree one-to-one, and for a symmetric stress so do the
+off-diagonal ones (tested against metatomic-ase). For an asymmetric virial they
+differ: PET's direct stress, and the autograd virial of any energy that is not
+rotation invariant (the antisymmetric part of the virial is the energy's derivative
+with respect to an infinitesimal rotation). An antisymmetric part that varies with
+the orientation is in metatomic-ase's ``[1, 2]`` and ``[2, 1]`` spreads but cancels
+in the Voigt ``yz`` one, which is never larger than their mean.
 """
 
 from __future__ import annotations
@@ -61,7 +74,8 @@ class SymmetrizedPrediction:
     Keys: ``energy`` (eV), ``energies`` (N,), ``forces`` (N, 3) eV/Å, ``stress``
     (3, 3) eV/Å^3, and ``direct_forces``/``direct_stress`` when requested; ``std``
     also has ``stress:voigt`` (and ``direct_stress:voigt``), the spread of the six
-    Voigt components. ``samples`` keeps the back-rotated values ``g(R_k)``,
+    Voigt components (what calculators report; module docstring for how it differs
+    from the per-entry ``std["stress"]`` of an asymmetric stress). ``samples`` keeps the back-rotated values ``g(R_k)``,
     (K, ...), for spectra; it is empty when computed with ``keep_samples=False``.
     """
 

@@ -5,7 +5,7 @@ import pytest
 
 from ase_symdiag import SymDiagCalculator, SymDiagError, check_equivariance
 from ase_symdiag.o3.quadrature import O3Quadrature, group_quadrature
-from ase_symdiag.metrics.symmetrize import resolve_quadrature
+from ase_symdiag.metrics.symmetrize import resolve_quadrature, weighted_mean_std
 
 
 @pytest.mark.parametrize("l_max", [1, 3])
@@ -32,6 +32,17 @@ def test_agrees_with_metatomic_ase_symmetrized_calculator(broken_model, fixture,
             [stress[0, 0], stress[1, 1], stress[2, 2], stress[1, 2], stress[0, 2], stress[0, 1]]
         )
         np.testing.assert_allclose(ours.get_stress(), expected, atol=1e-8 * np.abs(expected).max())
+        # the spread: ours is of the Voigt components, theirs per 3x3 entry. The diagonal
+        # entries are Voigt components: they agree one-to-one. The virial of an energy
+        # that is not rotation invariant is not symmetric ([0, 1] != [1, 0] here), and
+        # our off-diagonal spread is that of (s_ij + s_ji) / 2: at most their mean
+        spread = np.asarray(reference["stress_rot_std"])
+        ours_std = np.asarray(ours.calc.results["stress_std"])
+        assert spread.diagonal().min() > 1e-6  # the planted term spreads every component
+        np.testing.assert_allclose(ours_std[:3], spread.diagonal(), rtol=1e-6)
+        for value, (i, j) in zip(ours_std[3:], [(1, 2), (0, 2), (0, 1)]):
+            assert value <= 0.5 * (spread[i, j] + spread[j, i]) * (1 + 1e-9)
+            assert value == pytest.approx(spread[i, j], rel=0.1)  # the asymmetry is small
 
 
 def test_variance_agrees_with_metatomic_symmetrized_model(broken_model, crystal):
@@ -158,3 +169,50 @@ def test_chunk_size_adapts_to_the_structure():
     assert chunk_size(32, 3, 16) == 3
     with pytest.raises(ValueError, match="batch_size"):
         chunk_size(32, 3, 0)
+
+
+def test_voigt_stress_spread_differs_from_per_entry_spread_for_asymmetric_stress():
+    """metatomic-ase's stress_rot_std is per 3x3 entry; ours (results['stress_std'],
+    std['stress:voigt']) is the spread of the Voigt components. An antisymmetric yz
+    part that varies with the orientation (an asymmetric virial) is in their [1, 2]
+    and [2, 1] but not in our yz; every other component agrees."""
+    from metatomic_ase._symmetry import _compute_rotational_average
+
+    from ase_symdiag.o3.transforms import voigt_from_tensor
+
+    quadrature = resolve_quadrature("T")
+    R, w = quadrature.rotations, quadrature.weights
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(3, 3))
+    symmetric = 1e-3 * rng.normal(size=(quadrature.size, 3, 3))
+    symmetric = base + base.T + symmetric + np.swapaxes(symmetric, 1, 2)
+    antisymmetric = np.zeros((quadrature.size, 3, 3))
+    antisymmetric[:, 1, 2] = 0.01 * rng.normal(size=quadrature.size)
+    antisymmetric[:, 2, 1] = -antisymmetric[:, 1, 2]
+    for extra in (0.0, 1.0):
+        back = symmetric + extra * antisymmetric  # back-rotated samples g(R_k)
+        rotated = R @ back @ np.swapaxes(R, 1, 2)  # what a model returned in the rotated frames
+        theirs = _compute_rotational_average({"stress": rotated}, R, w, True)["stress_rot_std"]
+        _, ours = weighted_mean_std(voigt_from_tensor(back), w)
+        mapped = np.array([theirs[0, 0], theirs[1, 1], theirs[2, 2], theirs[1, 2], theirs[0, 2], theirs[0, 1]])
+        np.testing.assert_allclose(ours[[0, 1, 2, 4, 5]], mapped[[0, 1, 2, 4, 5]], rtol=1e-10)
+        _, symmetric_yz = weighted_mean_std(symmetric[:, 1, 2], w)
+        assert ours[3] == pytest.approx(symmetric_yz, rel=1e-10)
+        if extra == 0.0:
+            assert ours[3] == pytest.approx(mapped[3], rel=1e-10)
+        else:  # the antisymmetric fluctuation is in theirs only
+            assert min(theirs[1, 2], theirs[2, 1]) > 5 * ours[3]
+
+
+def test_calculator_stress_std_is_the_voigt_spread(broken_model, crystal):
+    from ase_symdiag import ModelHandle
+    from ase_symdiag.metrics.symmetrize import symmetrized_prediction
+    from ase_symdiag.o3.transforms import voigt_from_tensor
+    from ase_symdiag.structures import from_atoms
+
+    crystal.calc = SymDiagCalculator(broken_model, symmetrize="T")
+    crystal.get_stress()
+    prediction = symmetrized_prediction(ModelHandle.load(broken_model), from_atoms(crystal), resolve_quadrature("T"))
+    _, expected = weighted_mean_std(voigt_from_tensor(prediction.samples["stress"]), prediction.quadrature.weights)
+    np.testing.assert_allclose(prediction.std["stress:voigt"], expected, rtol=1e-8)
+    np.testing.assert_allclose(crystal.calc.results["stress_std"], expected, rtol=1e-8)
