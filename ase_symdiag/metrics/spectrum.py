@@ -375,7 +375,7 @@ def plot_spectra(spectra: List[StructureSpectrum], path: str) -> None:
             # what lies above lmax (unresolved) at x = lmax + 1, so it is never out of sight
             ax.semilogy(
                 [spectrum.lmax + 1], [max(out.rms(out.unresolved), 1e-300)], marker="X", linestyle="none",
-                markersize=8, color="k", label=f"{spectrum.label} >{spectrum.lmax} (unresolved)",
+                markersize=9, markeredgecolor="k", label=f"{spectrum.label} >{spectrum.lmax} (unresolved)",
             )
         top = max(s.lmax for s in spectra)
         ticks = sorted({l for l in range(top + 1)} | {s.lmax + 1 for s in spectra})
