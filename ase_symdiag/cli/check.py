@@ -13,12 +13,13 @@ import sys
 
 from ase_symdiag.cli.common import (
     add_model_structures,
-    usage,
+    load_handle,
     nonnegative_float,
     nonnegative_int,
     output_file,
     positive_int,
     show_progress,
+    usage,
 )
 
 #: (option, summary key, what, unit) of every gate threshold
@@ -41,7 +42,7 @@ def add_parser(subparsers) -> None:
             "when a --max-* threshold is exceeded, so it can gate a production run."
         ),
     )
-    add_model_structures(p, batch=False)
+    add_model_structures(p, batch=False, variant=True)
     p.add_argument("-n", "--rotations", type=positive_int, default=8, help="number of random O(3) operations (default 8)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the rotation sampler (default 0)")
     p.add_argument("--proper-only", action="store_true", help="only proper rotations (for chiral models)")
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_stress_error is not None and not any(s.periodic for s in structures):
         raise usage("--max-stress-error: no structure is periodic in all directions, so no stress is measured")
     report = check_equivariance(
-        args.model,
+        load_handle(args),
         structures,
         n_rotations=args.rotations,
         seed=args.seed,
