@@ -7,8 +7,8 @@
     def test_my_model_is_equivariant(symdiag_structures):
         assert_equivariant(MyCalculator(), list(symdiag_structures.values()))
 
-:func:`assert_equivariant` measures the output equivariance errors of METHODS.md
-section 1 (the same definitions as :func:`ase_symdiag.check_equivariance`, through
+:func:`assert_equivariant` measures the output equivariance errors of docs/methods.md
+§1 (the same definitions as :func:`ase_symdiag.check_equivariance`, through
 :func:`ase_symdiag.metrics.equivariance.structure_errors`) and raises an ``AssertionError``
 with a small table when one exceeds its tolerance. It accepts any ASE calculator
 (evaluated one rotated copy at a time, as is a :class:`~ase_symdiag.SymDiagCalculator`

@@ -1,4 +1,4 @@
-"""The output equivariance check (METHODS.md section 1).
+"""The output equivariance check (docs/methods.md §1).
 
 For each structure x and operation R (Haar-random proper and improper, seeded,
 plus any the user passes):

@@ -1,4 +1,4 @@
-"""Symmetry content of learned representations, layer by layer (METHODS.md section 4).
+"""Symmetry content of learned representations, layer by layer (docs/methods.md §5).
 
 For a layer's per-atom features h(x) and the function R -> h(Rx) on O(3), the
 character projection onto the irrep (lambda, sigma) splits the mean square of h over

@@ -11,8 +11,8 @@ O(3) irreps ``D^{lambda,sigma}`` (sigma = sign under the inversion),
   the group, ``Var = <|g - <g>|^2>``.
 
 Powers are computed by quadrature; a channel lambda is resolved exactly when the
-quadrature is exact to degree ``2 lambda_max`` and g is band-limited (METHODS.md
-section 5c). A quadrature only sees g at its own operations, so the variance *over
+quadrature is exact to degree ``2 lambda_max`` and g is band-limited (docs/methods.md
+§3). A quadrature only sees g at its own operations, so the variance *over
 the quadrature* can miss breaking it cannot resolve (the two operations of ``Ci``
 see nothing of a lambda = 2 term). The part of the breaking not attributed to the
 channels ``lambda <= lambda_max``, ``unresolved``, is therefore measured at

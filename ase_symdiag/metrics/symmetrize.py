@@ -5,7 +5,7 @@ For a structure x, an output y with representation rho and a quadrature
 forces: F(Rx) R; stress: R^T S(Rx) R) is averaged, ``<g> = sum_k w_k g(R_k)``, and its
 spread ``std = sqrt(sum_k w_k |g(R_k) - <g>|^2)`` is the rotational uncertainty. A
 quadrature exact to degree L removes every symmetry-breaking component with
-1 <= lambda <= L from the average (METHODS.md sections 2-3).
+1 <= lambda <= L from the average (docs/methods.md §2 and §4).
 
 The stress spread. ``std["stress"]`` is per entry of the 3x3 tensor, like
 metatomic-ase's ``stress_rot_std``. What a calculator reports
