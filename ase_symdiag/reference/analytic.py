@@ -27,7 +27,7 @@ import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
-from ase_symdiag.backends.metatomic.blocks import atom_samples, selection_mask, single_block_map
+from ase_symdiag.backends.metatomic.blocks import atom_samples, force_map, selection_mask, single_block_map, stress_map
 
 #: Morse parameters for copper (Girifalco & Weizer 1959), eV and Å
 CU_MORSE = {"depth": 0.3429, "alpha": 1.3588, "r0": 2.866}
@@ -162,13 +162,7 @@ class PairPotential(torch.nn.Module):
             results["energy"] = single_block_map(block, device)
 
         if "non_conservative_force" in outputs:
-            block = TensorBlock(
-                values=torch.cat(forces)[keep].reshape(-1, 3, 1),
-                samples=kept_samples,
-                components=[Labels(["xyz"], torch.arange(3, device=device).reshape(-1, 1))],
-                properties=Labels(["non_conservative_force"], torch.tensor([[0]], device=device)),
-            )
-            results["non_conservative_force"] = single_block_map(block, device)
+            results["non_conservative_force"] = force_map(systems, torch.cat(forces), selected_atoms, "non_conservative_force")
 
         if "mtt::features::planted" in outputs:
             block = TensorBlock(
@@ -180,18 +174,7 @@ class PairPotential(torch.nn.Module):
             results["mtt::features::planted"] = single_block_map(block, device)
 
         if "non_conservative_stress" in outputs:
-            block = TensorBlock(
-                values=torch.stack(stresses).reshape(-1, 3, 3, 1),
-                samples=Labels(
-                    ["system"], torch.arange(len(systems), device=device).reshape(-1, 1)
-                ),
-                components=[
-                    Labels(["xyz_1"], torch.arange(3, device=device).reshape(-1, 1)),
-                    Labels(["xyz_2"], torch.arange(3, device=device).reshape(-1, 1)),
-                ],
-                properties=Labels(["non_conservative_stress"], torch.tensor([[0]], device=device)),
-            )
-            results["non_conservative_stress"] = single_block_map(block, device)
+            results["non_conservative_stress"] = stress_map(torch.stack(stresses), "non_conservative_stress")
         return results
 
 

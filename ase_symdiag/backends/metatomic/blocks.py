@@ -35,3 +35,34 @@ def selection_mask(samples: Labels, selected_atoms: Optional[Labels]) -> torch.T
 def single_block_map(block: TensorBlock, device: torch.device) -> TensorMap:
     """A TensorMap with one block under the placeholder key ``_``."""
     return TensorMap(Labels("_", torch.tensor([[0]], device=device)), [block])
+
+
+def force_map(systems: List[System], forces: torch.Tensor, selected_atoms: Optional[Labels], name: str) -> TensorMap:
+    """Per-atom vectors ``forces`` ((sum of atoms, 3), system-major) as the ``name`` output
+    (e.g. ``non_conservative_force``), restricted to ``selected_atoms``."""
+    device = forces.device
+    samples = atom_samples(systems, device)
+    keep = selection_mask(samples, selected_atoms)
+    block = TensorBlock(
+        values=forces[keep].reshape(-1, 3, 1),
+        samples=Labels(["system", "atom"], samples.values[keep]),
+        components=[Labels(["xyz"], torch.arange(3, device=device).reshape(-1, 1))],
+        properties=Labels([name], torch.tensor([[0]], device=device)),
+    )
+    return single_block_map(block, device)
+
+
+def stress_map(stresses: torch.Tensor, name: str) -> TensorMap:
+    """Per-system 3x3 tensors ``stresses`` ((systems, 3, 3)) as the ``name`` output
+    (e.g. ``non_conservative_stress``)."""
+    device = stresses.device
+    block = TensorBlock(
+        values=stresses.reshape(-1, 3, 3, 1),
+        samples=Labels(["system"], torch.arange(stresses.shape[0], device=device).reshape(-1, 1)),
+        components=[
+            Labels(["xyz_1"], torch.arange(3, device=device).reshape(-1, 1)),
+            Labels(["xyz_2"], torch.arange(3, device=device).reshape(-1, 1)),
+        ],
+        properties=Labels([name], torch.tensor([[0]], device=device)),
+    )
+    return single_block_map(block, device)

@@ -37,7 +37,7 @@ import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
-from ase_symdiag.backends.metatomic.blocks import atom_samples, selection_mask, single_block_map
+from ase_symdiag.backends.metatomic.blocks import atom_samples, force_map, selection_mask, single_block_map, stress_map
 
 #: atoms per inner call (copies x atoms); see ase_symdiag.backends.metatomic.evaluation.CHUNK_ATOMS
 DEFAULT_CHUNK_ATOMS = 1024
@@ -167,26 +167,9 @@ class SymmetrizedEnergy(torch.nn.Module):
             )
             results["energy"] = single_block_map(block, device)
         if want_forces:
-            samples = atom_samples(systems, device)
-            keep = selection_mask(samples, selected_atoms)
-            block = TensorBlock(
-                values=torch.cat(forces)[keep].reshape(-1, 3, 1),
-                samples=Labels(["system", "atom"], samples.values[keep]),
-                components=[Labels(["xyz"], torch.arange(3, device=device).reshape(-1, 1))],
-                properties=Labels(["non_conservative_force"], torch.tensor([[0]], device=device)),
-            )
-            results["non_conservative_force"] = single_block_map(block, device)
+            results["non_conservative_force"] = force_map(systems, torch.cat(forces), selected_atoms, "non_conservative_force")
         if want_stress:
-            block = TensorBlock(
-                values=torch.stack(stresses).reshape(-1, 3, 3, 1),
-                samples=Labels(["system"], torch.arange(len(systems), device=device).reshape(-1, 1)),
-                components=[
-                    Labels(["xyz_1"], torch.arange(3, device=device).reshape(-1, 1)),
-                    Labels(["xyz_2"], torch.arange(3, device=device).reshape(-1, 1)),
-                ],
-                properties=Labels(["non_conservative_stress"], torch.tensor([[0]], device=device)),
-            )
-            results["non_conservative_stress"] = single_block_map(block, device)
+            results["non_conservative_stress"] = stress_map(torch.stack(stresses), "non_conservative_stress")
         return results
 
     def _average(
@@ -392,26 +375,9 @@ class CorrectedForces(torch.nn.Module):
                 stresses.append((0.5 * (stress + stress.T)).detach())
 
         if want_forces:
-            samples = atom_samples(systems, device)
-            keep = selection_mask(samples, selected_atoms)
-            block = TensorBlock(
-                values=torch.cat(forces)[keep].reshape(-1, 3, 1),
-                samples=Labels(["system", "atom"], samples.values[keep]),
-                components=[Labels(["xyz"], torch.arange(3, device=device).reshape(-1, 1))],
-                properties=Labels(["non_conservative_force"], torch.tensor([[0]], device=device)),
-            )
-            results["non_conservative_force"] = single_block_map(block, device)
+            results["non_conservative_force"] = force_map(systems, torch.cat(forces), selected_atoms, "non_conservative_force")
         if want_stress:
-            block = TensorBlock(
-                values=torch.stack(stresses).reshape(-1, 3, 3, 1),
-                samples=Labels(["system"], torch.arange(len(systems), device=device).reshape(-1, 1)),
-                components=[
-                    Labels(["xyz_1"], torch.arange(3, device=device).reshape(-1, 1)),
-                    Labels(["xyz_2"], torch.arange(3, device=device).reshape(-1, 1)),
-                ],
-                properties=Labels(["non_conservative_stress"], torch.tensor([[0]], device=device)),
-            )
-            results["non_conservative_stress"] = single_block_map(block, device)
+            results["non_conservative_stress"] = stress_map(torch.stack(stresses), "non_conservative_stress")
         return results
 
 
