@@ -351,6 +351,16 @@ def spectrum_table(spectra: List[StructureSpectrum]) -> str:
     )
 
 
+def plot_channels(ax, out: "OutputSpectrum", lmax: int, label: str, scale: float = 1.0) -> None:
+    """Draw one output's breaking channels (RMS amplitude against lambda, one line per
+    parity, ``(0, +)`` left out) on a matplotlib ``ax``, amplitudes times ``scale``."""
+    for sigma, marker, style in ((1, "o", "-"), (-1, "s", "--")):
+        ls = [l for l in range(lmax + 1) if (l, sigma) in out.power and (l, sigma) != (0, 1)]
+        amps = [max(out.rms(out.power[(l, sigma)]) * scale, 1e-300) for l in ls]
+        if ls:
+            ax.semilogy(ls, amps, marker=marker, linestyle=style, label=f"{label} {'+' if sigma > 0 else '-'}")
+
+
 def plot_spectra(spectra: List[StructureSpectrum], path: str) -> None:
     """PNG: RMS amplitude against lambda (log scale), one panel per output."""
     import matplotlib
@@ -367,11 +377,7 @@ def plot_spectra(spectra: List[StructureSpectrum], path: str) -> None:
             out = spectrum.outputs.get(name)
             if out is None:
                 continue
-            for sigma, marker, style in ((1, "o", "-"), (-1, "s", "--")):
-                ls = [l for l in range(spectrum.lmax + 1) if (l, sigma) in out.power and (l, sigma) != (0, 1)]
-                amps = [max(out.rms(out.power[(l, sigma)]), 1e-300) for l in ls]
-                if ls:
-                    ax.semilogy(ls, amps, marker=marker, linestyle=style, label=f"{spectrum.label} {'+' if sigma > 0 else '-'}")
+            plot_channels(ax, out, spectrum.lmax, spectrum.label)
             # what lies above lmax (unresolved) at x = lmax + 1, so it is never out of sight
             ax.semilogy(
                 [spectrum.lmax + 1], [max(out.rms(out.unresolved), 1e-300)], marker="X", linestyle="none",

@@ -154,6 +154,7 @@ def plot_spectrum(spectra: Dict[str, dict], lmax: int, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ase_symdiag.metrics.spectrum import plot_channels
     from ase_symdiag.report import atomic_savefig
 
     names = list(next(iter(spectra.values())))
@@ -161,11 +162,7 @@ def plot_spectrum(spectra: Dict[str, dict], lmax: int, path: str) -> None:
     for ax, name in zip(axes[0], names):
         for label, outputs in spectra.items():
             out = outputs[name]
-            rms = np.sqrt(out.mean_square)
-            for sigma, marker, style in ((1, "o", "-"), (-1, "s", "--")):
-                ls = [l for l in range(lmax + 1) if (l, sigma) != (0, 1)]
-                amps = [max(np.sqrt(out.power[(l, sigma)]) / rms, 1e-16) for l in ls]
-                ax.semilogy(ls, amps, marker=marker, linestyle=style, label=f"{label} {'+' if sigma > 0 else '-'}")
+            plot_channels(ax, out, lmax, label, scale=1.0 / max(out.rms(out.mean_square), 1e-300))
         ax.set_xticks(range(lmax + 1))
         ax.set_xlabel("lambda")
         ax.set_ylabel("RMS breaking / RMS output")
