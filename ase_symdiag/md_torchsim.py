@@ -667,6 +667,7 @@ def run_md_batched(
     progress: bool = False,
     callback: Optional[Callable] = None,
     confidence: float = 0.95,
+    deterministic: bool = True,
 ) -> BatchedMDResult:
     """Replicas x temperatures of each variant of ``model``, batched on TorchSim.
 
@@ -679,6 +680,8 @@ def run_md_batched(
     variant (anything :func:`~ase_symdiag.symmetrize.resolve_quadrature` takes, or
     ``"adaptive"``). Failure thresholds and ``interval``/``checkpoint_every`` as in
     :func:`ase_symdiag.md.run_md`. ``callback(name, step, state)`` after every step.
+    ``deterministic``: run TorchScript models unoptimized (bit-exact resume; see the
+    comment in the code).
     """
     _require_torchsim()
     from .md_stats import plot_survival, survival_statistics
@@ -733,13 +736,19 @@ def run_md_batched(
     for name, spec in items:
         if not name or any(c in name for c in "/\\ ") or name.startswith("."):
             raise MDError(f"bad variant name {name!r} (used as a file name)")
-        if isinstance(spec, str):
-            ts_model, description = build_variant(spec, model, atoms, symmetrize=symmetrize, seed=seed,
-                                                  batch_size=batch_size, device=device)
-        else:
-            ts_model, description = spec, type(spec).__name__
-        results[name] = _run_variant_batched(name, ts_model, description, start, temperatures_set, options,
-                                             out, resume, progress, callback, trajectories)
+    # TorchScript's optimizing executor re-compiles a model after its first calls, and the
+    # optimized graph rounds differently (measured: 2e-16 eV/A on the Morse model): a
+    # resumed process would then not continue bit for bit. Unoptimized execution is
+    # deterministic (and, for these small models on CPU, not slower; see bench/md_throughput.py).
+    with torch.jit.optimized_execution(not deterministic):
+        for name, spec in items:
+            if isinstance(spec, str):
+                ts_model, description = build_variant(spec, model, atoms, symmetrize=symmetrize, seed=seed,
+                                                      batch_size=batch_size, device=device)
+            else:
+                ts_model, description = spec, type(spec).__name__
+            results[name] = _run_variant_batched(name, ts_model, description, start, temperatures_set, options,
+                                                 out, resume, progress, callback, trajectories)
     statistics = survival_statistics(
         {name: [rep["summary"] for rep in v.replicas] for name, v in results.items()},
         t_max_ps=steps * timestep / 1000.0, confidence=confidence,
