@@ -191,14 +191,16 @@ def _interrupt_at(step_to_stop):
     return callback
 
 
-@pytest.mark.parametrize("thermostat,variant", [("langevin", "stochastic"), ("bussi", "raw")])
-def test_resume_is_exact(tmp_path, thermostat, variant):
+@pytest.mark.parametrize("thermostat,variant,deterministic",
+                         [("langevin", "stochastic", False), ("bussi", "raw", False), ("langevin", "corrected", True)])
+def test_resume_is_exact(tmp_path, thermostat, variant, deterministic):
     """Interrupted at step 7 (checkpoint at 4), resumed: logs, summaries and the
     checkpoint equal an uninterrupted run bit for bit (thermostat and rotation random
-    numbers included)."""
+    numbers included; TorchScript's optimized plans warmed up, or not used)."""
     atoms = cluster()
     kwargs = dict(replicas=2, temperatures=[300, 600], ensemble="nvt", thermostat=thermostat, steps=10,
-                  timestep=2.0, interval=1, checkpoint_every=4, plot=False, taut=20.0, friction=0.05)
+                  timestep=2.0, interval=1, checkpoint_every=4, plot=False, taut=20.0, friction=0.05,
+                  deterministic=deterministic)
     full, part = tmp_path / "full", tmp_path / "part"
     run_md_batched(MODEL, atoms, [variant], out=str(full), **kwargs)
     with pytest.raises(KeyboardInterrupt):
