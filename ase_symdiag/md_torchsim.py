@@ -165,6 +165,51 @@ class StochasticRotationModel(_ModelBase):
         return result
 
 
+class CorrectedModel(_ModelBase):
+    """A TorchSim model whose forces are ``inner``'s with the net force removed (mean
+    over each system's atoms) and, for finite systems, the net torque about the
+    centroid removed (:class:`ase_symdiag.corrections.NetForce` then
+    :class:`~ase_symdiag.corrections.NetTorque`, uniform weights), batched over all
+    systems in one set of tensor operations; energy and stress pass through.
+
+    The same forces as :func:`ase_symdiag.export.export_corrected` run through
+    metatomic-torchsim (tested), at the cost of the raw model instead of about four
+    times it (that export evaluates the energy, then each system again with autograd).
+    """
+
+    def __init__(self, inner, *, net_torque: bool = True) -> None:
+        super().__init__()
+        self.inner = inner
+        self._device = inner.device
+        self._dtype = inner.dtype
+        self._compute_forces = True
+        self._compute_stress = bool(inner.compute_stress)
+        self.net_torque = bool(net_torque)
+
+    def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
+        out = dict(self.inner(state))
+        forces = out["forces"].to(torch.float64)
+        idx = state.system_idx
+        n_sys = state.n_systems
+        counts = torch.bincount(idx, minlength=n_sys).to(torch.float64).unsqueeze(1)
+
+        def per_system_sum(values):
+            return torch.zeros((n_sys,) + values.shape[1:], dtype=values.dtype, device=values.device).index_add(0, idx, values)
+
+        forces = forces - (per_system_sum(forces) / counts)[idx]
+        if self.net_torque and not bool(state.pbc.any()):
+            positions = state.positions.to(torch.float64)
+            r = positions - (per_system_sum(positions) / counts)[idx]
+            torque = per_system_sum(torch.linalg.cross(r, forces))
+            eye = torch.eye(3, dtype=torch.float64, device=r.device)
+            inertia = per_system_sum((r * r).sum(dim=1)).reshape(-1, 1, 1) * eye - per_system_sum(
+                r.unsqueeze(2) * r.unsqueeze(1))
+            omega = torch.linalg.pinv(inertia) @ torque.unsqueeze(2)  # minimum norm, as lstsq in NetTorque
+            forces = forces - torch.linalg.cross(omega.squeeze(2)[idx], r)
+        out["forces"] = forces.to(out["forces"].dtype)
+        return out
+
+
 # --------------------------------------------------------------------------------------
 # variants as TorchSim models
 
@@ -187,9 +232,15 @@ def adaptive_quadrature(model, atoms: Atoms, lmax: int = 3, n_rattled: int = 4, 
 
 
 def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0, batch_size: int = 16,
-                  device: Optional[str] = None, neighbor_skin: float = 0.0):
+                  device: Optional[str] = None, neighbor_skin: float = 0.0, corrected_export: bool = False):
     """``(TorchSim model, description)`` of a named variant of ``model`` (path or
-    AtomisticModel) for structures like ``atoms`` (periodic or not)."""
+    AtomisticModel) for structures like ``atoms`` (periodic or not).
+
+    ``corrected_export=True`` builds ``corrected`` from
+    :func:`~ase_symdiag.export.export_corrected` through metatomic-torchsim's
+    ``non_conservative`` option (as LAMMPS or i-PI users run it) instead of the
+    equivalent, cheaper :class:`CorrectedModel`. ``neighbor_skin``: metatomic-torchsim's
+    Verlet skin; 0 (rebuild every step) keeps each call independent of the history."""
     from metatomic_torchsim import MetatomicModel
 
     from .export import export_corrected, export_symmetrized
@@ -214,10 +265,13 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
         exported = _scripted(export_symmetrized(handle.model, quadrature, batch_size=batch_size))
         return MetatomicModel(exported, **options), f"symmetrized ({quadrature.name}, {quadrature.size} ops{note})"
     if kind == "corrected":
-        exported = _scripted(export_corrected(handle.model, net_torque=not periodic))
-        nc = True if periodic else "forces"
         what = "net_force" if periodic else "net_force, net_torque"
-        return MetatomicModel(exported, non_conservative=nc, **options), f"corrected ({what})"
+        if corrected_export:
+            exported = _scripted(export_corrected(handle.model, net_torque=not periodic))
+            nc = True if periodic else "forces"
+            return MetatomicModel(exported, non_conservative=nc, **options), f"corrected ({what}; export)"
+        inner = MetatomicModel(handle.model, **options)
+        return CorrectedModel(inner, net_torque=not periodic), f"corrected ({what})"
     if kind == "stochastic":
         inner = MetatomicModel(handle.model, **options)
         return StochasticRotationModel(inner, seed=seed + 2), "stochastic (1 Haar-random O(3) op per step and replica)"

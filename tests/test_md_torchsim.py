@@ -65,9 +65,12 @@ def test_batched_forces_match_symdiag_calculator():
     at the last step equal SymDiagCalculator's at the same quadrature/corrections."""
     atoms = cluster()
     stochastic, _ = build_variant("stochastic", MODEL, atoms, seed=5)
+    exported, description = build_variant("corrected", MODEL, atoms, corrected_export=True)
+    assert description == "corrected (net_force, net_torque; export)"
     capture = Capture()
     result = run_md_batched(
-        MODEL, atoms, {"raw": "raw", "symmetrized": "symmetrized", "corrected": "corrected", "stochastic": stochastic},
+        MODEL, atoms, {"raw": "raw", "symmetrized": "symmetrized", "corrected": "corrected", "stochastic": stochastic,
+                       "corrected_export": exported},
         replicas=2, temperatures=[300, 900], ensemble="nvt", steps=4, timestep=2.0, interval=2,
         symmetrize=2, callback=capture,
     )
@@ -78,8 +81,9 @@ def test_batched_forces_match_symdiag_calculator():
         "symmetrized": SymDiagCalculator(MODEL, symmetrize=2),
         "corrected": SymDiagCalculator(MODEL, corrections=["net_force", "net_torque"]),
     }
+    calcs["corrected_export"] = calcs["corrected"]
     spread = {}
-    for name in ("raw", "symmetrized", "corrected", "stochastic"):
+    for name in ("raw", "symmetrized", "corrected", "stochastic", "corrected_export"):
         step, positions, forces, energy = capture.last[name]
         assert step == 4
         positions, forces = _split(positions, n), _split(forces, n)
@@ -105,12 +109,13 @@ def test_batched_forces_match_symdiag_calculator():
         probe.calc = calcs["raw"]
         assert np.abs(spread[name][0] - probe.get_forces()).max() > 1e-4, name
     # corrected: zero net force and net torque (about the centroid) on every replica
-    positions = _split(capture.last["corrected"][1], n)
-    for k in range(4):
-        f = spread["corrected"][k]
-        r = positions[k] - positions[k].mean(axis=0)
-        assert np.abs(f.sum(axis=0)).max() < 1e-10
-        assert np.abs(np.cross(r, f).sum(axis=0)).max() < 1e-9
+    for name in ("corrected", "corrected_export"):
+        positions = _split(capture.last[name][1], n)
+        for k in range(4):
+            f = spread[name][k]
+            r = positions[k] - positions[k].mean(axis=0)
+            assert np.abs(f.sum(axis=0)).max() < 1e-10
+            assert np.abs(np.cross(r, f).sum(axis=0)).max() < 1e-9
 
 
 def test_haar_rotations_are_orthogonal_and_mixed():
