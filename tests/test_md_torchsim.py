@@ -205,7 +205,7 @@ def test_resume_is_exact(tmp_path, thermostat, variant, deterministic):
     atoms = cluster()
     kwargs = dict(replicas=2, temperatures=[300, 600], ensemble="nvt", thermostat=thermostat, steps=10,
                   timestep=2.0, interval=1, checkpoint_every=4, plot=False, taut=20.0, friction=0.05,
-                  deterministic=deterministic)
+                  deterministic=deterministic, trajectories=thermostat == "bussi")
     full, part = tmp_path / "full", tmp_path / "part"
     run_md_batched(MODEL, atoms, [variant], out=str(full), **kwargs)
     with pytest.raises(KeyboardInterrupt):
@@ -215,6 +215,14 @@ def test_resume_is_exact(tmp_path, thermostat, variant, deterministic):
     run_md_batched(MODEL, atoms, [variant], out=str(part), resume=True, **kwargs)
     for suffix in (".log", ".json", ".state.json"):
         assert (full / f"{variant}{suffix}").read_text() == (part / f"{variant}{suffix}").read_text(), suffix
+    if thermostat == "bussi":  # per-replica trajectories cut back to the checkpoint and extended
+        from ase.io.trajectory import Trajectory
+
+        for r in range(4):
+            with Trajectory(full / f"{variant}.r{r}.traj") as a, Trajectory(part / f"{variant}.r{r}.traj") as b:
+                assert len(a) == len(b) == 11
+                assert all(np.array_equal(x.positions, y.positions) and np.array_equal(x.get_momenta(), y.get_momenta())
+                           for x, y in zip(a, b))
     summary = json.loads((full / f"{variant}.json").read_text())
     assert len(summary["replicas"]) == 4 and all(s["steps_done"] == 10 for s in summary["replicas"])
     if thermostat == "bussi":  # exchanged energy tracked: conserved energy, finite drift
