@@ -30,8 +30,8 @@ ASE runner.
 
 Initial velocities: Maxwell-Boltzmann at each replica's temperature, without net
 momentum and rotation (:func:`ase_symdiag.md._initial_velocities`), from a seed that
-depends on (``seed``, replica, temperature index) only: every variant starts replica
-``r`` at temperature ``T`` from the same velocities (paired comparison).
+depends on (``seed``, replica, temperature) only: every variant, in any run, starts
+replica ``r`` at temperature ``T`` from the same velocities (paired comparison).
 
 Files in ``out`` for each variant ``NAME``:
 
@@ -304,8 +304,11 @@ def _set_generator_state(generator: torch.Generator, text: str) -> None:
     generator.set_state(torch.from_numpy(data))
 
 
-def _seed_for(seed: int, replica: int, temperature_index: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(replica), int(temperature_index)]).generate_state(1)[0])
+def _seed_for(seed: int, replica: int, temperature: float) -> int:
+    """Seed of the initial velocities of replica ``replica`` at ``temperature`` K (in
+    mK in the seed sequence): the same in any run that has that replica and temperature."""
+    milli_kelvin = int(round(float(temperature) * 1000))
+    return int(np.random.SeedSequence([int(seed), int(replica), milli_kelvin]).generate_state(1)[0])
 
 
 def _kinetic(state) -> torch.Tensor:
@@ -788,9 +791,9 @@ def run_md_batched(
 
     temperatures_set = [t for t in temperatures for _ in range(replicas)]
     start = []
-    for ti, t in enumerate(temperatures):
+    for t in temperatures:
         for r in range(replicas):
-            start.append(_initial_velocities(atoms, t, _seed_for(seed, r, ti)))
+            start.append(_initial_velocities(atoms, t, _seed_for(seed, r, t)))
     options = dict(
         ensemble=ensemble, thermostat_kind="nve" if ensemble == "nve" else thermostat, steps=int(steps),
         timestep=float(timestep), friction=float(friction), taut=float(taut), interval=int(interval),

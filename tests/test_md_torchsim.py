@@ -159,8 +159,8 @@ def test_failures_at_analytic_times_and_survivors_continue(tmp_path):
     )
     outcomes = set()
     for rep in result.variants["free"].replicas:
-        r, ti = rep["replica"] % replicas, temperatures.index(rep["temperature_K"])
-        start = _initial_velocities(dimer, rep["temperature_K"], _seed_for(0, r, ti))
+        r = rep["replica"] % replicas
+        start = _initial_velocities(dimer, rep["temperature_K"], _seed_for(0, r, rep["temperature_K"]))
         v = start.get_velocities()
         rel, vrel = start.positions[1] - start.positions[0], (v[1] - v[0]) * units.fs  # Å/fs
         expected = None
