@@ -10,15 +10,17 @@ stops at its first failure (the criteria of the ASE runner, plus non-finite forc
 positions at any step) and leaves the batch; the others go on.
 
 Variants, each a TorchSim model (``metatomic_torchsim.MetatomicModel`` over a
-metatomic TorchScript model, exactly what users run):
+metatomic TorchScript model, as users run them, or a thin wrapper around one):
 
 - ``raw``: the model itself (conservative forces);
 - ``symmetrized``: :func:`ase_symdiag.export.export_symmetrized` at ``symmetrize``
   (default degree 3; ``"adaptive"`` picks the cheapest quadrature from the model's
   measured breaking spectrum, as ``ase-symdiag symmetrize`` does);
-- ``corrected``: :func:`ase_symdiag.export.export_corrected` (conservative forces with
-  the net force, and for finite systems the net torque, removed), run through
-  metatomic-torchsim's ``non_conservative`` option;
+- ``corrected``: conservative forces with the net force, and for finite systems the
+  net torque, removed (:class:`CorrectedModel`, batched; the same forces as
+  :func:`ase_symdiag.export.export_corrected` run through metatomic-torchsim's
+  ``non_conservative`` option, which ``build_variant(..., corrected_export=True)``
+  uses; both tested against ``SymDiagCalculator(corrections=[...])``);
 - ``stochastic``: :class:`StochasticRotationModel`, the raw model evaluated on a
   fresh Haar-random O(3) rotation of each replica at each step, outputs
   back-rotated.
@@ -865,7 +867,7 @@ def run_torchsim_cli(args, atoms: Atoms) -> int:
     if isinstance(quadrature, str) and quadrature.isdigit():
         quadrature = int(quadrature)
     temperatures = args.temperatures if args.temperatures else [args.temperature]
-    if getattr(args, "dtype", None) not in (None,):
+    if getattr(args, "dtype", None) is not None:
         raise MDError("--dtype is not supported by the TorchSim engine (it runs in the model's dtype)")
     result = run_md_batched(
         args.model, atoms, args.variants, replicas=args.replicas, temperatures=temperatures,
