@@ -10,7 +10,8 @@ models/cu-emt-plain.pt). For each, in ONE process (same machine state):
   Langevin): all N replicas in one batch, N = 1, 2, 4, ..., 64;
 
 plus, for ethanol at N = 16, the per-step cost of each variant (raw, stochastic,
-corrected, symmetrized over D2+i with 8 operations) and, at N = 64, TorchScript's
+corrected, corrected through the export_corrected TorchScript model, symmetrized over
+D2+i with 8 operations) and, at N = 64, TorchScript's
 unoptimized execution (``deterministic=True``). Both engines record every 10 steps
 (observables on the host, as users run them). Time per step: steady state, from the
 end of step 1 to the end of step N (no model loading, TorchScript warm-up or export). Threads: ``--threads`` (default 1; on 2 cores
@@ -112,8 +113,17 @@ def main(argv=None) -> int:
 
     atoms, model, timestep = systems()["ethanol (9 atoms)"]
     vrows = []
-    for variant in ("raw", "stochastic", "corrected", "symmetrized"):
-        seconds = torchsim_seconds_per_step(model, atoms, 16, args.steps, timestep, variant=variant)
+    for variant in ("raw", "stochastic", "corrected", "corrected (export)", "symmetrized"):
+        if variant == "corrected (export)":
+            from ase_symdiag.md_torchsim import build_variant
+
+            spec = {variant: build_variant("corrected", model, atoms, corrected_export=True)[0]}
+            clock = Clock()
+            run_md_batched(model, atoms, spec, replicas=16, temperatures=[300.0], steps=args.steps,
+                           timestep=timestep, callback=clock, **COMMON)
+            seconds = clock.seconds_per_step()
+        else:
+            seconds = torchsim_seconds_per_step(model, atoms, 16, args.steps, timestep, variant=variant)
         data["variants"].append({"variant": variant, "replicas": 16, "seconds_per_step": seconds})
         vrows.append([variant, 16, seconds * 1000, seconds / 16 * 1000])
         print(vrows[-1], file=sys.stderr, flush=True)

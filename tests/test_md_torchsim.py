@@ -229,6 +229,25 @@ def test_resume_is_exact(tmp_path, thermostat, variant, deterministic):
         assert all(np.isfinite(s["drift_meV_per_atom_per_ps"]) for s in summary["replicas"])
 
 
+def test_resume_exact_when_replicas_leave(tmp_path):
+    """Replicas fail (forces above a low threshold) before and after the checkpoint the
+    run resumes from: the batch shrinks, and the resumed files still equal the
+    uninterrupted ones."""
+    atoms = cluster()
+    kwargs = dict(replicas=4, temperatures=[300, 3000], ensemble="nvt", steps=16, timestep=2.0, interval=1,
+                  checkpoint_every=4, plot=False, max_force=2.0)
+    full, part = tmp_path / "full", tmp_path / "part"
+    result = run_md_batched(MODEL, atoms, ["raw"], out=str(full), **kwargs)
+    steps = sorted(r["summary"]["failure_step"] for r in result.variants["raw"].replicas
+                   if r["summary"]["failure_step"] is not None)
+    assert any(s <= 8 for s in steps) and any(8 < s <= 16 for s in steps), steps
+    with pytest.raises(KeyboardInterrupt):
+        run_md_batched(MODEL, atoms, ["raw"], out=str(part), callback=_interrupt_at(11), **kwargs)
+    run_md_batched(MODEL, atoms, ["raw"], out=str(part), resume=True, **kwargs)
+    for suffix in (".log", ".json", ".state.json"):
+        assert (full / f"raw{suffix}").read_text() == (part / f"raw{suffix}").read_text(), suffix
+
+
 def test_resume_refuses_changed_settings(tmp_path):
     atoms = cluster()
     kwargs = dict(replicas=1, temperatures=[300], steps=2, timestep=1.0, plot=False, out=str(tmp_path))
