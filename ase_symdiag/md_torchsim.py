@@ -752,7 +752,7 @@ def run_md_batched(
     ``"adaptive"``). Failure thresholds and ``interval``/``checkpoint_every`` as in
     :func:`ase_symdiag.md.run_md`. ``callback(name, step, state)`` after every step.
     ``deterministic``: run TorchScript models unoptimized (bit-exact resume whatever
-    TorchScript's executor does, slower; see the comment in the code).
+    TorchScript's executor does; see the comment in the code).
     """
     _require_torchsim()
     from .md_stats import plot_survival, survival_statistics
@@ -813,7 +813,8 @@ def run_md_batched(
     # discarded warm-up calls (start, resume, after replicas leave), so that the calls
     # that count all run optimized plans: bit-exact resume in the tests. With
     # deterministic=True TorchScript runs unoptimized throughout (exact whatever the
-    # executor does, but 1.3-2x slower for PET on CPU, measured in bench/md_throughput.py).
+    # executor does; on the shared 2-core CPU the speed difference for PET was within
+    # the noise, 4-14 ms per replica-step either way; on GPUs fusion should matter more).
     with torch.jit.optimized_execution(not deterministic):
         for name, spec in items:
             if isinstance(spec, str):
