@@ -117,7 +117,7 @@ def main(argv=None) -> int:
         if variant == "corrected (export)":
             from ase_symdiag.md_torchsim import build_variant
 
-            spec = {variant: build_variant("corrected", model, atoms, corrected_export=True)[0]}
+            spec = {"corrected_export": build_variant("corrected", model, atoms, corrected_export=True)[0]}
             clock = Clock()
             run_md_batched(model, atoms, spec, replicas=16, temperatures=[300.0], steps=args.steps,
                            timestep=timestep, callback=clock, **COMMON)
