@@ -3,11 +3,11 @@
 Three PET models of ethanol trained on the same xtb data (models/ethanol-xtb-{plain,
 augmented,equigrad}.pt: no augmentation, random O(3) augmentation, equigrad penalty),
 each run as four variants on the batched TorchSim engine
-(:func:`ase_symdiag.md_torchsim.run_md_batched`):
+(:func:`ase_symdiag.md.torchsim.run_md_batched`):
 
 - ``raw``; ``corrected`` (net force and net torque removed); ``stochastic`` (one
   Haar-random O(3) operation per step and replica);
-- ``symmetrized``: the quadrature :func:`ase_symdiag.md_torchsim.adaptive_quadrature`
+- ``symmetrized``: the quadrature :func:`ase_symdiag.md.torchsim_models.adaptive_quadrature`
   picks for that model (cheapest with leftover RMS force breaking below 1 % of the RMS
   force on ethanol and 4 rattled copies; the largest candidate, O_h, when none does).
 
@@ -59,7 +59,7 @@ def ethanol():
 
 
 def choose(name):
-    from ase_symdiag.md_torchsim import adaptive_quadrature
+    from ase_symdiag.md.torchsim_models import adaptive_quadrature
     from ase_symdiag.metatomic_model import ModelHandle
 
     choice = adaptive_quadrature(ModelHandle.load(model_path(name)), ethanol())
@@ -72,7 +72,7 @@ def run_task(task):
     import torch
 
     torch.set_num_threads(1)
-    from ase_symdiag.md_torchsim import run_md_batched
+    from ase_symdiag.md.torchsim import run_md_batched
 
     model, variant, args, quadrature = task
     out = os.path.join(args["out"], model, variant)
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
 
 
 def report(results, settings, quadratures, out, wall):
-    from ase_symdiag.md_stats import plot_survival, statistics_table, survival_statistics
+    from ase_symdiag.md.statistics import plot_survival, statistics_table, survival_statistics
     from ase_symdiag.report import write_json
 
     t_max = settings["steps"] * settings["timestep"] / 1000.0

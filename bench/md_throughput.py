@@ -6,7 +6,7 @@ models/cu-emt-plain.pt). For each, in ONE process (same machine state):
 
 - ASE engine (:func:`ase_symdiag.md.run_md`, raw variant, NVT Langevin): one replica
   at a time, so N replicas cost N runs; measured for 1 and 4 replicas run back to back;
-- TorchSim engine (:func:`ase_symdiag.md_torchsim.run_md_batched`, raw variant, NVT
+- TorchSim engine (:func:`ase_symdiag.md.torchsim.run_md_batched`, raw variant, NVT
   Langevin): all N replicas in one batch, N = 1, 2, 4, ..., 64;
 
 plus, for ethanol at N = 16, the per-step cost of each variant (raw, stochastic,
@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from ase.build import bulk, molecule  # noqa: E402
 
 from ase_symdiag.md import run_md  # noqa: E402
-from ase_symdiag.md_torchsim import run_md_batched  # noqa: E402
+from ase_symdiag.md.torchsim import run_md_batched  # noqa: E402
 from ase_symdiag.report import format_table, write_json  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     vrows = []
     for variant in ("raw", "stochastic", "corrected", "corrected (export)", "symmetrized"):
         if variant == "corrected (export)":
-            from ase_symdiag.md_torchsim import build_variant
+            from ase_symdiag.md.torchsim_models import build_variant
 
             spec = {"corrected_export": build_variant("corrected", model, atoms, corrected_export=True)[0]}
             clock = Clock()

@@ -36,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("model", help="metatomic model file (.pt)")
     p.add_argument("structure", help="any ASE-readable file (extxyz, cif, POSCAR, ...)")
     p.add_argument("--index", default="0", help="ASE index of the structure to read (default 0)")
-    p.add_argument("--variants", default="raw,symmetrized", help="comma-separated: raw, symmetrized, corrected (default raw,symmetrized)")
+    p.add_argument("--variants", default="raw,symmetrized", help="comma-separated: raw, symmetrized, corrected (and stochastic with --engine torchsim); default raw,symmetrized")
     p.add_argument("--ensemble", choices=["nve", "nvt"], default="nve")
     p.add_argument("--thermostat", choices=["langevin", "bussi"], default="langevin", help="for NVT (default langevin)")
     p.add_argument("--friction", type=nonnegative_float, default=0.01, help="Langevin friction, 1/fs (default 0.01)")
@@ -58,8 +58,64 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the model's")
     add_model_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    group = p.add_argument_group("batched engine (--engine torchsim)")
+    group.add_argument(
+        "--engine", choices=["ase", "torchsim"], default="ase",
+        help="ase: one run per variant in an ASE loop (default); torchsim: replicas x temperatures batched per variant",
+    )
+    group.add_argument("--replicas", type=positive_int, default=8, help="replicas per temperature (torchsim; default 8)")
+    group.add_argument(
+        "--temperatures", type=temperature_list, default=None,
+        help="comma-separated K, e.g. 300,600,900 (torchsim; default --temperature)",
+    )
+    group.add_argument("--confidence", type=probability, default=0.95, help="confidence level of the intervals (default 0.95)")
+    group.add_argument("--trajectories", action="store_true", help="write one ASE trajectory per replica (torchsim)")
     # ``run`` is what ase_symdiag.cli.main dispatches on; ``func`` the conventional name
     p.set_defaults(run=run, func=run)
+
+
+def temperature_list(text: str) -> list:
+    """``"300,600,900"`` -> [300.0, 600.0, 900.0] (finite, >= 0 K)."""
+    try:
+        values = [nonnegative_float(part.strip()) for part in text.split(",") if part.strip()]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated temperatures >= 0 K, got '{text}'") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated temperatures >= 0 K, got '{text}'")
+    return values
+
+
+def probability(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    value = positive_float(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got '{text}'")
+    return value
+
+
+def run_torchsim(args: argparse.Namespace, atoms) -> int:
+    """``--engine torchsim``: replicas x temperatures x variants, batched; prints the
+    survival statistics (failure fraction and time to failure with intervals)."""
+    from ase_symdiag.md import MDError
+    from ase_symdiag.md.torchsim import run_md_batched
+
+    if args.dtype is not None:
+        raise MDError("--dtype is not supported by the TorchSim engine (it runs in the model's dtype)")
+    if args.variant is not None or args.extensions is not None:
+        raise MDError("--variant and --extensions are not supported by the TorchSim engine yet")
+    result = run_md_batched(
+        args.model, atoms, args.variants, replicas=args.replicas,
+        temperatures=args.temperatures or [args.temperature],
+        ensemble=args.ensemble, thermostat=args.thermostat, friction=args.friction, taut=args.taut,
+        steps=args.steps, timestep=args.timestep, interval=args.interval, out=args.out, resume=args.resume,
+        checkpoint_every=args.checkpoint_every, symmetrize=args.quadrature, batch_size=args.batch_size,
+        device=args.device, seed=args.seed, min_distance=args.min_distance, max_force=args.max_force,
+        max_energy_jump=args.max_energy_jump, trajectories=args.trajectories, confidence=args.confidence,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    print(result.table())
+    print(f"logs, checkpoints and summaries written to {args.out}; survival curves {result.plot}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     from_atoms_list([images])  # validation: finite positions, sane cell, known elements
     handle = load_handle(args)
     handle.check_types(images.numbers, args.structure)  # before any step or file
+    if args.engine == "torchsim":
+        return run_torchsim(args, images)
     result = run_md(
         handle, images, args.variants,
         ensemble=args.ensemble, steps=args.steps, timestep=args.timestep, temperature=args.temperature,

@@ -28,6 +28,20 @@ def corrections_for(atoms: Atoms) -> List[str]:
     return ["net_force"] if atoms.pbc.any() else ["net_force", "net_torque"]
 
 
+def corrected_description(atoms: Atoms) -> str:
+    """What the ``corrected`` variant does to ``atoms`` with a conservative model.
+
+    Conservative forces of an energy that depends on relative positions only already
+    sum to zero, so ``net_force`` changes nothing but round-off; on a finite structure
+    ``net_torque`` removes the torque of the rotational breaking. On a periodic
+    structure the variant therefore cannot change the trajectory, and says so.
+    """
+    names = ", ".join(corrections_for(atoms))
+    if atoms.pbc.any():
+        return f"corrected ({names}; no effect here: conservative forces already sum to zero)"
+    return f"corrected ({names}; removes the net torque, the net force is already zero)"
+
+
 def make_calculator(kind: str, handle: Any, atoms: Atoms, *, symmetrize: Any = 3, batch_size: int = 16) -> Calculator:
     """The calculator of a named variant (``raw``, ``symmetrized``, ``corrected``).
 
@@ -112,7 +126,7 @@ def resolve_variants(model_or_calculators: Any, atoms: Atoms, variants: VariantS
         if spec == "symmetrized":
             description = f"symmetrized ({calc.quadrature.name}, {calc.quadrature.size} ops)"
         elif spec == "corrected":
-            description = "corrected (" + ", ".join(corrections_for(atoms)) + ")"
+            description = corrected_description(atoms)
         resolved[name] = (calc, description)
     if handle is not None:  # an element the model lacks: an error before any step
         handle.check_types(atoms.numbers, "MD structure")

@@ -245,7 +245,9 @@ def test_md_cli_three_variants(tmp_path, capsys):
         assert summary["pressure_mean_GPa"] is not None
     assert (out / "md.png").stat().st_size > 10_000
     # the corrected variant really is corrected (periodic: net force only, no torque)
-    assert _load(out / "corrected.json")["description"] == "corrected (net_force)"
+    assert _load(out / "corrected.json")["description"] == (
+        "corrected (net_force; no effect here: conservative forces already sum to zero)"
+    )
     assert _load(out / "summary.json")["settings"]["variants"]["symmetrized"].endswith(", 48 ops)")
 
 
@@ -265,6 +267,15 @@ def test_corrected_variant_applies_corrections():
         np.testing.assert_allclose(atoms.get_forces().sum(axis=0), 0.0, atol=1e-10)
     with pytest.raises(MDError, match="unknown variant"):
         make_calculator("banana", handle, finite)
+
+
+def test_corrected_variant_says_what_it_does():
+    from ase_symdiag.md.variants import corrected_description
+
+    crystal = Atoms("Cu", cell=[3, 3, 3], pbc=True)
+    molecule = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
+    assert "no effect here" in corrected_description(crystal)
+    assert "net_torque" in corrected_description(molecule) and "no effect" not in corrected_description(molecule)
 
 
 def test_bad_quadrature_is_an_md_error():

@@ -225,7 +225,7 @@ def survival_statistics(summaries_by_variant: Mapping[str, Sequence[Mapping[str,
 
 def statistics_table(statistics: Mapping[str, Any]) -> str:
     """One line per variant and temperature."""
-    from .report import format_table
+    from ase_symdiag.report import format_table
 
     pct = int(round(100 * statistics["confidence"]))
 
@@ -262,7 +262,7 @@ def plot_survival(statistics: Mapping[str, Any], path: str, title: Optional[str]
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .report import atomic_savefig
+    from ase_symdiag.report import atomic_savefig
 
     temperatures = statistics["temperatures_K"]
     variants = statistics["variants"]

@@ -1,11 +1,11 @@
-"""Batched MD on TorchSim (ase_symdiag.md_torchsim) and survival statistics (md_stats)."""
+"""Batched MD on TorchSim (ase_symdiag.md.torchsim) and survival statistics (ase_symdiag.md.statistics)."""
 
-import argparse
 import json
 import os
 
 import numpy as np
 import pytest
+from repo import ROOT as REPO_ROOT
 import torch
 from ase import Atoms, units
 from ase.cluster import Icosahedron
@@ -14,25 +14,22 @@ pytest.importorskip("torch_sim")
 pytest.importorskip("metatomic_torchsim")
 
 from ase_symdiag.calculator import SymDiagCalculator  # noqa: E402
-from ase_symdiag.md import MDError, _initial_velocities, add_md_cli  # noqa: E402
-from ase_symdiag.md_stats import (  # noqa: E402
+from ase_symdiag.cli import main  # noqa: E402
+from ase_symdiag.md import MDError  # noqa: E402
+from ase_symdiag.md.runner import _initial_velocities  # noqa: E402
+from ase_symdiag.md.statistics import (  # noqa: E402
     clopper_pearson,
     exponential_mttf,
     kaplan_meier,
     logrank,
     survival_statistics,
 )
-from ase_symdiag.md_torchsim import (  # noqa: E402
-    _seed_for,
-    add_torchsim_arguments,
-    build_variant,
-    haar_rotations,
-    run_md_batched,
-    run_torchsim_cli,
-)
+from ase_symdiag.md.replicas import seed_for as _seed_for  # noqa: E402
+from ase_symdiag.md.torchsim import run_md_batched  # noqa: E402
+from ase_symdiag.md.torchsim_models import build_variant, haar_rotations  # noqa: E402
 from torch_sim.models.interface import ModelInterface  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO_ROOT)
 MODEL = os.path.join(ROOT, "models", "morse-broken-l2.pt")
 
 
@@ -279,18 +276,12 @@ def test_periodic_pressure_and_net_force(crystal):
 
 
 def test_cli_arguments(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    add_md_cli(sub)
-    add_torchsim_arguments(sub.choices["md"])
     structure = tmp_path / "c.xyz"
     cluster().write(structure)
-    args = parser.parse_args([
+    assert main([
         "md", MODEL, str(structure), "--engine", "torchsim", "--replicas", "2", "--temperatures", "300,600",
         "--variants", "raw,stochastic", "--steps", "3", "--out", str(tmp_path / "out"), "--ensemble", "nvt", "-q",
-    ])
-    assert args.engine == "torchsim"
-    assert run_torchsim_cli(args, cluster()) == 0
+    ]) == 0
     text = capsys.readouterr().out
     assert "stochastic" in text and "600" in text and "log-rank p" in text
     stats = json.loads((tmp_path / "out" / "survival.json").read_text())

@@ -3,7 +3,7 @@
 :func:`run_md_batched` runs, for each *variant* of a model, ``replicas`` independent
 trajectories at each of ``temperatures`` as ONE batched TorchSim state (one model call
 per step for the whole batch, state kept on the model's device), and records for every
-replica the observables of the ASE runner (:mod:`ase_symdiag.md`: energies,
+replica the observables of the ASE runner (:mod:`ase_symdiag.md.runner`: energies,
 temperature, total and angular momentum, pressure, minimum distance, largest force,
 same definitions, computed by the same functions) every ``interval`` steps. A replica
 stops at its first failure (the criteria of the ASE runner, plus non-finite forces or
@@ -13,12 +13,12 @@ Variants, each a TorchSim model (``metatomic_torchsim.MetatomicModel`` over a
 metatomic TorchScript model, as users run them, or a thin wrapper around one):
 
 - ``raw``: the model itself (conservative forces);
-- ``symmetrized``: :func:`ase_symdiag.export.export_symmetrized` at ``symmetrize``
+- ``symmetrized``: :func:`ase_symdiag.backends.metatomic.export.export_symmetrized` at ``symmetrize``
   (default degree 3; ``"adaptive"`` picks the cheapest quadrature from the model's
   measured breaking spectrum, as ``ase-symdiag symmetrize`` does);
 - ``corrected``: conservative forces with the net force, and for finite systems the
   net torque, removed (:class:`CorrectedModel`, batched; the same forces as
-  :func:`ase_symdiag.export.export_corrected` run through metatomic-torchsim's
+  :func:`ase_symdiag.backends.metatomic.export.export_corrected` run through metatomic-torchsim's
   ``non_conservative`` option, which ``build_variant(..., corrected_export=True)``
   uses; both tested against ``SymDiagCalculator(corrections=[...])``);
 - ``stochastic``: :class:`StochasticRotationModel`, the raw model evaluated on a
@@ -31,7 +31,7 @@ energy is tracked so that the conserved energy and its drift are defined as in t
 ASE runner.
 
 Initial velocities: Maxwell-Boltzmann at each replica's temperature, without net
-momentum and rotation (:func:`ase_symdiag.md._initial_velocities`), from a seed that
+momentum and rotation (:func:`ase_symdiag.md.runner._initial_velocities`), from a seed that
 depends on (``seed``, replica, temperature) only: every variant, in any run, starts
 replica ``r`` at temperature ``T`` from the same velocities (paired comparison).
 
@@ -45,327 +45,47 @@ Files in ``out`` for each variant ``NAME``:
   states, the failures so far and how many log lines (and trajectory frames) belong
   to it. ``resume=True`` continues from it bit for bit (tested) and refuses to
   resume when the settings differ, naming them;
-- ``NAME.json``: per-replica summaries (:func:`ase_symdiag.md.summarize`);
+- ``NAME.json``: per-replica summaries (:func:`ase_symdiag.md.observables.summarize`);
 - ``NAME.rK.traj`` with ``trajectories=True``: one ASE trajectory per replica K.
 
 and ``summary.json`` (settings, per-replica summaries, the statistics of
-:mod:`ase_symdiag.md_stats`), ``survival.json`` and ``survival.png``.
+:mod:`ase_symdiag.md.statistics`), ``survival.json`` and ``survival.png``.
 
-Units as in :mod:`ase_symdiag.md`; TorchSim's metal units are ASE's (amu, Å, eV,
+Units as in :mod:`ase_symdiag.md.runner`; TorchSim's metal units are ASE's (amu, Å, eV,
 time unit ``ase.units.fs`` per fs).
 """
 
 from __future__ import annotations
 
-import base64
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from ase import Atoms, units
 
-from .md import (
-    COLUMNS,
-    MDError,
-    _check,
-    _fmt,
-    _initial_velocities,
-    _record,
-    _truncate_trajectory,
-    summarize,
+from ase_symdiag.md.errors import MDError
+from ase_symdiag.md.io import _fmt, truncate_trajectory
+from ase_symdiag.md.observables import COLUMNS, failure_reason, record, summarize
+from ase_symdiag.md.runner import _initial_velocities
+from ase_symdiag.md.replicas import (
+    BatchedMDResult,
+    BatchedVariantResult,
+    generator_state,
+    kinetic_energy,
+    seed_for,
+    set_generator_state,
+    voigt,
 )
+from ase_symdiag.md.torchsim_models import TORCHSIM_VARIANTS, build_variant, require_torchsim
 
-#: variants this engine builds from a model
-TORCHSIM_VARIANTS = ("raw", "symmetrized", "corrected", "stochastic")
 #: extra leading columns of NAME.log
 LOG_COLUMNS = ("replica", "temperature_set_K") + COLUMNS
 THERMOSTATS = ("langevin", "bussi")
-
-try:  # the ModelInterface base class, when torch-sim is installed
-    from torch_sim.models.interface import ModelInterface as _ModelBase
-except ImportError:  # pragma: no cover - the module then fails at run time with a clear message
-    _ModelBase = torch.nn.Module
-
-
-def _require_torchsim():
-    try:
-        import torch_sim  # noqa: F401
-        import metatomic_torchsim  # noqa: F401
-    except ImportError as error:
-        raise MDError(
-            f"the TorchSim engine needs torch-sim-atomistic and metatomic-torchsim (Python >= 3.12): "
-            f'pip install -e ".[torchsim]" ({error})'
-        ) from None
-
-
-# --------------------------------------------------------------------------------------
-# the stochastic-rotation model
-
-
-def haar_rotations(n: int, generator: torch.Generator, improper: bool = True) -> torch.Tensor:
-    """``n`` Haar-random O(3) (or SO(3)) matrices, float64 on the generator's device
-    (QR of a Gaussian matrix with the sign fix of Mezzadri 2007, as
-    :class:`ase_symdiag.corrections.StochasticRotation`)."""
-    z = torch.randn(n, 3, 3, generator=generator, dtype=torch.float64, device=generator.device)
-    q, r = torch.linalg.qr(z)
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
-    if not improper:
-        q = torch.where((torch.linalg.det(q) < 0)[:, None, None], -q, q)
-    return q
-
-
-class StochasticRotationModel(_ModelBase):
-    """A TorchSim model that evaluates ``inner`` on ``x R_s^T`` with a fresh
-    Haar-random O(3) operation ``R_s`` per system and call, and returns the
-    back-rotated outputs: ``E(R x)``, ``F(R x) R``, ``R^T S(R x) R``.
-
-    Unbiased for the fully symmetrized prediction at the cost of one evaluation; see
-    :class:`ase_symdiag.corrections.StochasticRotation`. ``generator`` (a CPU
-    ``torch.Generator``, float64 draws: the same rotations on any device) is part of
-    the MD checkpoint. ``last_rotations`` holds the ``(n_systems, 3, 3)`` operations
-    of the latest call.
-    """
-
-    def __init__(self, inner, *, seed: int = 0, improper: bool = True) -> None:
-        super().__init__()
-        self.inner = inner
-        self._device = inner.device
-        self._dtype = inner.dtype
-        self._compute_forces = True
-        self._compute_stress = bool(inner.compute_stress)
-        self.improper = bool(improper)
-        self.generator = torch.Generator(device="cpu")
-        self.generator.manual_seed(int(seed))
-        self.last_rotations: Optional[torch.Tensor] = None
-
-    def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
-        import torch_sim as ts
-
-        rotations = haar_rotations(state.n_systems, self.generator, self.improper).to(state.device, state.dtype)
-        self.last_rotations = rotations
-        per_atom = rotations[state.system_idx]  # (N, 3, 3)
-        positions = torch.einsum("nij,nj->ni", per_atom, state.positions)  # x R^T, row by row
-        rotated = ts.SimState(
-            positions=positions,
-            masses=state.masses,
-            cell=rotations @ state.cell,  # column-vector cell: R C
-            pbc=state.pbc,
-            atomic_numbers=state.atomic_numbers,
-            system_idx=state.system_idx,
-        )
-        out = self.inner(rotated)
-        result = {"energy": out["energy"]}
-        if "forces" in out:
-            result["forces"] = torch.einsum("ni,nij->nj", out["forces"], per_atom)  # F(Rx) R
-        if "stress" in out:
-            result["stress"] = rotations.transpose(1, 2) @ out["stress"] @ rotations
-        return result
-
-
-class CorrectedModel(_ModelBase):
-    """A TorchSim model whose forces are ``inner``'s with the net force removed (mean
-    over each system's atoms) and, for finite systems, the net torque about the
-    centroid removed (:class:`ase_symdiag.corrections.NetForce` then
-    :class:`~ase_symdiag.corrections.NetTorque`, uniform weights), batched over all
-    systems in one set of tensor operations; energy and stress pass through.
-
-    The same forces as :func:`ase_symdiag.export.export_corrected` run through
-    metatomic-torchsim (tested), at the cost of the raw model instead of about four
-    times it (that export evaluates the energy, then each system again with autograd).
-    """
-
-    def __init__(self, inner, *, net_torque: bool = True) -> None:
-        super().__init__()
-        self.inner = inner
-        self._device = inner.device
-        self._dtype = inner.dtype
-        self._compute_forces = True
-        self._compute_stress = bool(inner.compute_stress)
-        self.net_torque = bool(net_torque)
-
-    def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
-        out = dict(self.inner(state))
-        forces = out["forces"].to(torch.float64)
-        idx = state.system_idx
-        n_sys = state.n_systems
-        counts = torch.bincount(idx, minlength=n_sys).to(torch.float64).unsqueeze(1)
-
-        def per_system_sum(values):
-            return torch.zeros((n_sys,) + values.shape[1:], dtype=values.dtype, device=values.device).index_add(0, idx, values)
-
-        forces = forces - (per_system_sum(forces) / counts)[idx]
-        if self.net_torque and not bool(state.pbc.any()):
-            positions = state.positions.to(torch.float64)
-            r = positions - (per_system_sum(positions) / counts)[idx]
-            torque = per_system_sum(torch.linalg.cross(r, forces))
-            eye = torch.eye(3, dtype=torch.float64, device=r.device)
-            inertia = per_system_sum((r * r).sum(dim=1)).reshape(-1, 1, 1) * eye - per_system_sum(
-                r.unsqueeze(2) * r.unsqueeze(1))
-            omega = torch.linalg.pinv(inertia) @ torque.unsqueeze(2)  # minimum norm, as lstsq in NetTorque
-            forces = forces - torch.linalg.cross(omega.squeeze(2)[idx], r)
-        out["forces"] = forces.to(out["forces"].dtype)
-        return out
-
-
-# --------------------------------------------------------------------------------------
-# variants as TorchSim models
-
-
-def adaptive_quadrature(model, atoms: Atoms, lmax: int = 3, n_rattled: int = 4, seed: int = 0):
-    """The cheapest quadrature whose leftover breaking is below 1 % of the RMS force
-    (:func:`ase_symdiag.adaptive.choose_quadrature`) on ``atoms`` and ``n_rattled``
-    rattled copies (0.05 Å); returns the :class:`~ase_symdiag.adaptive.QuadratureChoice`."""
-    from .adaptive import choose_quadrature
-    from .spectrum import structure_spectrum
-    from .structures import from_atoms
-
-    frames = [atoms.copy()]
-    for k in range(n_rattled):
-        copy = atoms.copy()
-        copy.rattle(0.05, seed=seed + k + 1)
-        frames.append(copy)
-    spectra = [structure_spectrum(model, from_atoms(frame), lmax=lmax)[0] for frame in frames]
-    return choose_quadrature(spectra)
-
-
-def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0, batch_size: int = 16,
-                  device: Optional[str] = None, neighbor_skin: float = 0.0, corrected_export: bool = False):
-    """``(TorchSim model, description)`` of a named variant of ``model`` (path or
-    AtomisticModel) for structures like ``atoms`` (periodic or not).
-
-    ``corrected_export=True`` builds ``corrected`` from
-    :func:`~ase_symdiag.export.export_corrected` through metatomic-torchsim's
-    ``non_conservative`` option (as LAMMPS or i-PI users run it) instead of the
-    equivalent, cheaper :class:`CorrectedModel`. ``neighbor_skin``: metatomic-torchsim's
-    Verlet skin; 0 (rebuild every step) keeps each call independent of the history."""
-    from metatomic_torchsim import MetatomicModel
-
-    from .export import export_corrected, export_symmetrized
-    from .metatomic_model import ModelHandle
-
-    periodic = bool(atoms.pbc.all())
-    if atoms.pbc.any() and not periodic:
-        raise MDError("the TorchSim engine supports fully periodic or fully finite structures")
-    handle = ModelHandle.load(model, device=device)
-    options = dict(device=handle.device, compute_stress=periodic, neighbor_skin=neighbor_skin, uncertainty_threshold=None)
-    if kind == "raw":
-        return MetatomicModel(handle.model, **options), "raw"
-    if kind == "symmetrized":
-        from .symmetrize import resolve_quadrature
-
-        note = ""
-        if symmetrize == "adaptive":
-            choice = adaptive_quadrature(handle, atoms, seed=seed)
-            quadrature, note = choice.quadrature, " adaptive"
-        else:
-            quadrature = resolve_quadrature(symmetrize)
-        exported = _scripted(export_symmetrized(handle.model, quadrature, batch_size=batch_size))
-        return MetatomicModel(exported, **options), f"symmetrized ({quadrature.name}, {quadrature.size} ops{note})"
-    if kind == "corrected":
-        what = "net_force" if periodic else "net_force, net_torque"
-        if corrected_export:
-            exported = _scripted(export_corrected(handle.model, net_torque=not periodic))
-            nc = True if periodic else "forces"
-            return MetatomicModel(exported, non_conservative=nc, **options), f"corrected ({what}; export)"
-        inner = MetatomicModel(handle.model, **options)
-        return CorrectedModel(inner, net_torque=not periodic), f"corrected ({what})"
-    if kind == "stochastic":
-        inner = MetatomicModel(handle.model, **options)
-        return StochasticRotationModel(inner, seed=seed + 2), "stochastic (1 Haar-random O(3) op per step and replica)"
-    raise MDError(f"unknown TorchSim variant {kind!r}; expected one of {', '.join(TORCHSIM_VARIANTS)}")
-
-
-def _scripted(exported):
-    """The exported AtomisticModel as engines load it: saved, then loaded as TorchScript
-    (the wrappers of :mod:`ase_symdiag.export` are written for TorchScript)."""
-    import tempfile
-
-    from metatomic.torch import load_atomistic_model
-
-    with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "exported.pt")
-        exported.save(path)
-        return load_atomistic_model(path)
-
-
-# --------------------------------------------------------------------------------------
-# helpers
-
-
-def _generator_state(generator: torch.Generator) -> str:
-    return base64.b64encode(generator.get_state().cpu().numpy().tobytes()).decode("ascii")
-
-
-def _set_generator_state(generator: torch.Generator, text: str) -> None:
-    data = np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy()
-    generator.set_state(torch.from_numpy(data))
-
-
-def _seed_for(seed: int, replica: int, temperature: float) -> int:
-    """Seed of the initial velocities of replica ``replica`` at ``temperature`` K (in
-    mK in the seed sequence): the same in any run that has that replica and temperature."""
-    milli_kelvin = int(round(float(temperature) * 1000))
-    return int(np.random.SeedSequence([int(seed), int(replica), milli_kelvin]).generate_state(1)[0])
-
-
-def _kinetic(state) -> torch.Tensor:
-    """Kinetic energy per system (eV)."""
-    per_atom = 0.5 * (state.momenta ** 2).sum(dim=1) / state.masses
-    return torch.zeros(state.n_systems, dtype=state.dtype, device=state.device).index_add(0, state.system_idx, per_atom)
-
-
-def _voigt(stress: np.ndarray) -> np.ndarray:
-    from .transforms import voigt_from_tensor
-
-    return np.asarray(voigt_from_tensor(stress), dtype=float)
-
-
-@dataclass
-class BatchedVariantResult:
-    """Per-replica records and summaries of one variant."""
-
-    name: str
-    description: str
-    replicas: List[Dict[str, Any]]  # per replica: replica, temperature, summary, records
-    files: Dict[str, str] = field(default_factory=dict)
-    wall_s: float = 0.0
-    steps_run: int = 0
-    atom_steps: int = 0
-
-
-@dataclass
-class BatchedMDResult:
-    variants: Dict[str, BatchedVariantResult]
-    settings: Dict[str, Any]
-    statistics: Dict[str, Any]
-    plot: Optional[str] = None
-
-    def table(self) -> str:
-        from .md_stats import statistics_table
-
-        return statistics_table(self.statistics)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "settings": self.settings,
-            "variants": {
-                name: {
-                    "description": v.description,
-                    "wall_s": v.wall_s,
-                    "atom_steps": v.atom_steps,
-                    "replicas": [{k: r[k] for k in ("replica", "temperature_K", "summary")} for r in v.replicas],
-                }
-                for name, v in self.variants.items()
-            },
-            "statistics": self.statistics,
-            "plot": self.plot,
-        }
-
 
 # --------------------------------------------------------------------------------------
 # one variant, all replicas in one batch
@@ -381,7 +101,7 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
     from torch_sim.integrators.md import MDState, momentum_step, position_step, velocity_verlet_step
     from torch_sim.integrators.nvt import NVTVRescaleState, _ou_step, _vrescale_update
 
-    from .report import write_json
+    from ase_symdiag.report import write_json
 
     n_rep = len(start)
     n_atoms = len(start[0])
@@ -437,12 +157,12 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
                 handle.write("# " + " ".join(LOG_COLUMNS) + "\n")
                 handle.writelines(kept)
 
-        from .report import atomic_write
+        from ase_symdiag.report import atomic_write
 
         atomic_write(paths["log"], rewrite)
         if trajectories:
             for r in range(n_rep):
-                _truncate_trajectory(paths[f"traj{r}"], frames[r])
+                truncate_trajectory(paths[f"traj{r}"], frames[r])
     elif out:
         for key, path in paths.items():
             if os.path.exists(path):
@@ -521,9 +241,9 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
         else:
             saved_state = checkpoint["state"]
             state = make_state(active, saved_state["positions"], saved_state["momenta"], saved_state["energy"], saved_state["forces"])
-            _set_generator_state(state.rng, checkpoint["rng"])
+            set_generator_state(state.rng, checkpoint["rng"])
             if stochastic and checkpoint.get("rotation_rng"):
-                _set_generator_state(ts_model.generator, checkpoint["rotation_rng"])
+                set_generator_state(ts_model.generator, checkpoint["rotation_rng"])
             if checkpoint.get("stress") is not None:
                 last_stress["value"] = torch.tensor(checkpoint["stress"], dtype=dtype, device=device)
 
@@ -546,8 +266,8 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
             "frames": frames,
             "transferred": transferred.tolist(),
             "log_rows": sum(len(r) for r in rows),
-            "rng": _generator_state(state.rng) if state is not None else None,
-            "rotation_rng": _generator_state(ts_model.generator) if stochastic else None,
+            "rng": generator_state(state.rng) if state is not None else None,
+            "rotation_rng": generator_state(ts_model.generator) if stochastic else None,
             "state": None if state is None else {
                 "positions": state.positions.detach().cpu().double().tolist(),
                 "momenta": state.momenta.detach().cpu().double().tolist(),
@@ -578,16 +298,20 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
             atoms.set_momenta(mom[sl], apply_constraint=False)
             results = {"energy": float(en[k]), "forces": frc[sl]}
             if stress is not None:
-                results["stress"] = _voigt(stress[k])
+                results["stress"] = voigt(stress[k])
             atoms.calc = SinglePointCalculator(atoms, **results)
             forces = frc[sl]
             if not (np.all(np.isfinite(forces)) and np.all(np.isfinite(pos[sl])) and math.isfinite(float(en[k]))):
                 fail(r, at_step, "non-finite forces" if not np.all(np.isfinite(forces)) else "non-finite energy or positions")
                 failed.append(r)
                 continue
-            row = _record(atoms, at_step, options["timestep"], forces, float(transferred[r]), options["distance_cutoff"])
+            row = record(atoms, at_step, options["timestep"], forces, float(transferred[r]), options["distance_cutoff"])
             row = {c: row[c] for c in COLUMNS}
-            reason = _check(row, rows[r][-1] if rows[r] else None, n_atoms, forces, options)
+            reason = failure_reason(
+                row, rows[r][-1] if rows[r] else None, n_atoms, forces, min_distance=options["min_distance"],
+                max_force=options["max_force"], max_energy_jump=options["max_energy_jump"],
+                check_energy_jump=options["ensemble"] == "nve",
+            )
             rows[r].append(row)
             if log is not None:
                 log.write(" ".join([str(r), _fmt(temperatures_set[r])] + [_fmt(row[c]) for c in COLUMNS]) + "\n")
@@ -649,9 +373,9 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
                 state.energy, state.forces = output["energy"].detach(), output["forces"].detach()
                 state = momentum_step(state, dt_t / 2)
             else:  # bussi: nvt_vrescale_step with the exchanged energy tracked
-                before = _kinetic(state)
+                before = kinetic_energy(state)
                 state = _vrescale_update(state, torch.as_tensor(tau, dtype=dtype, device=device), kT, dt_t)
-                exchanged = (_kinetic(state) - before).detach().cpu().double().numpy()
+                exchanged = (kinetic_energy(state) - before).detach().cpu().double().numpy()
                 transferred[active] += exchanged
                 state = velocity_verlet_step(state, dt_t, recorder)
             state.energy = state.energy.detach()
@@ -754,9 +478,9 @@ def run_md_batched(
     ``deterministic``: run TorchScript models unoptimized (bit-exact resume whatever
     TorchScript's executor does; see the comment in the code).
     """
-    _require_torchsim()
-    from .md_stats import plot_survival, survival_statistics
-    from .report import write_json
+    require_torchsim()
+    from ase_symdiag.md.statistics import plot_survival, survival_statistics
+    from ase_symdiag.report import write_json
 
     ensemble = ensemble.lower()
     if ensemble not in ("nve", "nvt"):
@@ -795,7 +519,7 @@ def run_md_batched(
     start = []
     for t in temperatures:
         for r in range(replicas):
-            start.append(_initial_velocities(atoms, t, _seed_for(seed, r, t)))
+            start.append(_initial_velocities(atoms, t, seed_for(seed, r, t)))
     options = dict(
         ensemble=ensemble, thermostat_kind="nve" if ensemble == "nve" else thermostat, steps=int(steps),
         timestep=float(timestep), friction=float(friction), taut=float(taut), interval=int(interval),
@@ -838,47 +562,3 @@ def run_md_batched(
             plot_survival(statistics, result.plot)
         write_json(os.path.join(out, "summary.json"), result.to_dict())
     return result
-
-
-# --------------------------------------------------------------------------------------
-# command line (to be wired into ``ase-symdiag md``)
-
-
-def add_torchsim_arguments(parser) -> None:
-    """The extra options of ``ase-symdiag md`` for the batched TorchSim engine."""
-    group = parser.add_argument_group("batched engine (--engine torchsim, Python >= 3.12)")
-    group.add_argument("--engine", choices=["ase", "torchsim"], default="ase",
-                       help="ase: one run per variant in an ASE loop (default); torchsim: replicas x temperatures batched per variant")
-    group.add_argument("--replicas", type=int, default=8, help="replicas per temperature (torchsim; default 8)")
-    group.add_argument("--temperatures", default=None,
-                       help="comma-separated K, e.g. 300,600,900 (torchsim; default --temperature)")
-    group.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
-    group.add_argument("--trajectories", action="store_true", help="write one ASE trajectory per replica (torchsim)")
-
-
-def run_torchsim_cli(args, atoms: Atoms) -> int:
-    """``ase-symdiag md --engine torchsim``: run, print the statistics table, return 0.
-
-    Uses the ``md`` options (model, variants, ensemble, thermostat, friction, taut,
-    steps, timestep, temperature, interval, quadrature, batch_size, seed, thresholds,
-    checkpoint_every, out, resume, device, quiet) and those of
-    :func:`add_torchsim_arguments`. The thermostat ``bussi`` is TorchSim's v-rescale.
-    """
-    quadrature: Any = args.quadrature
-    if isinstance(quadrature, str) and quadrature.isdigit():
-        quadrature = int(quadrature)
-    temperatures = args.temperatures if args.temperatures else [args.temperature]
-    if getattr(args, "dtype", None) is not None:
-        raise MDError("--dtype is not supported by the TorchSim engine (it runs in the model's dtype)")
-    result = run_md_batched(
-        args.model, atoms, args.variants, replicas=args.replicas, temperatures=temperatures,
-        ensemble=args.ensemble, thermostat=args.thermostat, friction=args.friction, taut=args.taut,
-        steps=args.steps, timestep=args.timestep, interval=args.interval, out=args.out, resume=args.resume,
-        checkpoint_every=args.checkpoint_every, symmetrize=quadrature, batch_size=args.batch_size,
-        device=args.device, seed=args.seed, min_distance=args.min_distance, max_force=args.max_force,
-        max_energy_jump=args.max_energy_jump, trajectories=args.trajectories, confidence=args.confidence,
-        progress=not args.quiet and sys.stderr.isatty(),
-    )
-    print(result.table())
-    print(f"logs, checkpoints and summaries written to {args.out}; survival curves {result.plot}")
-    return 0

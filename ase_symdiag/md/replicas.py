@@ -1,0 +1,84 @@
+"""Replica bookkeeping of the batched TorchSim engine: seeds, generator states, results.
+
+Initial velocities come from a seed that depends on (``seed``, replica, temperature)
+only (:func:`seed_for`), so every variant, in any run, starts replica ``r`` at
+temperature ``T`` from the same velocities (paired comparison).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+def generator_state(generator: torch.Generator) -> str:
+    return base64.b64encode(generator.get_state().cpu().numpy().tobytes()).decode("ascii")
+
+
+def set_generator_state(generator: torch.Generator, text: str) -> None:
+    data = np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy()
+    generator.set_state(torch.from_numpy(data))
+
+
+def seed_for(seed: int, replica: int, temperature: float) -> int:
+    """Seed of the initial velocities of replica ``replica`` at ``temperature`` K (in
+    mK in the seed sequence): the same in any run that has that replica and temperature."""
+    milli_kelvin = int(round(float(temperature) * 1000))
+    return int(np.random.SeedSequence([int(seed), int(replica), milli_kelvin]).generate_state(1)[0])
+
+
+def kinetic_energy(state) -> torch.Tensor:
+    """Kinetic energy per system (eV)."""
+    per_atom = 0.5 * (state.momenta ** 2).sum(dim=1) / state.masses
+    return torch.zeros(state.n_systems, dtype=state.dtype, device=state.device).index_add(0, state.system_idx, per_atom)
+
+
+def voigt(stress: np.ndarray) -> np.ndarray:
+    from ase_symdiag.o3.transforms import voigt_from_tensor
+
+    return np.asarray(voigt_from_tensor(stress), dtype=float)
+
+
+@dataclass
+class BatchedVariantResult:
+    """Per-replica records and summaries of one variant."""
+
+    name: str
+    description: str
+    replicas: List[Dict[str, Any]]  # per replica: replica, temperature, summary, records
+    files: Dict[str, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+    steps_run: int = 0
+    atom_steps: int = 0
+
+
+@dataclass
+class BatchedMDResult:
+    variants: Dict[str, BatchedVariantResult]
+    settings: Dict[str, Any]
+    statistics: Dict[str, Any]
+    plot: Optional[str] = None
+
+    def table(self) -> str:
+        from ase_symdiag.md.statistics import statistics_table
+
+        return statistics_table(self.statistics)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "settings": self.settings,
+            "variants": {
+                name: {
+                    "description": v.description,
+                    "wall_s": v.wall_s,
+                    "atom_steps": v.atom_steps,
+                    "replicas": [{k: r[k] for k in ("replica", "temperature_K", "summary")} for r in v.replicas],
+                }
+                for name, v in self.variants.items()
+            },
+            "statistics": self.statistics,
+            "plot": self.plot,
+        }

@@ -1,0 +1,229 @@
+"""TorchSim models for the batched MD engine: the variants of a metatomic model.
+
+- ``raw``: the model through ``metatomic_torchsim.MetatomicModel``;
+- ``symmetrized``: :func:`ase_symdiag.backends.metatomic.export.export_symmetrized`
+  (``"adaptive"``: the cheapest quadrature from the measured breaking spectrum);
+- ``corrected``: :class:`CorrectedModel`, net force (and for finite systems net
+  torque) removed, batched;
+- ``stochastic``: :class:`StochasticRotationModel`, a fresh Haar-random O(3)
+  operation per replica and step, outputs back-rotated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from ase_symdiag.md.errors import MDError
+
+#: variants this engine builds from a model
+TORCHSIM_VARIANTS = ("raw", "symmetrized", "corrected", "stochastic")
+
+try:  # the ModelInterface base class, when torch-sim is installed
+    from torch_sim.models.interface import ModelInterface as _ModelBase
+except ImportError:  # pragma: no cover - the module then fails at run time with a clear message
+    _ModelBase = torch.nn.Module
+
+
+def require_torchsim():
+    try:
+        import torch_sim  # noqa: F401
+        import metatomic_torchsim  # noqa: F401
+    except ImportError as error:
+        raise MDError(
+            f"the TorchSim engine needs torch-sim-atomistic and metatomic-torchsim (Python >= 3.12): "
+            f'pip install -e ".[torchsim]" ({error})'
+        ) from None
+
+
+# --------------------------------------------------------------------------------------
+# the stochastic-rotation model
+
+
+def haar_rotations(n: int, generator: torch.Generator, improper: bool = True) -> torch.Tensor:
+    """``n`` Haar-random O(3) (or SO(3)) matrices, float64 on the generator's device
+    (QR of a Gaussian matrix with the sign fix of Mezzadri 2007, as
+    :class:`ase_symdiag.corrections.StochasticRotation`)."""
+    z = torch.randn(n, 3, 3, generator=generator, dtype=torch.float64, device=generator.device)
+    q, r = torch.linalg.qr(z)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    if not improper:
+        q = torch.where((torch.linalg.det(q) < 0)[:, None, None], -q, q)
+    return q
+
+
+class StochasticRotationModel(_ModelBase):
+    """A TorchSim model that evaluates ``inner`` on ``x R_s^T`` with a fresh
+    Haar-random O(3) operation ``R_s`` per system and call, and returns the
+    back-rotated outputs: ``E(R x)``, ``F(R x) R``, ``R^T S(R x) R``.
+
+    Unbiased for the fully symmetrized prediction at the cost of one evaluation; see
+    :class:`ase_symdiag.corrections.StochasticRotation`. ``generator`` (a CPU
+    ``torch.Generator``, float64 draws: the same rotations on any device) is part of
+    the MD checkpoint. ``last_rotations`` holds the ``(n_systems, 3, 3)`` operations
+    of the latest call.
+    """
+
+    def __init__(self, inner, *, seed: int = 0, improper: bool = True) -> None:
+        super().__init__()
+        self.inner = inner
+        self._device = inner.device
+        self._dtype = inner.dtype
+        self._compute_forces = True
+        self._compute_stress = bool(inner.compute_stress)
+        self.improper = bool(improper)
+        self.generator = torch.Generator(device="cpu")
+        self.generator.manual_seed(int(seed))
+        self.last_rotations: Optional[torch.Tensor] = None
+
+    def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
+        import torch_sim as ts
+
+        rotations = haar_rotations(state.n_systems, self.generator, self.improper).to(state.device, state.dtype)
+        self.last_rotations = rotations
+        per_atom = rotations[state.system_idx]  # (N, 3, 3)
+        positions = torch.einsum("nij,nj->ni", per_atom, state.positions)  # x R^T, row by row
+        rotated = ts.SimState(
+            positions=positions,
+            masses=state.masses,
+            cell=rotations @ state.cell,  # column-vector cell: R C
+            pbc=state.pbc,
+            atomic_numbers=state.atomic_numbers,
+            system_idx=state.system_idx,
+        )
+        out = self.inner(rotated)
+        result = {"energy": out["energy"]}
+        if "forces" in out:
+            result["forces"] = torch.einsum("ni,nij->nj", out["forces"], per_atom)  # F(Rx) R
+        if "stress" in out:
+            result["stress"] = rotations.transpose(1, 2) @ out["stress"] @ rotations
+        return result
+
+
+class CorrectedModel(_ModelBase):
+    """A TorchSim model whose forces are ``inner``'s with the net force removed (mean
+    over each system's atoms) and, for finite systems, the net torque about the
+    centroid removed (:class:`ase_symdiag.corrections.NetForce` then
+    :class:`~ase_symdiag.corrections.NetTorque`, uniform weights), batched over all
+    systems in one set of tensor operations; energy and stress pass through.
+
+    The same forces as :func:`ase_symdiag.backends.metatomic.export.export_corrected` run through
+    metatomic-torchsim (tested), at the cost of the raw model instead of about four
+    times it (that export evaluates the energy, then each system again with autograd).
+    """
+
+    def __init__(self, inner, *, net_torque: bool = True) -> None:
+        super().__init__()
+        self.inner = inner
+        self._device = inner.device
+        self._dtype = inner.dtype
+        self._compute_forces = True
+        self._compute_stress = bool(inner.compute_stress)
+        self.net_torque = bool(net_torque)
+
+    def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
+        out = dict(self.inner(state))
+        forces = out["forces"].to(torch.float64)
+        idx = state.system_idx
+        n_sys = state.n_systems
+        counts = torch.bincount(idx, minlength=n_sys).to(torch.float64).unsqueeze(1)
+
+        def per_system_sum(values):
+            return torch.zeros((n_sys,) + values.shape[1:], dtype=values.dtype, device=values.device).index_add(0, idx, values)
+
+        forces = forces - (per_system_sum(forces) / counts)[idx]
+        if self.net_torque and not bool(state.pbc.any()):
+            positions = state.positions.to(torch.float64)
+            r = positions - (per_system_sum(positions) / counts)[idx]
+            torque = per_system_sum(torch.linalg.cross(r, forces))
+            eye = torch.eye(3, dtype=torch.float64, device=r.device)
+            inertia = per_system_sum((r * r).sum(dim=1)).reshape(-1, 1, 1) * eye - per_system_sum(
+                r.unsqueeze(2) * r.unsqueeze(1))
+            omega = torch.linalg.pinv(inertia) @ torque.unsqueeze(2)  # minimum norm, as lstsq in NetTorque
+            forces = forces - torch.linalg.cross(omega.squeeze(2)[idx], r)
+        out["forces"] = forces.to(out["forces"].dtype)
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# variants as TorchSim models
+
+
+def adaptive_quadrature(model, atoms: Atoms, lmax: int = 3, n_rattled: int = 4, seed: int = 0):
+    """The cheapest quadrature whose leftover breaking is below 1 % of the RMS force
+    (:func:`ase_symdiag.metrics.adaptive.choose_quadrature`) on ``atoms`` and ``n_rattled``
+    rattled copies (0.05 Å); returns the :class:`~ase_symdiag.metrics.adaptive.QuadratureChoice`."""
+    from ase_symdiag.metrics.adaptive import choose_quadrature
+    from ase_symdiag.metrics.spectrum import structure_spectrum
+    from ase_symdiag.structures import from_atoms
+
+    frames = [atoms.copy()]
+    for k in range(n_rattled):
+        copy = atoms.copy()
+        copy.rattle(0.05, seed=seed + k + 1)
+        frames.append(copy)
+    spectra = [structure_spectrum(model, from_atoms(frame), lmax=lmax)[0] for frame in frames]
+    return choose_quadrature(spectra)
+
+
+def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0, batch_size: int = 16,
+                  device: Optional[str] = None, neighbor_skin: float = 0.0, corrected_export: bool = False):
+    """``(TorchSim model, description)`` of a named variant of ``model`` (path or
+    AtomisticModel) for structures like ``atoms`` (periodic or not).
+
+    ``corrected_export=True`` builds ``corrected`` from
+    :func:`~ase_symdiag.backends.metatomic.export.export_corrected` through metatomic-torchsim's
+    ``non_conservative`` option (as LAMMPS or i-PI users run it) instead of the
+    equivalent, cheaper :class:`CorrectedModel`. ``neighbor_skin``: metatomic-torchsim's
+    Verlet skin; 0 (rebuild every step) keeps each call independent of the history."""
+    from metatomic_torchsim import MetatomicModel
+
+    from ase_symdiag.backends.metatomic.export import export_corrected, export_symmetrized
+    from ase_symdiag.backends.metatomic.model import ModelHandle
+
+    periodic = bool(atoms.pbc.all())
+    if atoms.pbc.any() and not periodic:
+        raise MDError("the TorchSim engine supports fully periodic or fully finite structures")
+    handle = ModelHandle.load(model, device=device)
+    options = dict(device=handle.device, compute_stress=periodic, neighbor_skin=neighbor_skin, uncertainty_threshold=None)
+    if kind == "raw":
+        return MetatomicModel(handle.model, **options), "raw"
+    if kind == "symmetrized":
+        from ase_symdiag.metrics.symmetrize import resolve_quadrature
+
+        note = ""
+        if symmetrize == "adaptive":
+            choice = adaptive_quadrature(handle, atoms, seed=seed)
+            quadrature, note = choice.quadrature, " adaptive"
+        else:
+            quadrature = resolve_quadrature(symmetrize)
+        exported = _scripted(export_symmetrized(handle.model, quadrature, batch_size=batch_size))
+        return MetatomicModel(exported, **options), f"symmetrized ({quadrature.name}, {quadrature.size} ops{note})"
+    if kind == "corrected":
+        what = "net_force" if periodic else "net_force, net_torque"
+        if corrected_export:
+            exported = _scripted(export_corrected(handle.model, net_torque=not periodic))
+            nc = True if periodic else "forces"
+            return MetatomicModel(exported, non_conservative=nc, **options), f"corrected ({what}; export)"
+        inner = MetatomicModel(handle.model, **options)
+        return CorrectedModel(inner, net_torque=not periodic), f"corrected ({what})"
+    if kind == "stochastic":
+        inner = MetatomicModel(handle.model, **options)
+        return StochasticRotationModel(inner, seed=seed + 2), "stochastic (1 Haar-random O(3) op per step and replica)"
+    raise MDError(f"unknown TorchSim variant {kind!r}; expected one of {', '.join(TORCHSIM_VARIANTS)}")
+
+
+def _scripted(exported):
+    """The exported AtomisticModel as engines load it: saved, then loaded as TorchScript
+    (the wrappers of :mod:`ase_symdiag.backends.metatomic.export` are written for TorchScript)."""
+    import tempfile
+
+    from metatomic.torch import load_atomistic_model
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "exported.pt")
+        exported.save(path)
+        return load_atomistic_model(path)
