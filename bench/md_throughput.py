@@ -11,7 +11,7 @@ models/cu-emt-plain.pt). For each, in ONE process (same machine state):
 
 plus, for ethanol at N = 16, the per-step cost of each variant (raw, stochastic,
 corrected, corrected through the export_corrected TorchScript model, symmetrized over
-D2+i with 8 operations) and, at N = 64, TorchScript's
+D2h with 8 operations) and, at N = 64, TorchScript's
 unoptimized execution (``deterministic=True``). Both engines record every 10 steps
 (observables on the host, as users run them). Time per step: steady state, from the
 end of step 1 to the end of step N (no model loading, TorchScript warm-up or export). Threads: ``--threads`` (default 1; on 2 cores
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
         data["variants"].append({"variant": name, "replicas": n, "seconds_per_step": seconds})
         vrows.append([name, n, seconds * 1000, seconds / n * 1000])
     print()
-    print("ethanol, TorchSim, per variant (symmetrized: D2+i, 8 operations)")
+    print("ethanol, TorchSim, per variant (symmetrized: D2h, 8 operations)")
     print(format_table(["variant", "replicas", "ms/step", "ms/replica-step"], vrows))
     if args.json:
         write_json(args.json, data)

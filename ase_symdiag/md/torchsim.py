@@ -59,9 +59,7 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
-
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -81,7 +79,7 @@ from ase_symdiag.md.replicas import (
     set_generator_state,
     voigt,
 )
-from ase_symdiag.md.torchsim_models import TORCHSIM_VARIANTS, build_variant, require_torchsim
+from ase_symdiag.md.torchsim_models import StochasticRotationModel, build_variant, require_torchsim
 
 #: extra leading columns of NAME.log
 LOG_COLUMNS = ("replica", "temperature_set_K") + COLUMNS

@@ -11,9 +11,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+import os
+from typing import Dict, Optional
 
-import numpy as np
 import torch
 from ase import Atoms
 

@@ -56,8 +56,8 @@ def _split(tensor, n_atoms):
 
 def test_batched_forces_match_symdiag_calculator():
     """A few batched steps of the shipped broken Morse model, its symmetrized export
-    (T+i, exact to degree 2: it removes the planted lambda=2 term, so the average
-    matters; D2+i would leave this diagonal quadrupole untouched),
+    (Th, exact to degree 2: it removes the planted lambda=2 term, so the average
+    matters; D2h would leave this diagonal quadrupole untouched),
     its corrected export and the stochastic variant: every replica's forces and energy
     at the last step equal SymDiagCalculator's at the same quadrature/corrections."""
     atoms = cluster()
@@ -71,7 +71,7 @@ def test_batched_forces_match_symdiag_calculator():
         replicas=2, temperatures=[300, 900], ensemble="nvt", steps=4, timestep=2.0, interval=2,
         symmetrize=2, callback=capture,
     )
-    assert result.variants["symmetrized"].description.startswith("symmetrized (T+i, 24 ops")
+    assert result.variants["symmetrized"].description.startswith("symmetrized (Th, 24 ops")
     n = len(atoms)
     calcs = {
         "raw": SymDiagCalculator(MODEL),
