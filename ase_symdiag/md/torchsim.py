@@ -535,8 +535,8 @@ def run_md_batched(
     # discarded warm-up calls (start, resume, after replicas leave), so that the calls
     # that count all run optimized plans: bit-exact resume in the tests. With
     # deterministic=True TorchScript runs unoptimized throughout (exact whatever the
-    # executor does; on the shared 2-core CPU the speed difference for PET was within
-    # the noise, 4-14 ms per replica-step either way; on GPUs fusion should matter more).
+    # executor does; for PET on the 2-core CPU as fast as the default, 1.69 against
+    # 1.75 ms per replica-step in bench/md_throughput.py; on GPUs fusion may matter).
     with torch.jit.optimized_execution(not deterministic):
         for name, spec in items:
             if isinstance(spec, str):
