@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"measured: {elapsed * 1000:.1f} ms per symmetrized evaluation of {structures[0].label} ({len(structures[0])} atoms)")
     data["seconds_per_step"] = elapsed
     if args.export:
-        from ase_symdiag.backends.metatomic.export import export_corrected, export_symmetrized
+        from ase_symdiag.backends.metatomic.corrected import export_corrected
+        from ase_symdiag.backends.metatomic.export import export_symmetrized
 
         if args.corrected:
             export_corrected(handle.model, args.export, quadrature=quadrature, batch_size=args.batch_size)

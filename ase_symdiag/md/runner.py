@@ -15,7 +15,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 from ase.md.md import MolecularDynamics
 
-from ase_symdiag.md import io
+import ase_symdiag.md.io as io
 from ase_symdiag.md.errors import MDError
 from ase_symdiag.md.observables import COLUMNS, failure_reason, record, summarize
 from ase_symdiag.md.plot import plot_md, summary_table

@@ -18,7 +18,7 @@ metatomic TorchScript model, as users run them, or a thin wrapper around one):
   measured breaking spectrum, as ``ase-symdiag symmetrize`` does);
 - ``corrected``: conservative forces with the net force, and for finite systems the
   net torque, removed (:class:`CorrectedModel`, batched; the same forces as
-  :func:`ase_symdiag.backends.metatomic.export.export_corrected` run through metatomic-torchsim's
+  :func:`ase_symdiag.backends.metatomic.corrected.export_corrected` run through metatomic-torchsim's
   ``non_conservative`` option, which ``build_variant(..., corrected_export=True)``
   uses; both tested against ``SymDiagCalculator(corrections=[...])``);
 - ``stochastic``: :class:`StochasticRotationModel`, the raw model evaluated on a

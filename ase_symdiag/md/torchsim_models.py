@@ -110,7 +110,7 @@ class CorrectedModel(_ModelBase):
     :class:`~ase_symdiag.corrections.NetTorque`, uniform weights), batched over all
     systems in one set of tensor operations; energy and stress pass through.
 
-    The same forces as :func:`ase_symdiag.backends.metatomic.export.export_corrected` run through
+    The same forces as :func:`ase_symdiag.backends.metatomic.corrected.export_corrected` run through
     metatomic-torchsim (tested), at the cost of the raw model instead of about four
     times it (that export evaluates the energy, then each system again with autograd).
     """
@@ -175,13 +175,14 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
     AtomisticModel) for structures like ``atoms`` (periodic or not).
 
     ``corrected_export=True`` builds ``corrected`` from
-    :func:`~ase_symdiag.backends.metatomic.export.export_corrected` through metatomic-torchsim's
+    :func:`~ase_symdiag.backends.metatomic.corrected.export_corrected` through metatomic-torchsim's
     ``non_conservative`` option (as LAMMPS or i-PI users run it) instead of the
     equivalent, cheaper :class:`CorrectedModel`. ``neighbor_skin``: metatomic-torchsim's
     Verlet skin; 0 (rebuild every step) keeps each call independent of the history."""
     from metatomic_torchsim import MetatomicModel
 
-    from ase_symdiag.backends.metatomic.export import export_corrected, export_symmetrized
+    from ase_symdiag.backends.metatomic.corrected import export_corrected
+    from ase_symdiag.backends.metatomic.export import export_symmetrized
     from ase_symdiag.backends.metatomic.model import ModelHandle
 
     periodic = bool(atoms.pbc.all())

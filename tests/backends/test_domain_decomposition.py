@@ -149,7 +149,8 @@ def exports(broken_model, tmp_path_factory):
     ``ase-symdiag symmetrize`` from a measured spectrum) exports, plus the
     symmetrized one with non-conservative outputs and the corrected one."""
     from ase_symdiag.cli import main
-    from ase_symdiag.backends.metatomic.export import export_corrected, export_symmetrized
+    from ase_symdiag.backends.metatomic.corrected import export_corrected
+    from ase_symdiag.backends.metatomic.export import export_symmetrized
 
     folder = tmp_path_factory.mktemp("domains")
     crystal = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)

@@ -85,7 +85,7 @@ def test_selected_atoms_as_lammps_passes_them(broken_model, symmetrized_file, cr
 
 @pytest.fixture(scope="module")
 def corrected_file(broken_model, tmp_path_factory):
-    from ase_symdiag.backends.metatomic.export import export_corrected
+    from ase_symdiag.backends.metatomic.corrected import export_corrected
 
     path = tmp_path_factory.mktemp("corrected") / "corrected.pt"
     export_corrected(broken_model, path)
@@ -119,7 +119,7 @@ def test_exported_corrections_match_the_calculator(broken_model, corrected_file,
 def test_exported_corrections_compose_with_averaging(broken_model, cluster, tmp_path):
     from metatomic_ase import MetatomicCalculator
 
-    from ase_symdiag.backends.metatomic.export import export_corrected
+    from ase_symdiag.backends.metatomic.corrected import export_corrected
 
     path = tmp_path / "sym-corrected.pt"
     export_corrected(broken_model, path, quadrature="T")
@@ -129,3 +129,49 @@ def test_exported_corrections_compose_with_averaging(broken_model, cluster, tmp_
     ours.calc = SymDiagCalculator(broken_model, symmetrize="T", corrections=["net_force", "net_torque"])
     np.testing.assert_allclose(exported.get_forces(), ours.get_forces(), atol=1e-10)
     assert exported.get_potential_energy() == pytest.approx(ours.get_potential_energy(), rel=1e-12)
+
+
+def _direct_forces(path, atoms):
+    """The exported model's own ``non_conservative_force`` output (our evaluation adds
+    nothing to it; metatomic-ase's calculator would subtract the mean force itself)."""
+    from ase_symdiag.backends.metatomic.evaluation import evaluate
+    from ase_symdiag.backends.metatomic.model import ModelHandle
+    from ase_symdiag.structures import from_atoms
+
+    return evaluate(ModelHandle.load(path), from_atoms(atoms), stress=False, direct=True).direct_forces[0]
+
+
+def test_exported_direct_forces_are_free_of_net_force_and_torque(broken_model, corrected_file, cluster):
+    forces = _direct_forces(corrected_file, cluster)
+    r = cluster.positions - cluster.positions.mean(axis=0)
+    assert np.abs(forces.sum(axis=0)).max() < 1e-10
+    assert np.abs(np.cross(r, forces).sum(axis=0)).max() < 1e-10
+    raw = cluster.copy()
+    raw.calc = SymDiagCalculator(broken_model)
+    assert np.abs(raw.get_forces() - forces).max() > 1e-4  # the correction changed something
+
+
+def test_torque_removal_of_a_linear_molecule(broken_model, corrected_file):
+    """CO2: the inertia tensor is singular. CUDA's only least-squares driver (gels)
+    assumes full rank, so the export solves through an eigendecomposition instead."""
+    import torch
+    from ase.build import molecule
+
+    from ase_symdiag.backends.metatomic.corrected import symmetric_solve
+
+    co2 = molecule("CO2")
+    co2.positions += [0.0, 0.02, -0.01]
+    co2.rotate(37, "x", center="COM")  # not along an axis
+    forces = _direct_forces(corrected_file, co2)
+    ours = co2.copy()
+    ours.calc = SymDiagCalculator(broken_model, corrections=["net_force", "net_torque"])
+    np.testing.assert_allclose(forces, ours.get_forces(), atol=1e-10)
+    r = co2.positions - co2.positions.mean(axis=0)
+    assert np.abs(np.cross(r, forces).sum(axis=0)).max() < 1e-10
+
+    inertia = torch.tensor((r * r).sum() * np.eye(3) - r.T @ r)
+    torque = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    expected = np.linalg.lstsq(inertia.numpy(), torque.numpy(), rcond=None)[0]  # minimum norm
+    np.testing.assert_allclose(symmetric_solve(inertia, torque).numpy(), expected, atol=1e-10)
+    gels = torch.linalg.lstsq(inertia, torque.unsqueeze(1), driver="gels").solution.squeeze(1)
+    assert not np.allclose(gels.numpy(), expected, atol=1e-6)  # what CUDA would have given

@@ -1,0 +1,166 @@
+"""Export a model with corrected direct outputs (LAMMPS ``non_conservative on``).
+
+:class:`CorrectedForces` gives ``non_conservative_force`` = ``-dE/dx`` with the net
+force and, for finite systems, the net torque removed, and a symmetric
+``non_conservative_stress`` (docs/methods.md §6). Both corrections are global: the
+module refuses a strict ``selected_atoms`` subset (LAMMPS with several MPI ranks).
+"""
+
+from typing import Dict, List, Optional
+
+import torch
+from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import ModelOutput, NeighborListOptions, System
+
+from ase_symdiag.backends.metatomic.blocks import force_map, stress_map
+from ase_symdiag.backends.metatomic.export import _is_strict_subset, _system_selection, _wrap, export_symmetrized
+
+
+def _corrected_domain_message() -> str:
+    return (
+        "the corrected export removes the net force (and torque) over the whole system, which needs every "
+        "atom, but selected_atoms is a strict subset (LAMMPS with several MPI ranks passes local atoms plus "
+        "ghosts): each rank would remove a different, wrong mean. Run the corrected export on a single MPI "
+        "rank, or use the symmetrized export (export_symmetrized / ase-symdiag symmetrize --export, without "
+        "--corrected) with 'non_conservative off', which is exact under domain decomposition"
+    )
+
+
+CORRECTED_DOMAIN_MESSAGE = _corrected_domain_message()
+
+
+def symmetric_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Minimum-norm solution of ``matrix x = rhs`` for a symmetric positive
+    semi-definite 3x3 ``matrix`` (an inertia tensor), through its eigendecomposition.
+
+    A linear molecule's inertia tensor is singular; ``torch.linalg.lstsq`` handles that
+    on CPU (driver ``gelsy``) but not on CUDA, whose only driver (``gels``) assumes
+    full rank. The eigendecomposition works on every device; eigenvalues below
+    ``1e-12`` of the largest are treated as zero (the pseudo-inverse, as numpy's
+    ``lstsq`` does).
+    """
+    values, vectors = torch.linalg.eigh(matrix)
+    cutoff = values.abs().max() * 1e-12
+    safe = torch.where(values.abs() > cutoff, values, torch.ones_like(values))
+    inverse = torch.where(values.abs() > cutoff, 1.0 / safe, torch.zeros_like(values))
+    return vectors @ (inverse * (vectors.T @ rhs))
+
+
+class CorrectedForces(torch.nn.Module):
+    """Adds corrected direct outputs to an inner metatomic module's energy.
+
+    ``non_conservative_force``: ``-dE/dx`` of the inner energy (recomputed by autograd
+    on a detached copy of the system, whose neighbour vectors are rebuilt from the
+    engine's pairs and cell shifts), with the net force removed (exactly zero total
+    force) and, for non-periodic systems, the net torque about the centroid removed
+    (exactly zero total torque: angular momentum is conserved in MD).
+    ``non_conservative_stress``: ``(1/V) dE/d(strain)``, symmetrised. Engines use them
+    with their non-conservative option (LAMMPS: ``pair_style metatomic ...
+    non_conservative on``); ``energy`` is passed through unchanged.
+
+    The net force and torque are global: with ``selected_atoms`` a strict subset of a
+    system's atoms (LAMMPS with several MPI ranks) the direct outputs refuse with
+    :data:`CORRECTED_DOMAIN_MESSAGE` rather than remove a per-domain mean.
+    """
+
+    def __init__(self, inner: torch.nn.Module, neighbor_lists: List[NeighborListOptions], net_torque: bool = True) -> None:
+        super().__init__()
+        self.inner = inner
+        self._neighbor_lists = neighbor_lists
+        self.net_torque = bool(net_torque)
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return self._neighbor_lists
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        results: Dict[str, TensorMap] = {}
+        if len(systems) == 0:
+            return results
+        if "energy" in outputs:
+            energy_request: Dict[str, ModelOutput] = {"energy": outputs["energy"]}
+            results["energy"] = self.inner(systems, energy_request, selected_atoms)["energy"]
+        want_forces = "non_conservative_force" in outputs
+        want_stress = "non_conservative_stress" in outputs
+        if not (want_forces or want_stress):
+            return results
+        for s, system in enumerate(systems):
+            if _is_strict_subset(_system_selection(selected_atoms, s, len(system)), len(system)):
+                raise ValueError(_corrected_domain_message())
+        device = systems[0].positions.device
+        forces: List[torch.Tensor] = []
+        stresses: List[torch.Tensor] = []
+        for system in systems:
+            positions = system.positions.detach().requires_grad_(True)
+            strain = torch.eye(3, dtype=positions.dtype, device=device).requires_grad_(True)
+            strained = positions @ strain
+            cell = system.cell.detach() @ strain
+            copy = System(system.types, strained, cell, system.pbc)
+            for options in self._neighbor_lists:
+                block = system.get_neighbor_list(options)
+                samples = block.samples.values
+                first = samples[:, 0].to(torch.long)
+                second = samples[:, 1].to(torch.long)
+                shifts = samples[:, 2:5].to(positions.dtype)
+                vectors = strained[second] - strained[first] + shifts @ cell
+                copy.add_neighbor_list(
+                    options, TensorBlock(vectors.reshape(-1, 3, 1), block.samples, block.components, block.properties)
+                )
+            request: Dict[str, ModelOutput] = {"energy": ModelOutput(unit="", sample_kind="system")}
+            energy = self.inner([copy], request, None)["energy"].block().values.sum()
+            grads = torch.autograd.grad([energy], [positions, strain])
+            grad_positions = grads[0]
+            grad_strain = grads[1]
+            if want_forces:
+                assert grad_positions is not None
+                force = -grad_positions
+                force = force - force.mean(dim=0, keepdim=True)
+                if self.net_torque and not bool(system.pbc.any()) and force.shape[0] > 1:
+                    r = positions.detach() - positions.detach().mean(dim=0, keepdim=True)
+                    torque = torch.linalg.cross(r, force).sum(dim=0)
+                    inertia = (r * r).sum() * torch.eye(3, dtype=r.dtype, device=device) - r.T @ r
+                    omega = symmetric_solve(inertia, torque)
+                    force = force - torch.linalg.cross(omega.unsqueeze(0).expand_as(r), r)
+                forces.append(force.detach())
+            if want_stress:
+                assert grad_strain is not None
+                volume = torch.abs(torch.linalg.det(system.cell.detach()))
+                stress = grad_strain / volume
+                stresses.append((0.5 * (stress + stress.T)).detach())
+
+        if want_forces:
+            results["non_conservative_force"] = force_map(systems, torch.cat(forces), selected_atoms, "non_conservative_force")
+        if want_stress:
+            results["non_conservative_stress"] = stress_map(torch.stack(stresses), "non_conservative_stress")
+        return results
+
+
+def export_corrected(model, path: Optional[str] = None, *, quadrature=None, net_torque: bool = True, batch_size: int = 16):
+    """Export ``model`` with corrected direct outputs (see :class:`CorrectedForces`),
+    optionally averaged over ``quadrature`` first (then the energy is the symmetrized
+    one and the corrected forces are its gradients)."""
+
+    base = export_symmetrized(model, quadrature, batch_size=batch_size) if quadrature is not None else None
+    from ase_symdiag.backends.metatomic.model import ModelHandle
+
+    handle = ModelHandle.load(base if base is not None else model)
+    inner_model = handle.model
+    capabilities = inner_model.capabilities()
+    module = CorrectedForces(inner_model.module, list(inner_model.requested_neighbor_lists()), net_torque=net_torque).eval()
+    outputs = {
+        "energy": capabilities.outputs[handle.energy_key],
+        "non_conservative_force": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
+        "non_conservative_stress": ModelOutput(unit="eV/Angstrom^3", sample_kind="system"),
+    }
+    return _wrap(
+        module, inner_model, outputs, path,
+        name_suffix="with net-force/torque-free direct forces",
+        description=(
+            "Direct forces = -dE/dx with zero net force and (finite systems) zero net torque, "
+            "symmetric direct stress; by ase-symdiag."
+        ),
+    )
