@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+
+from ase_symdiag.md.observables import COLUMNS
+
+#: extra leading columns of NAME.log
+LOG_COLUMNS = ("replica", "temperature_set_K") + COLUMNS
 
 def generator_state(generator: torch.Generator) -> str:
     return base64.b64encode(generator.get_state().cpu().numpy().tobytes()).decode("ascii")
@@ -82,3 +87,48 @@ class BatchedMDResult:
             "statistics": self.statistics,
             "plot": self.plot,
         }
+
+
+def restore_checkpoint(name: str, paths: Dict[str, str], fingerprint: Dict[str, Any], n_rep: int,
+                       trajectories: bool) -> Tuple[Dict[str, Any], List[List[Dict[str, float]]]]:
+    """Read variant ``name``'s checkpoint, refuse changed settings (naming them), cut its
+    log (and trajectories) back to what the checkpoint covers; -> (checkpoint, rows per replica)."""
+    import json
+
+    from ase_symdiag.md.errors import MDError
+    from ase_symdiag.md.io import truncate_trajectory
+    from ase_symdiag.report import atomic_write
+
+    rows: List[List[Dict[str, float]]] = [[] for _ in range(n_rep)]
+    with open(paths["state"]) as handle:
+        checkpoint = json.load(handle)
+    saved = checkpoint["settings"]
+    changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != json.loads(json.dumps(fingerprint.get(k))))
+    if changed:
+        details = "; ".join(f"{k}: {saved.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed)
+        raise MDError(f"cannot resume variant {name!r} from {paths['state']}: settings changed ({details})")
+    n_lines = int(checkpoint["log_rows"])
+    kept = []
+    with open(paths["log"]) as handle:
+        for line in handle:
+            if line.startswith("#") or not line.strip():
+                continue
+            if len(kept) == n_lines:
+                break
+            kept.append(line)
+    for line in kept:
+        values = line.split()
+        row = {c: float(v) for c, v in zip(LOG_COLUMNS, values)}
+        row["step"] = int(row["step"])
+        rows[int(row["replica"])].append({c: row[c] for c in COLUMNS})
+
+    def rewrite(tmp):
+        with open(tmp, "w") as handle:
+            handle.write("# " + " ".join(LOG_COLUMNS) + "\n")
+            handle.writelines(kept)
+
+    atomic_write(paths["log"], rewrite)
+    if trajectories:
+        for r in range(n_rep):
+            truncate_trajectory(paths[f"traj{r}"], checkpoint["frames"][r])
+    return checkpoint, rows

@@ -67,10 +67,12 @@ import torch
 from ase import Atoms, units
 
 from ase_symdiag.md.errors import MDError
-from ase_symdiag.md.io import _fmt, truncate_trajectory
+from ase_symdiag.md.io import _fmt
 from ase_symdiag.md.observables import COLUMNS, failure_reason, record, summarize
 from ase_symdiag.md.runner import _initial_velocities
 from ase_symdiag.md.replicas import (
+    LOG_COLUMNS,
+    restore_checkpoint,
     BatchedMDResult,
     BatchedVariantResult,
     generator_state,
@@ -81,8 +83,6 @@ from ase_symdiag.md.replicas import (
 )
 from ase_symdiag.md.torchsim_models import StochasticRotationModel, build_variant, require_torchsim
 
-#: extra leading columns of NAME.log
-LOG_COLUMNS = ("replica", "temperature_set_K") + COLUMNS
 THERMOSTATS = ("langevin", "bussi")
 
 # --------------------------------------------------------------------------------------
@@ -92,8 +92,7 @@ THERMOSTATS = ("langevin", "bussi")
 def _run_variant_batched(name, ts_model, description, start: List[Atoms], temperatures_set: List[float],
                          options: Dict[str, Any], out, resume, progress, callback, trajectories,
                          deterministic: bool = False) -> BatchedVariantResult:
-    import json
-
+    """All replicas of one variant as one TorchSim batch (see the module docstring)."""
     import torch_sim as ts
     from ase.calculators.singlepoint import SinglePointCalculator
     from torch_sim.integrators.md import MDState, momentum_step, position_step, velocity_verlet_step
@@ -124,43 +123,11 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
     step = 0
     checkpoint = None
     if out and resume and os.path.exists(paths["state"]):
-        with open(paths["state"]) as handle:
-            checkpoint = json.load(handle)
-        saved = checkpoint["settings"]
-        changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != json.loads(json.dumps(fingerprint.get(k))))
-        if changed:
-            details = "; ".join(f"{k}: {saved.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed)
-            raise MDError(f"cannot resume variant {name!r} from {paths['state']}: settings changed ({details})")
+        checkpoint, rows = restore_checkpoint(name, paths, fingerprint, n_rep, trajectories)
         step = int(checkpoint["step"])
         failures = {int(k): v for k, v in checkpoint["failures"].items()}
         frames = list(checkpoint["frames"])
         transferred = np.asarray(checkpoint["transferred"], dtype=float)
-        n_lines = int(checkpoint["log_rows"])
-        kept = []
-        with open(paths["log"]) as handle:
-            for line in handle:
-                if line.startswith("#") or not line.strip():
-                    continue
-                if len(kept) == n_lines:
-                    break
-                kept.append(line)
-        for line in kept:
-            values = line.split()
-            row = {c: float(v) for c, v in zip(LOG_COLUMNS, values)}
-            row["step"] = int(row["step"])
-            rows[int(row["replica"])].append({c: row[c] for c in COLUMNS})
-
-        def rewrite(tmp):
-            with open(tmp, "w") as handle:
-                handle.write("# " + " ".join(LOG_COLUMNS) + "\n")
-                handle.writelines(kept)
-
-        from ase_symdiag.report import atomic_write
-
-        atomic_write(paths["log"], rewrite)
-        if trajectories:
-            for r in range(n_rep):
-                truncate_trajectory(paths[f"traj{r}"], frames[r])
     elif out:
         for key, path in paths.items():
             if os.path.exists(path):
