@@ -38,7 +38,7 @@ def test_cli_json_onto_a_symlink(equivariant_model, tmp_path):
     import ase.io
     from ase.build import bulk
 
-    from ase_symdiag.cli.main import main
+    from ase_symdiag.cli.app import main
 
     ase.io.write(tmp_path / "cu.extxyz", bulk("Cu", "fcc", a=3.61, cubic=True))
     target = tmp_path / "report.json"

@@ -53,7 +53,7 @@ def test_parse_variant():
 def test_compare_command(broken_model, labelled_cluster, tmp_path, capsys):
     import ase.io
 
-    from ase_symdiag.cli.main import main
+    from ase_symdiag.cli.app import main
 
     path = tmp_path / "labelled.extxyz"
     ase.io.write(path, labelled_cluster)

@@ -195,7 +195,7 @@ def test_non_finite_model_output_is_an_error_naming_the_structure(nan_model, cry
 def test_non_finite_model_output_exits_2_in_one_line(nan_model, crystal, tmp_path, capsys):
     import ase.io
 
-    from ase_symdiag.cli.main import main
+    from ase_symdiag.cli.app import main
 
     path, out = tmp_path / "s.extxyz", tmp_path / "report.json"
     ase.io.write(path, crystal)

@@ -70,7 +70,7 @@ def add_parser(subparsers: Any) -> None:
     )
     group.add_argument("--confidence", type=probability, default=0.95, help="confidence level of the intervals (default 0.95)")
     group.add_argument("--trajectories", action="store_true", help="write one ASE trajectory per replica (torchsim)")
-    # ``run`` is what ase_symdiag.cli.main dispatches on; ``func`` the conventional name
+    # ``run`` is what ase_symdiag.cli.app dispatches on; ``func`` the conventional name
     p.set_defaults(run=run, func=run)
 
 

@@ -23,7 +23,7 @@ from ase_symdiag import ModelError, StructureError, SymDiagCalculator
 from ase_symdiag.backends.metatomic.evaluation import evaluate
 from ase_symdiag.backends.metatomic.inputs import input_arrays
 from ase_symdiag.backends.metatomic.model import ModelHandle
-from ase_symdiag.cli.main import main
+from ase_symdiag.cli.app import main
 from ase_symdiag.o3.operations import haar_rotations
 from ase_symdiag.structures import from_atoms
 

@@ -10,7 +10,7 @@ from ase.build import bulk, molecule
 
 from ase_symdiag import SymDiagCalculator
 from ase_symdiag.backends.metatomic.model import ModelHandle
-from ase_symdiag.cli.main import main
+from ase_symdiag.cli.app import main
 
 
 @pytest.fixture

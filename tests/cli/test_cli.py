@@ -5,7 +5,7 @@ import json
 import ase.io
 import pytest
 
-from ase_symdiag.cli.main import main
+from ase_symdiag.cli.app import main
 
 
 @pytest.fixture

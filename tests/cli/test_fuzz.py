@@ -1,7 +1,7 @@
 """Bad arguments for every subcommand: exit status 2, exactly one line on stderr, no
 traceback, no Python warning (issue 15).
 
-Each case runs ``ase_symdiag.cli.main.main(argv)`` in-process. ``{model}``,
+Each case runs ``ase_symdiag.cli.app.main(argv)`` in-process. ``{model}``,
 ``{structures}`` etc. are filled from the fixtures below; every case must fail before
 any expensive work.
 """
@@ -13,7 +13,7 @@ import ase.io
 import pytest
 from ase import Atoms
 
-from ase_symdiag.cli.main import main
+from ase_symdiag.cli.app import main
 
 #: (id, argv) of every bad invocation; the expected message fragment (or None)
 CASES = [
@@ -185,7 +185,7 @@ def test_bad_argument_is_one_line(argv, fragment, places, tmp_path, capfd):
 
 
 def test_every_subcommand_is_fuzzed():
-    from ase_symdiag.cli.main import build_parser
+    from ase_symdiag.cli.app import build_parser
 
     parser = build_parser()
     commands = set(parser._subparsers._group_actions[0].choices)

@@ -7,7 +7,7 @@ from ase import Atoms
 from ase.calculators.lj import LennardJones
 from ase.cluster import Icosahedron
 
-from ase_symdiag.cli.main import main
+from ase_symdiag.cli.app import main
 from ase_symdiag.md import MDError, run_md
 
 

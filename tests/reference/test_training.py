@@ -37,7 +37,7 @@ def test_probe_config_is_validated(tiny_data):  # noqa: F811
 
 
 def test_training_history_command(tmp_path, tiny_data, capsys):  # noqa: F811
-    from ase_symdiag.cli.main import main
+    from ase_symdiag.cli.app import main
 
     torch.set_num_threads(1)
     config = _tiny_config(tmp_path, tiny_data)
