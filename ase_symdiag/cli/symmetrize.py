@@ -107,6 +107,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             export_symmetrized(handle.model, quadrature, args.export, batch_size=args.batch_size)
         print(f"symmetrized model written to {args.export}")
+        from ase_symdiag.backends.metatomic.export import dropped_outputs
+
+        dropped = dropped_outputs(list(handle.model.capabilities().outputs.keys()), ["energy"])
+        if args.corrected:
+            dropped = {k: v for k, v in dropped.items() if k not in ("non_conservative_force", "non_conservative_stress")}
+        for name, reason in dropped.items():
+            print(f"not carried over: {name} ({reason})")
+        data["dropped_outputs"] = dropped
         data["export"] = args.export
     if args.json:
         write_json(args.json, data)

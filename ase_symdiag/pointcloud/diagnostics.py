@@ -292,7 +292,7 @@ def layer_content(
 
 
 # --------------------------------------------------------------------------------------
-# Command line (registered by ase_symdiag.cli.main)
+# Command line (registered by ase_symdiag.cli.app)
 # --------------------------------------------------------------------------------------
 
 

@@ -175,3 +175,24 @@ def test_torque_removal_of_a_linear_molecule(broken_model, corrected_file):
     np.testing.assert_allclose(symmetric_solve(inertia, torque).numpy(), expected, atol=1e-10)
     gels = torch.linalg.lstsq(inertia, torque.unsqueeze(1), driver="gels").solution.squeeze(1)
     assert not np.allclose(gels.numpy(), expected, atol=1e-6)  # what CUDA would have given
+
+
+def test_symmetrized_export_says_which_outputs_it_drops(tmp_path, capsys):
+    from ase.build import bulk
+
+    from ase_symdiag.backends.metatomic.model import ModelHandle
+    from ase_symdiag.cli import main
+    from ase_symdiag.reference.analytic import export_pair_potential
+
+    model = tmp_path / "direct.pt"
+    export_pair_potential(model, direct=True, features=True)
+    crystal = tmp_path / "c.extxyz"
+    bulk("Cu", "fcc", a=3.61, cubic=True).write(crystal)
+    out = tmp_path / "sym.pt"
+    assert main(["symmetrize", str(model), str(crystal), "--quadrature", "Th", "--export", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "not carried over: non_conservative_force" in printed
+    assert "not carried over: mtt::features::planted (per-atom features" in printed
+    description = ModelHandle.load(str(out)).model.metadata().description
+    assert "Not carried over: non_conservative_stress" in description
+    assert list(ModelHandle.load(str(out)).model.capabilities().outputs.keys()) == ["energy"]

@@ -338,14 +338,39 @@ def export_symmetrized(
     if non_conservative:
         outputs[NC_FORCE] = ModelOutput(unit=_force_unit(energy_output.unit, capabilities.length_unit), sample_kind="atom")
         outputs[NC_STRESS] = ModelOutput(unit=_stress_unit(energy_output.unit, capabilities.length_unit), sample_kind="system")
+    dropped = dropped_outputs(list(capabilities.outputs.keys()), list(outputs.keys()))
+    note = "".join(f" Not carried over: {name} ({reason})." for name, reason in dropped.items())
     return _wrap(
         module, inner_model, outputs, path,
         name_suffix=f"symmetrized over {q.name}",
         description=(
             f"Energy averaged over the O(3) quadrature '{q.name}' ({q.size} operations, "
-            f"exact to degree {q.degree}) by ase-symdiag."
+            f"exact to degree {q.degree}) by ase-symdiag.{note}"
         ),
     )
+
+
+def dropped_outputs(inner: List[str], exported: List[str]) -> Dict[str, str]:
+    """The inner model's outputs a symmetrized export does not carry, and why.
+
+    Only the energy is averaged (engines differentiate it for forces and stress).
+    """
+    reasons: Dict[str, str] = {}
+    for name in inner:
+        if name in exported:
+            continue
+        if name in (NC_FORCE, NC_STRESS):
+            reasons[name] = (
+                "the inner direct head is not averaged; non_conservative=True gives the gradients of "
+                "the averaged energy instead"
+            )
+        elif name.startswith("energy/") or name.startswith("energy_uncertainty") or name.endswith("_uncertainty"):
+            reasons[name] = "only the plain energy is averaged; variants and uncertainties are not"
+        elif "features" in name or name.startswith("mtt::aux::") or name == "feature":
+            reasons[name] = "per-atom features and auxiliary outputs are not averaged"
+        else:
+            reasons[name] = "not averaged by the export"
+    return reasons
 
 
 def _force_unit(energy_unit: str, length_unit: str) -> str:
