@@ -17,6 +17,7 @@ install elsewhere would otherwise be picked up).
 """
 
 import argparse
+import os
 import sys
 import time
 import warnings
