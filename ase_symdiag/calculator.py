@@ -9,7 +9,8 @@ import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from ase_symdiag.corrections.registry import correct_prediction, prepare_evaluation
-from ase_symdiag.backends.metatomic.evaluation import evaluate, input_arrays
+from ase_symdiag.backends.metatomic.evaluation import evaluate
+from ase_symdiag.backends.metatomic.inputs import input_arrays
 from ase_symdiag.metrics.symmetrize import back_rotated, symmetrized_prediction
 from ase_symdiag.backends.metatomic.model import ModelHandle
 from ase_symdiag.errors import UsageError

@@ -61,7 +61,7 @@ def check_variant(variant: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_symdiag.compare import compare_variants, parse_variant, plot_comparison
+    from ase_symdiag.compare import compare_variants, plot_comparison
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_atoms
 

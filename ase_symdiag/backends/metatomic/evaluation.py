@@ -26,12 +26,7 @@ import torch
 
 from ase_symdiag.errors import ModelEvaluationError, StructureError, UsageError
 from ase_symdiag.backends.metatomic.model import ModelHandle
-from ase_symdiag.backends.metatomic.inputs import (  # noqa: F401 (input_arrays, check_input re-exported)
-    check_input,
-    input_arrays,
-    input_tensormap,
-    rotated_inputs,
-)
+from ase_symdiag.backends.metatomic.inputs import input_arrays, input_tensormap, rotated_inputs
 from ase_symdiag.backends.samples import Predictions, check_finite  # noqa: F401 (Predictions re-exported)
 from ase_symdiag.structures import Structure
 

@@ -121,7 +121,6 @@ class SymmetrizedEnergy(torch.nn.Module):
             return results
         per_atom = want_energy and outputs["energy"].sample_kind == "atom"
         device = systems[0].positions.device
-        dtype = systems[0].positions.dtype
         if (want_forces or want_stress) and not torch.is_grad_enabled():
             raise ValueError("non_conservative outputs of a symmetrized export need autograd enabled")
         energies: List[torch.Tensor] = []
@@ -258,13 +257,11 @@ class SymmetrizedEnergy(torch.nn.Module):
         if want_forces or want_stress:
             # d/dx of E(x, cell, d(x, cell)) with d_ij = x_j - x_i + S cell
             grad_positions = gradients[0]
-            grad_cell = gradients[1]
             strain = leaves[0].detach().T @ gradients[0] + leaves[1].detach().T @ gradients[1]
             for i in range(len(blocks)):
                 samples = blocks[i].samples.values
                 first_atom = samples[:, 0].to(torch.long)
                 second_atom = samples[:, 1].to(torch.long)
-                shifts = samples[:, 2:5].to(dtype)
                 grad_vectors = gradients[2 + i].reshape(-1, 3)
                 grad_positions = grad_positions.index_add(0, second_atom, grad_vectors)
                 grad_positions = grad_positions.index_add(0, first_atom, -grad_vectors)
