@@ -102,16 +102,17 @@ def run(args: argparse.Namespace) -> int:
         from ase_symdiag.backends.metatomic.corrected import export_corrected
         from ase_symdiag.backends.metatomic.export import export_symmetrized
 
-        if args.corrected:
-            export_corrected(handle.model, args.export, quadrature=quadrature, batch_size=args.batch_size)
-        else:
-            export_symmetrized(handle.model, quadrature, args.export, batch_size=args.batch_size)
-        print(f"symmetrized model written to {args.export}")
         from ase_symdiag.backends.metatomic.export import dropped_outputs
 
-        dropped = dropped_outputs(list(handle.model.capabilities().outputs.keys()), ["energy"])
         if args.corrected:
-            dropped = {k: v for k, v in dropped.items() if k not in ("non_conservative_force", "non_conservative_stress")}
+            exported = export_corrected(handle.model, args.export, quadrature=quadrature, batch_size=args.batch_size)
+        else:
+            exported = export_symmetrized(handle.model, quadrature, args.export, batch_size=args.batch_size)
+        print(f"symmetrized model written to {args.export}")
+        carried = list(exported.capabilities().outputs.keys())
+        dropped = dropped_outputs(list(handle.model.capabilities().outputs.keys()), carried)
+        print(f"outputs: {', '.join(carried)}")
+        data["exported_outputs"] = carried
         for name, reason in dropped.items():
             print(f"not carried over: {name} ({reason})")
         data["dropped_outputs"] = dropped

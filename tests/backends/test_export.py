@@ -1,7 +1,12 @@
 """Exported symmetrized models: loadable by metatomic-ase, equal to in-process averaging."""
 
+from typing import Dict, List, Optional
+
 import numpy as np
 import pytest
+import torch
+from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import ModelOutput, System
 
 from ase_symdiag import SymDiagCalculator, check_equivariance
 from ase_symdiag.backends.metatomic.export import export_symmetrized
@@ -61,8 +66,6 @@ def test_selected_atoms_as_lammps_passes_them(broken_model, symmetrized_file, cr
     for path in (broken_model, symmetrized_file):
         model = load_atomistic_model(path)
         handle = ModelHandle.load(model)
-        from metatomic.torch import System
-
         positions = torch.tensor(structure.positions)
         cell = torch.tensor(structure.cell)
         system = System(torch.tensor(structure.numbers, dtype=torch.int32), positions, cell, torch.tensor(structure.pbc))
@@ -177,22 +180,117 @@ def test_torque_removal_of_a_linear_molecule(broken_model, corrected_file):
     assert not np.allclose(gels.numpy(), expected, atol=1e-6)  # what CUDA would have given
 
 
-def test_symmetrized_export_says_which_outputs_it_drops(tmp_path, capsys):
+class UncertainModel(torch.nn.Module):
+    """Energy 0 and ``energy_uncertainty`` = sum_i (a . x_i)^2: lambda = 0 and 2 content,
+    whose average over a degree-2 quadrature is |a|^2/3 sum_i |x_i|^2 exactly."""
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        axis = torch.tensor([3.0, -12.0, 5.0], dtype=torch.float64) / 10.0  # exact in TorchScript
+        values: List[torch.Tensor] = []
+        for system in systems:
+            values.append(((system.positions @ axis) ** 2).sum())
+        uncertainty = torch.stack(values).reshape(-1, 1)
+        samples = Labels("system", torch.arange(len(systems), dtype=torch.int32).reshape(-1, 1))
+        result: Dict[str, TensorMap] = {}
+        for name in outputs.keys():
+            block_values = uncertainty if name == "energy_uncertainty" else 0.0 * uncertainty
+            block = TensorBlock(block_values, samples, [], Labels("energy", torch.tensor([[0]])))
+            result[name] = TensorMap(Labels("_", torch.tensor([[0]])), [block])
+        return result
+
+
+def test_export_averages_the_energy_uncertainty(tmp_path, cluster):
+    from metatomic.torch import AtomisticModel, ModelCapabilities, ModelMetadata
+
+    capabilities = ModelCapabilities(
+        outputs={"energy": ModelOutput(unit="eV", sample_kind="system"),
+                 "energy_uncertainty": ModelOutput(unit="eV", sample_kind="system")},
+        atomic_types=[1, 6, 8, 29], interaction_range=0.0, length_unit="angstrom",
+        supported_devices=["cpu"], dtype="float64",
+    )
+    model = AtomisticModel(UncertainModel().eval(), ModelMetadata(), capabilities)
+    exported = export_symmetrized(model, "Th", tmp_path / "sym.pt")
+    assert "energy_uncertainty" in exported.capabilities().outputs
+    raw, averaged = (_run(m, cluster, ["energy_uncertainty"]) for m in (model, str(tmp_path / "sym.pt")))
+    axis = np.array([0.3, -1.2, 0.5])
+    assert raw["energy_uncertainty"][0, 0] == pytest.approx(np.sum((cluster.positions @ axis) ** 2), rel=1e-12)
+    expected = axis @ axis / 3 * np.sum(cluster.positions**2)
+    assert averaged["energy_uncertainty"][0, 0] == pytest.approx(expected, rel=1e-12)
+    assert abs(raw["energy_uncertainty"][0, 0] - expected) > 1e-3 * expected  # the planted lambda = 2 part was there
+
+
+def _run(model, atoms, names, selected_atoms=None):
+    """Values of the outputs ``names`` of ``model`` on ``atoms`` through metatomic-ase."""
+    from metatomic_ase import MetatomicCalculator
+
+    calculator = MetatomicCalculator(model, check_consistency=True)
+    capabilities = calculator._model.capabilities().outputs
+    requests = {name: ModelOutput(sample_kind=capabilities[name].sample_kind) for name in names}
+    results = calculator.run_model(atoms, requests, selected_atoms)
+    return {name: results[name].block().values.detach().numpy() for name in names}
+
+
+@pytest.fixture(scope="module")
+def planted_features(tmp_path_factory):
+    from ase_symdiag.reference.analytic import export_pair_potential
+
+    path = tmp_path_factory.mktemp("features") / "direct.pt"
+    export_pair_potential(path, direct=True, features=True)
+    return str(path)
+
+
+def test_export_averages_planted_features_to_their_invariant_part(planted_features, cluster, tmp_path):
+    """Channels 0/1/2 of ``mtt::features::planted`` are lambda = 0, 1, 2: a degree-2
+    average keeps channel 0 and removes the other two, and equals the average of the
+    raw features over the rotated copies."""
+    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+
+    name = "mtt::features::planted"
+    exported = tmp_path / "sym.pt"
+    export_symmetrized(planted_features, "Th", exported)
+    raw = _run(planted_features, cluster, [name])[name]
+    averaged = _run(str(exported), cluster, [name])[name]
+    assert np.abs(raw[:, 1:]).max() > 0.1
+    np.testing.assert_allclose(averaged[:, 0], raw[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(averaged[:, 1:], 0.0, atol=1e-12)
+    quadrature = resolve_quadrature("Th")
+    in_process = np.zeros_like(raw)
+    for rotation, weight in zip(quadrature.rotations, quadrature.weights):
+        turned = cluster.copy()
+        turned.positions = cluster.positions @ np.asarray(rotation).T
+        in_process += weight * _run(planted_features, turned, [name])[name]
+    np.testing.assert_allclose(averaged, in_process, atol=1e-12)
+
+
+def test_carried_features_follow_selected_atoms(planted_features, crystal, tmp_path):
+    name = "mtt::features::planted"
+    exported = tmp_path / "sym.pt"
+    export_symmetrized(planted_features, "Th", exported)
+    everything = _run(str(exported), crystal, [name])[name]
+    selected = Labels(["system", "atom"], torch.tensor([[0, 1], [0, 3]], dtype=torch.int32))
+    some = _run(str(exported), crystal, [name], selected_atoms=selected)[name]
+    np.testing.assert_allclose(some, everything[[1, 3]], atol=1e-14)
+
+
+def test_symmetrized_export_says_which_outputs_it_carries_and_drops(planted_features, tmp_path, capsys):
     from ase.build import bulk
 
     from ase_symdiag.backends.metatomic.model import ModelHandle
     from ase_symdiag.cli import main
-    from ase_symdiag.reference.analytic import export_pair_potential
 
-    model = tmp_path / "direct.pt"
-    export_pair_potential(model, direct=True, features=True)
     crystal = tmp_path / "c.extxyz"
     bulk("Cu", "fcc", a=3.61, cubic=True).write(crystal)
     out = tmp_path / "sym.pt"
-    assert main(["symmetrize", str(model), str(crystal), "--quadrature", "Th", "--export", str(out), "-q"]) == 0
+    assert main(["symmetrize", planted_features, str(crystal), "--quadrature", "Th", "--export", str(out), "-q"]) == 0
     printed = capsys.readouterr().out
+    assert "outputs: energy, mtt::features::planted" in printed
     assert "not carried over: non_conservative_force" in printed
-    assert "not carried over: mtt::features::planted (per-atom features" in printed
+    assert "mtt::features::planted (" not in printed
     description = ModelHandle.load(str(out)).model.metadata().description
     assert "Not carried over: non_conservative_stress" in description
-    assert list(ModelHandle.load(str(out)).model.capabilities().outputs.keys()) == ["energy"]
+    assert list(ModelHandle.load(str(out)).model.capabilities().outputs.keys()) == ["energy", "mtt::features::planted"]

@@ -203,3 +203,21 @@ def test_cli_variant(input_model, moving, tmp_path, capsys):
     assert len(err) == 1 and "--variant" in err[0]
     assert main(["spectrum", input_model, str(path), "--lmax", "1", "--variant", "high", "-q"]) == 0
     assert main(["compare", input_model, str(path), "--variant", "low", "--variants", "raw,sym:1", "-n", "2"]) == 0
+
+
+def test_symmetrized_export_turns_the_requested_inputs(tmp_path, moving):
+    """E = c sum_i m_i v_i . x_i + q is invariant when v turns with x: the export's
+    average then equals the raw energy (it would average to q if the copies kept
+    the engine's velocities), and its forces are -c m_i v_i."""
+    from metatomic_ase import MetatomicCalculator
+
+    from ase_symdiag.backends.metatomic.export import export_symmetrized
+
+    path = export_input_model(tmp_path / "inputs.pt", default=True)
+    export_symmetrized(path, "Oh", tmp_path / "sym.pt")
+    atoms = moving.copy()
+    atoms.calc = MetatomicCalculator(str(tmp_path / "sym.pt"), check_consistency=True)
+    energy, forces = _expected(moving, 1.0)
+    assert abs(energy - moving.info["charge"]) > 0.1
+    assert atoms.get_potential_energy() == pytest.approx(energy, rel=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), forces, atol=1e-12)

@@ -26,6 +26,11 @@ the model sees the whole system: with ``selected_atoms`` a strict subset (LAMMPS
 several MPI ranks) they refuse; use the energy (``non_conservative off``) there,
 which is exact under domain decomposition.
 
+The inner model's ``energy_uncertainty`` and learned features are averaged in the
+same pass (their invariant part, without gradients; see
+:mod:`ase_symdiag.backends.metatomic.carried`); other outputs are not carried and
+:func:`dropped_outputs` says why.
+
 Why not ``metatomic.torch.o3.SymmetrizedModel``: it averages over its own Lebedev
 grid only, while any quadrature can be used here, e.g. the 24-operation T_h group for
 degree 2 or the 120-operation I_h group for degree 5 (its grid needs 36-48 and 168).
@@ -38,6 +43,10 @@ from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from ase_symdiag.backends.metatomic.blocks import atom_samples, force_map, selection_mask, single_block_map, stress_map
+from ase_symdiag.backends.metatomic.carried import Accumulator, assemble, is_carried, turned_input
+
+#: inputs that turn as pseudo-vectors (see ase_symdiag.backends.metatomic.inputs)
+PSEUDOVECTOR_INPUTS = ["ase::initial_magmoms"]
 
 #: atoms per inner call (copies x atoms); see ase_symdiag.backends.metatomic.evaluation.CHUNK_ATOMS
 DEFAULT_CHUNK_ATOMS = 1024
@@ -80,6 +89,12 @@ class SymmetrizedEnergy(torch.nn.Module):
     evaluated chunk by chunk (see the module docstring), with optional direct
     outputs ``non_conservative_force``/``non_conservative_stress`` of the average."""
 
+    #: inner outputs averaged alongside the energy (see ase_symdiag.backends.metatomic.carried)
+    carried: List[str]
+    _neighbor_lists: List[NeighborListOptions]
+    _inputs: Dict[str, ModelOutput]
+    _pseudovectors: List[str]
+
     def __init__(
         self,
         inner: torch.nn.Module,
@@ -88,9 +103,16 @@ class SymmetrizedEnergy(torch.nn.Module):
         neighbor_lists: List[NeighborListOptions],
         batch_size: int = 16,
         chunk_atoms: int = DEFAULT_CHUNK_ATOMS,
+        carried: Optional[List[str]] = None,
+        inputs: Optional[Dict[str, ModelOutput]] = None,
     ) -> None:
         super().__init__()
         self.inner = inner
+        self.carried = [] if carried is None else list(carried)
+        # the inner model's requested inputs (engines provide them: AtomisticModel
+        # collects requested_inputs from submodules); each copy gets them turned
+        self._inputs = {} if inputs is None else dict(inputs)
+        self._pseudovectors = [name for name in self._inputs if name in PSEUDOVECTOR_INPUTS]
         self.register_buffer("rotations", rotations)
         self.register_buffer("weights", weights)
         self._neighbor_lists = neighbor_lists
@@ -99,6 +121,9 @@ class SymmetrizedEnergy(torch.nn.Module):
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
         return self._neighbor_lists
+
+    def requested_inputs(self) -> Dict[str, ModelOutput]:
+        return self._inputs
 
     def chunk_size(self, n_atoms: int) -> int:
         """Copies per inner call: at most ``batch_size``, about ``chunk_atoms`` atoms."""
@@ -117,7 +142,11 @@ class SymmetrizedEnergy(torch.nn.Module):
         want_energy = "energy" in outputs
         want_forces = "non_conservative_force" in outputs
         want_stress = "non_conservative_stress" in outputs
-        if len(systems) == 0 or not (want_energy or want_forces or want_stress):
+        extra: Dict[str, ModelOutput] = {}
+        for name in self.carried:
+            if name in outputs:
+                extra[name] = outputs[name]
+        if len(systems) == 0 or not (want_energy or want_forces or want_stress or len(extra) > 0):
             return results
         per_atom = want_energy and outputs["energy"].sample_kind == "atom"
         device = systems[0].positions.device
@@ -126,12 +155,20 @@ class SymmetrizedEnergy(torch.nn.Module):
         energies: List[torch.Tensor] = []
         forces: List[torch.Tensor] = []
         stresses: List[torch.Tensor] = []
+        averaged: Dict[str, List[Accumulator]] = {}
+        for name in extra.keys():
+            empty: List[Accumulator] = []
+            averaged[name] = empty
         for s, system in enumerate(systems):
             n_atoms = len(system)
             selection = _system_selection(selected_atoms, s, n_atoms)
             if (want_forces or want_stress) and _is_strict_subset(selection, n_atoms):
                 raise ValueError(_domain_message())
-            energy, force, stress = self._average(system, selection, per_atom, want_forces, want_stress)
+            energy, force, stress, accumulators = self._average(
+                system, selection, per_atom, want_forces, want_stress, extra
+            )
+            for accumulator in accumulators:
+                averaged[accumulator.name].append(accumulator)
             energies.append(energy)
             if want_forces:
                 forces.append(force)
@@ -158,6 +195,8 @@ class SymmetrizedEnergy(torch.nn.Module):
             results["non_conservative_force"] = force_map(systems, torch.cat(forces), selected_atoms, "non_conservative_force")
         if want_stress:
             results["non_conservative_stress"] = stress_map(torch.stack(stresses), "non_conservative_stress")
+        for name, accumulators in averaged.items():
+            results[name] = assemble(accumulators, systems[0].positions.dtype)
         return results
 
     def _average(
@@ -167,10 +206,12 @@ class SymmetrizedEnergy(torch.nn.Module):
         per_atom: bool,
         want_forces: bool,
         want_stress: bool,
+        extra: Dict[str, ModelOutput],
     ):
         """Averaged energy of one system (per-atom (N,) or (1,), with the gradient
-        surrogate attached when the engine differentiates it), and the direct
-        forces (N, 3) / stress (3, 3) when asked (else empty tensors)."""
+        surrogate attached when the engine differentiates it), the direct
+        forces (N, 3) / stress (3, 3) when asked (else empty tensors), and one
+        :class:`Accumulator` per output of ``extra`` (averages of carried outputs)."""
         device = system.positions.device
         dtype = system.positions.dtype
         n_atoms = len(system)
@@ -201,6 +242,10 @@ class SymmetrizedEnergy(torch.nn.Module):
         inner_outputs: Dict[str, ModelOutput] = {
             "energy": ModelOutput(unit="", sample_kind="atom" if per_atom else "system")
         }
+        accumulators: List[Accumulator] = []
+        for name, output in extra.items():
+            inner_outputs[name] = output
+            accumulators.append(Accumulator(name, n_atoms if output.sample_kind == "atom" else 1, output.sample_kind == "atom"))
         total = torch.zeros(n_atoms if per_atom else 1, dtype=dtype, device=device)
         step = self.chunk_size(n_atoms)
         for start in range(0, n_ops, step):
@@ -221,8 +266,13 @@ class SymmetrizedEnergy(torch.nn.Module):
                         options,
                         TensorBlock(vectors[i][k].unsqueeze(-1), block.samples, block.components, block.properties),
                     )
+                for name in self._inputs.keys():
+                    copy.add_data(name, turned_input(system.get_data(name), rotations[start + k], name in self._pseudovectors))
                 rotated.append(copy)
-            energy = self.inner(rotated, inner_outputs, _repeat_selection(selection, n_batch)).values()[0].block()
+            chunk_results = self.inner(rotated, inner_outputs, _repeat_selection(selection, n_batch))
+            for accumulator in accumulators:
+                accumulator.add(chunk_results[accumulator.name], weights[start:stop])
+            energy = chunk_results["energy"].block()
             copy_index = energy.samples.column("system").to(torch.long)
             contribution = weights[start + copy_index] * energy.values.reshape(-1)
             if need_grad:
@@ -271,7 +321,7 @@ class SymmetrizedEnergy(torch.nn.Module):
             if want_stress:
                 volume = torch.abs(torch.linalg.det(system.cell.detach()))
                 stress = 0.5 * (strain + strain.T) / volume
-        return total, force, stress
+        return total, force, stress, accumulators
 
 
 def _repeat_selection(selection: Optional[torch.Tensor], n_copies: int) -> Optional[Labels]:
@@ -297,9 +347,11 @@ def export_symmetrized(
 
     ``quadrature`` is anything :func:`ase_symdiag.metrics.symmetrize.resolve_quadrature`
     accepts. The exported model has the output ``energy`` (per-atom capable if the
-    inner model is); the inner model's direct force/stress heads are dropped (engines
-    get forces and stress from the averaged energy, which are the averaged
-    back-rotated ones). Rotated copies run ``min(batch_size, chunk_atoms // N)`` per
+    inner model is) and the averages of the inner model's ``energy_uncertainty`` and
+    learned features (:mod:`ase_symdiag.backends.metatomic.carried`); the inner
+    model's direct force/stress heads are dropped (engines get forces and stress from
+    the averaged energy, which are the averaged back-rotated ones), and every other
+    output is listed by :func:`dropped_outputs`. Rotated copies run ``min(batch_size, chunk_atoms // N)`` per
     inner call and peak memory is that of one call (see :class:`SymmetrizedEnergy`).
 
     ``non_conservative=True`` also declares ``non_conservative_force`` and
@@ -323,6 +375,7 @@ def export_symmetrized(
     if handle.energy_key != "energy":
         raise ModelError(f"{handle.source}: only models with a plain 'energy' output can be exported")
     dtype = torch.float64 if capabilities.dtype == "float64" else torch.float32
+    carried = [name for name in capabilities.outputs.keys() if is_carried(name)]
     module = SymmetrizedEnergy(
         inner_model.module,
         torch.tensor(np.asarray(q.rotations), dtype=dtype),
@@ -330,8 +383,12 @@ def export_symmetrized(
         list(inner_model.requested_neighbor_lists()),
         batch_size=batch_size,
         chunk_atoms=chunk_atoms,
+        carried=carried,
+        inputs=dict(handle.requested_inputs),
     ).eval()
     outputs = {"energy": energy_output}
+    for name in carried:
+        outputs[name] = capabilities.outputs[name]
     if non_conservative:
         outputs[NC_FORCE] = ModelOutput(unit=_force_unit(energy_output.unit, capabilities.length_unit), sample_kind="atom")
         outputs[NC_STRESS] = ModelOutput(unit=_stress_unit(energy_output.unit, capabilities.length_unit), sample_kind="system")
@@ -341,8 +398,8 @@ def export_symmetrized(
         module, inner_model, outputs, path,
         name_suffix=f"symmetrized over {q.name}",
         description=(
-            f"Energy averaged over the O(3) quadrature '{q.name}' ({q.size} operations, "
-            f"exact to degree {q.degree}) by ase-symdiag.{note}"
+            f"Energy{''.join(', ' + name for name in carried)} averaged over the O(3) quadrature '{q.name}' "
+            f"({q.size} operations, exact to degree {q.degree}) by ase-symdiag.{note}"
         ),
     )
 
@@ -350,23 +407,27 @@ def export_symmetrized(
 def dropped_outputs(inner: List[str], exported: List[str]) -> Dict[str, str]:
     """The inner model's outputs a symmetrized export does not carry, and why.
 
-    Only the energy is averaged (engines differentiate it for forces and stress).
+    The energy is averaged (engines differentiate it for forces and stress), and so
+    are the scalar outputs of :mod:`ase_symdiag.backends.metatomic.carried`
+    (``energy_uncertainty``, learned features); the rest is listed here.
     """
     reasons: Dict[str, str] = {}
     for name in inner:
         if name in exported:
             continue
-        if name in (NC_FORCE, NC_STRESS):
+        if name in (NC_FORCE, NC_STRESS, "non_conservative_forces"):  # the last: metatomic's old name
             reasons[name] = (
                 "the inner direct head is not averaged; non_conservative=True gives the gradients of "
                 "the averaged energy instead"
             )
-        elif name.startswith("energy/") or name.startswith("energy_uncertainty") or name.endswith("_uncertainty"):
-            reasons[name] = "only the plain energy is averaged; variants and uncertainties are not"
-        elif "features" in name or name.startswith("mtt::aux::") or name == "feature":
-            reasons[name] = "per-atom features and auxiliary outputs are not averaged"
+        elif name.startswith("energy/") or name.startswith("energy_uncertainty/"):
+            reasons[name] = "energy variants are not averaged; only the plain energy and its uncertainty are"
+        elif name == "features":
+            reasons[name] = "deprecated name of 'feature', which metatomic refuses in new models"
+        elif name.startswith("mtt::aux::"):
+            reasons[name] = "auxiliary diagnostic, not a model prediction or learned feature"
         else:
-            reasons[name] = "not averaged by the export"
+            reasons[name] = "not known to be a scalar per property, so its average is not defined without a back-rotation"
     return reasons
 
 
