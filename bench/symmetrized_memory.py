@@ -40,7 +40,7 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def child(model: str, cells: int, ops: int, path: str, device: str, threads: int) -> dict:
+def child(model: str, cells: int, ops: int, path: str, device: str, threads: int, trim: bool = True) -> dict:
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -52,6 +52,10 @@ def child(model: str, cells: int, ops: int, path: str, device: str, threads: int
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (cells, cells, cells)
     atoms.rattle(0.02, seed=1)
     quadrature = GROUPS[ops]
+    if not trim:  # what the calculator's malloc_trim between chunks buys (and costs)
+        import ase_symdiag.backends.metatomic.evaluation as evaluation
+
+        evaluation.release_memory = lambda: None
     if path == "calculator":
         from ase_symdiag import SymDiagCalculator
 
@@ -78,7 +82,7 @@ def child(model: str, cells: int, ops: int, path: str, device: str, threads: int
     out = {
         "atoms": len(atoms),
         "operations": ops,
-        "path": path,
+        "path": path if trim else f"{path} (no trim)",
         "rss_before_MB": before,
         "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "seconds": elapsed,
@@ -101,12 +105,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     parser.add_argument("--markdown", default=None, help="write the table and the command as Markdown")
+    parser.add_argument("--no-trim", action="store_true",
+                        help="calculator path without malloc_trim between chunks (to measure what it buys and costs)")
     parser.add_argument("--_child", nargs=4, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args._child is not None:
         model, cells, ops, path = args._child
-        print("RESULT " + json.dumps(child(model, int(cells), int(ops), path, args.device, args.threads)))
+        print("RESULT " + json.dumps(child(model, int(cells), int(ops), path, args.device, args.threads, trim=not args.no_trim)))
         return 0
 
     limit = None
@@ -122,7 +128,7 @@ def main(argv=None) -> int:
                 if limit is not None and n_atoms > limit[0] and ops > limit[1]:
                     continue
                 command = [sys.executable, os.path.abspath(__file__), "--model", args.model, "--device", args.device,
-                           "--threads", str(args.threads), "--_child", args.model, str(cells), str(ops), path]
+                           "--threads", str(args.threads), *(["--no-trim"] if args.no_trim else []), "--_child", args.model, str(cells), str(ops), path]
                 done = subprocess.run(command, capture_output=True, text=True)
                 lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
                 if done.returncode != 0 or not lines:
@@ -137,7 +143,7 @@ def main(argv=None) -> int:
                     record["step_increment_ratio"] = extra / max(1e-9, plain["peak_rss_MB"] - plain["rss_before_MB"])
                 records.append(record)
                 print(
-                    f"{path:10s} {record['atoms']:7d} atoms {ops:4d} ops: peak {record['peak_rss_MB']:8.0f} MB "
+                    f"{record['path']:10s} {record['atoms']:7d} atoms {ops:4d} ops: peak {record['peak_rss_MB']:8.0f} MB "
                     f"(before step {record['rss_before_MB']:6.0f} MB), {record['seconds']:7.1f} s, "
                     f"x plain {record.get('ratio_to_plain', float('nan')):.2f}",
                     flush=True,

@@ -114,7 +114,11 @@ def _per_system(block, n_systems: int, n_atoms: int, width: int) -> torch.Tensor
     return out
 
 
-CHUNK_ATOMS = 1024
+#: atoms per model call (copies x atoms). 512 measured fastest for the shipped PET at
+#: 108 atoms on one CPU thread (84 operations: 5.3 s at 512, 6.3 s at 1024, 5.8 s at
+#: 216, 8.9 s at one copy per call) and level with 1024 for the Morse model
+#: (``bench/chunk_size.py``, docs/production_scale.md)
+CHUNK_ATOMS = 512
 
 
 def release_memory() -> None:
@@ -123,7 +127,11 @@ def release_memory() -> None:
     glibc raises its mmap threshold after large blocks are freed, so the next chunk's
     tensors of the same size come from the heap and the freed ones stay resident:
     without this, peak RSS after a few chunks is about twice one chunk's. Called
-    between large chunks only (one syscall, negligible next to a model call)."""
+    between the one-copy chunks of structures of at least :data:`CHUNK_ATOMS` atoms
+    (an 864-atom cell included), not between the batched chunks of small cells: the
+    released pages are faulted in again by the next chunk, which cost 28 % of the
+    time of a 24-operation step of the shipped PET at 864 atoms and doubled it at
+    108 atoms (docs/production_scale.md)."""
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
         try:
@@ -249,6 +257,7 @@ def evaluate_chunks(
     n_ops = len(rotations)
     n_atoms = len(structure)
     step = chunk_size(n_atoms, n_ops, batch_size, chunk_atoms)
+    budget = CHUNK_ATOMS if chunk_atoms is None else int(chunk_atoms)
     stress = stress and structure.periodic
     energies = energies and handle.per_atom_energy
     want_direct_forces = direct and handle.has_direct_forces
@@ -367,7 +376,7 @@ def evaluate_chunks(
             keep("feature:" + name, _per_system(block, n_batch, n_atoms, block.values[0].numel()))
         # drop this chunk's graph and copies before the next one is built
         del outputs, systems, vectors, positions, cell, leaf_positions, energy_block, total, turned
-        if step * n_atoms >= CHUNK_ATOMS and stop < n_ops:
+        if n_atoms >= budget and stop < n_ops:  # one copy per chunk: a large structure
             release_memory()
         if progress is not None:
             progress(n_batch)

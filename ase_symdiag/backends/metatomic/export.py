@@ -49,7 +49,7 @@ from ase_symdiag.backends.metatomic.carried import Accumulator, assemble, is_car
 PSEUDOVECTOR_INPUTS = ["ase::initial_magmoms"]
 
 #: atoms per inner call (copies x atoms); see ase_symdiag.backends.metatomic.evaluation.CHUNK_ATOMS
-DEFAULT_CHUNK_ATOMS = 1024
+DEFAULT_CHUNK_ATOMS = 512
 
 NC_FORCE = "non_conservative_force"
 NC_STRESS = "non_conservative_stress"
