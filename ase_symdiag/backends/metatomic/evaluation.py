@@ -130,8 +130,8 @@ def release_memory() -> None:
     between the one-copy chunks of structures of at least :data:`CHUNK_ATOMS` atoms
     (an 864-atom cell included), not between the batched chunks of small cells: the
     released pages are faulted in again by the next chunk, which cost 28 % of the
-    time of a 24-operation step of the shipped PET at 864 atoms and doubled it at
-    108 atoms (docs/production_scale.md)."""
+    time of a 24-operation step of the shipped PET at 864 atoms and 5-70 % at 108
+    atoms (docs/production_scale.md)."""
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
         try:
