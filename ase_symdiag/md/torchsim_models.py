@@ -55,7 +55,20 @@ def haar_rotations(n: int, generator: torch.Generator, improper: bool = True) ->
     return q
 
 
-class StochasticRotationModel(_ModelBase):
+class _WrappedModel(_ModelBase):
+    """A TorchSim model around ``inner`` with its device, dtype and stress setting
+    (forces always computed)."""
+
+    def __init__(self, inner) -> None:
+        super().__init__()
+        self.inner = inner
+        self._device = inner.device
+        self._dtype = inner.dtype
+        self._compute_forces = True
+        self._compute_stress = bool(inner.compute_stress)
+
+
+class StochasticRotationModel(_WrappedModel):
     """A TorchSim model that evaluates ``inner`` on ``x R_s^T`` with a fresh
     Haar-random O(3) operation ``R_s`` per system and call, and returns the
     back-rotated outputs: ``E(R x)``, ``F(R x) R``, ``R^T S(R x) R``.
@@ -68,12 +81,7 @@ class StochasticRotationModel(_ModelBase):
     """
 
     def __init__(self, inner, *, seed: int = 0, improper: bool = True) -> None:
-        super().__init__()
-        self.inner = inner
-        self._device = inner.device
-        self._dtype = inner.dtype
-        self._compute_forces = True
-        self._compute_stress = bool(inner.compute_stress)
+        super().__init__(inner)
         self.improper = bool(improper)
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(int(seed))
@@ -103,7 +111,7 @@ class StochasticRotationModel(_ModelBase):
         return result
 
 
-class CorrectedModel(_ModelBase):
+class CorrectedModel(_WrappedModel):
     """A TorchSim model whose forces are ``inner``'s with the net force removed (mean
     over each system's atoms) and, for finite systems, the net torque about the
     centroid removed (:class:`ase_symdiag.corrections.NetForce` then
@@ -116,12 +124,7 @@ class CorrectedModel(_ModelBase):
     """
 
     def __init__(self, inner, *, net_torque: bool = True) -> None:
-        super().__init__()
-        self.inner = inner
-        self._device = inner.device
-        self._dtype = inner.dtype
-        self._compute_forces = True
-        self._compute_stress = bool(inner.compute_stress)
+        super().__init__(inner)
         self.net_torque = bool(net_torque)
 
     def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:

@@ -8,6 +8,8 @@ import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, System
 
+from model_outputs import in_process_average, run_outputs
+
 from ase_symdiag import SymDiagCalculator, check_equivariance
 from ase_symdiag.backends.metatomic.export import export_symmetrized
 
@@ -216,23 +218,12 @@ def test_export_averages_the_energy_uncertainty(tmp_path, cluster):
     model = AtomisticModel(UncertainModel().eval(), ModelMetadata(), capabilities)
     exported = export_symmetrized(model, "Th", tmp_path / "sym.pt")
     assert "energy_uncertainty" in exported.capabilities().outputs
-    raw, averaged = (_run(m, cluster, ["energy_uncertainty"]) for m in (model, str(tmp_path / "sym.pt")))
+    raw, averaged = (run_outputs(m, cluster, ["energy_uncertainty"]) for m in (model, str(tmp_path / "sym.pt")))
     axis = np.array([0.3, -1.2, 0.5])
     assert raw["energy_uncertainty"][0, 0] == pytest.approx(np.sum((cluster.positions @ axis) ** 2), rel=1e-12)
     expected = axis @ axis / 3 * np.sum(cluster.positions**2)
     assert averaged["energy_uncertainty"][0, 0] == pytest.approx(expected, rel=1e-12)
     assert abs(raw["energy_uncertainty"][0, 0] - expected) > 1e-3 * expected  # the planted lambda = 2 part was there
-
-
-def _run(model, atoms, names, selected_atoms=None):
-    """Values of the outputs ``names`` of ``model`` on ``atoms`` through metatomic-ase."""
-    from metatomic_ase import MetatomicCalculator
-
-    calculator = MetatomicCalculator(model, check_consistency=True)
-    capabilities = calculator._model.capabilities().outputs
-    requests = {name: ModelOutput(sample_kind=capabilities[name].sample_kind) for name in names}
-    results = calculator.run_model(atoms, requests, selected_atoms)
-    return {name: results[name].block().values.detach().numpy() for name in names}
 
 
 @pytest.fixture(scope="module")
@@ -248,32 +239,24 @@ def test_export_averages_planted_features_to_their_invariant_part(planted_featur
     """Channels 0/1/2 of ``mtt::features::planted`` are lambda = 0, 1, 2: a degree-2
     average keeps channel 0 and removes the other two, and equals the average of the
     raw features over the rotated copies."""
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature
-
     name = "mtt::features::planted"
     exported = tmp_path / "sym.pt"
     export_symmetrized(planted_features, "Th", exported)
-    raw = _run(planted_features, cluster, [name])[name]
-    averaged = _run(str(exported), cluster, [name])[name]
+    raw = run_outputs(planted_features, cluster, [name])[name]
+    averaged = run_outputs(str(exported), cluster, [name])[name]
     assert np.abs(raw[:, 1:]).max() > 0.1
     np.testing.assert_allclose(averaged[:, 0], raw[:, 0], rtol=1e-12)
     np.testing.assert_allclose(averaged[:, 1:], 0.0, atol=1e-12)
-    quadrature = resolve_quadrature("Th")
-    in_process = np.zeros_like(raw)
-    for rotation, weight in zip(quadrature.rotations, quadrature.weights):
-        turned = cluster.copy()
-        turned.positions = cluster.positions @ np.asarray(rotation).T
-        in_process += weight * _run(planted_features, turned, [name])[name]
-    np.testing.assert_allclose(averaged, in_process, atol=1e-12)
+    np.testing.assert_allclose(averaged, in_process_average(planted_features, cluster, name, "Th"), atol=1e-12)
 
 
 def test_carried_features_follow_selected_atoms(planted_features, crystal, tmp_path):
     name = "mtt::features::planted"
     exported = tmp_path / "sym.pt"
     export_symmetrized(planted_features, "Th", exported)
-    everything = _run(str(exported), crystal, [name])[name]
+    everything = run_outputs(str(exported), crystal, [name])[name]
     selected = Labels(["system", "atom"], torch.tensor([[0, 1], [0, 3]], dtype=torch.int32))
-    some = _run(str(exported), crystal, [name], selected_atoms=selected)[name]
+    some = run_outputs(str(exported), crystal, [name], selected_atoms=selected)[name]
     np.testing.assert_allclose(some, everything[[1, 3]], atol=1e-14)
 
 

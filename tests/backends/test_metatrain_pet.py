@@ -105,27 +105,13 @@ def test_representations_without_features_is_one_line(broken_model, pet_structur
 
 def test_exported_pet_features_are_the_average_of_the_raw_ones(metatrain_pet, pet_structures, tmp_path):
     """The symmetrized export carries PET's learned features: their quadrature average."""
-    from metatomic.torch import ModelOutput
-    from metatomic_ase import MetatomicCalculator
+    from model_outputs import in_process_average, run_outputs
 
     from ase_symdiag.backends.metatomic.export import export_symmetrized
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature
 
     _, _, ethanol = pet_structures
     exported = export_symmetrized(metatrain_pet, "O", tmp_path / "sym.pt")
     assert {"feature", "mtt::aux::energy_last_layer_features"} <= set(exported.capabilities().outputs)
-    request = {"feature": ModelOutput(sample_kind="atom")}
-
-    def features(model, atoms):
-        return MetatomicCalculator(model).run_model(atoms, request)["feature"].block().values.detach().numpy()
-
-    quadrature = resolve_quadrature("O")
-    raw = MetatomicCalculator(metatrain_pet)
-    in_process = 0.0
-    for rotation, weight in zip(quadrature.rotations, quadrature.weights):
-        turned = ethanol.copy()
-        turned.positions = ethanol.positions @ np.asarray(rotation).T
-        in_process = in_process + weight * raw.run_model(turned, request)["feature"].block().values.detach().numpy()
-    averaged = features(str(tmp_path / "sym.pt"), ethanol)
-    assert np.abs(features(metatrain_pet, ethanol) - averaged).max() > 1e-6  # PET's features do turn
-    np.testing.assert_allclose(averaged, in_process, atol=1e-12)
+    averaged = run_outputs(str(tmp_path / "sym.pt"), ethanol, ["feature"])["feature"]
+    assert np.abs(run_outputs(metatrain_pet, ethanol, ["feature"])["feature"] - averaged).max() > 1e-6  # PET's features do turn
+    np.testing.assert_allclose(averaged, in_process_average(metatrain_pet, ethanol, "feature", "O"), atol=1e-12)

@@ -39,9 +39,9 @@ class Accumulator:
     ``present[j]``: (N,) or (1,) which samples appeared (blocks keyed by atom type
     hold a subset of the atoms)."""
 
-    def __init__(self, name: str, n_rows: int, per_atom: bool) -> None:
+    def __init__(self, name: str, n_atoms: int, per_atom: bool) -> None:
         self.name = name
-        self.n_rows = n_rows
+        self.n_rows = n_atoms if per_atom else 1
         self.per_atom = per_atom
         self.values: List[torch.Tensor] = []
         self.present: List[torch.Tensor] = []

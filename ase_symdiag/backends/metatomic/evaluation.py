@@ -147,6 +147,11 @@ def release_memory() -> None:
 _MALLOC_TRIM = None
 
 
+def atom_budget(chunk_atoms: Optional[int] = None) -> int:
+    """Atoms per model call: ``chunk_atoms``, or :data:`CHUNK_ATOMS` when ``None``."""
+    return CHUNK_ATOMS if chunk_atoms is None else int(chunk_atoms)
+
+
 def chunk_size(n_atoms: int, n_ops: int, batch_size: Optional[int] = 16, chunk_atoms: Optional[int] = None) -> int:
     """Copies per model call: at most ``min(batch_size, n_ops, max(1, chunk_atoms // n_atoms))``,
     evened out so that every chunk has the same size (up to one less for the last).
@@ -157,8 +162,7 @@ def chunk_size(n_atoms: int, n_ops: int, batch_size: Optional[int] = 16, chunk_a
     """
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    budget = CHUNK_ATOMS if chunk_atoms is None else int(chunk_atoms)
-    size = max(1, budget // max(1, n_atoms))
+    size = max(1, atom_budget(chunk_atoms) // max(1, n_atoms))
     if batch_size is not None:
         size = min(size, int(batch_size))
     size = max(1, min(size, n_ops))
@@ -257,7 +261,7 @@ def evaluate_chunks(
     n_ops = len(rotations)
     n_atoms = len(structure)
     step = chunk_size(n_atoms, n_ops, batch_size, chunk_atoms)
-    budget = CHUNK_ATOMS if chunk_atoms is None else int(chunk_atoms)
+    budget = atom_budget(chunk_atoms)
     stress = stress and structure.periodic
     energies = energies and handle.per_atom_energy
     want_direct_forces = direct and handle.has_direct_forces

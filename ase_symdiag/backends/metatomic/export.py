@@ -44,12 +44,11 @@ from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from ase_symdiag.backends.metatomic.blocks import atom_samples, force_map, selection_mask, single_block_map, stress_map
 from ase_symdiag.backends.metatomic.carried import Accumulator, assemble, is_carried, turned_input
+from ase_symdiag.backends.metatomic.evaluation import CHUNK_ATOMS
+from ase_symdiag.backends.metatomic.inputs import PSEUDOVECTOR_INPUTS
 
-#: inputs that turn as pseudo-vectors (see ase_symdiag.backends.metatomic.inputs)
-PSEUDOVECTOR_INPUTS = ["ase::initial_magmoms"]
-
-#: atoms per inner call (copies x atoms); see ase_symdiag.backends.metatomic.evaluation.CHUNK_ATOMS
-DEFAULT_CHUNK_ATOMS = 512
+#: atoms per inner call (copies x atoms): the calculator's budget
+DEFAULT_CHUNK_ATOMS = CHUNK_ATOMS
 
 NC_FORCE = "non_conservative_force"
 NC_STRESS = "non_conservative_stress"
@@ -245,7 +244,7 @@ class SymmetrizedEnergy(torch.nn.Module):
         accumulators: List[Accumulator] = []
         for name, output in extra.items():
             inner_outputs[name] = output
-            accumulators.append(Accumulator(name, n_atoms if output.sample_kind == "atom" else 1, output.sample_kind == "atom"))
+            accumulators.append(Accumulator(name, n_atoms, output.sample_kind == "atom"))
         total = torch.zeros(n_atoms if per_atom else 1, dtype=dtype, device=device)
         step = self.chunk_size(n_atoms)
         for start in range(0, n_ops, step):
