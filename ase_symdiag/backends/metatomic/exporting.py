@@ -2,11 +2,11 @@
 the dtype asked for, and a save that never leaves a broken file.
 
 :func:`save_checked` writes the export to a temporary file in the target folder,
-loads that file back and evaluates it once through
-:class:`metatomic_ase.MetatomicCalculator` (``check_consistency=True``: the declared
-dtype, units and outputs are checked) on a small molecule of the model's atomic
-types, and only then renames it to the target: a file that cannot be loaded or run
-is never left on disk, and the failure is a one-line :class:`~ase_symdiag.errors.SymDiagError`.
+loads that file back with metatomic and evaluates it once (energy, forces, direct
+forces when declared; :func:`probe`) on a small molecule of the model's atomic
+types, in the dtype it declares, and only then renames it to the target: a file
+that cannot be loaded or run is never left on disk, and the failure is a one-line
+:class:`~ase_symdiag.errors.SymDiagError`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from ase_symdiag.errors import ModelError, ModelEvaluationError
+from ase_symdiag.errors import ModelError, ModelEvaluationError, SymDiagError
 
 #: the probe molecule: four atoms 2.2-2.8 Å apart, no symmetry, Å
 PROBE_POSITIONS = np.array([[0.0, 0.0, 0.0], [2.3, 0.1, -0.2], [0.4, 2.5, 0.3], [0.9, 0.8, 2.2]])
@@ -67,8 +67,8 @@ def save_checked(exported, path) -> None:
         except Exception as error:  # TorchScript errors are long; their cause names the problem
             raise ModelError(f"could not save the export to '{path}': {_first_line(error)}") from None
         try:
-            probe(tmp)
-        except ModelEvaluationError as error:
+            probe(tmp, str(path))
+        except SymDiagError as error:
             raise ModelEvaluationError(f"the export to '{path}' was not written: {error}") from None
         except Exception as error:  # noqa: BLE001 (any failure of the saved file means a broken export)
             raise ModelEvaluationError(
@@ -78,36 +78,33 @@ def save_checked(exported, path) -> None:
     atomic_write(str(path), writer)
 
 
-def probe(path: str) -> None:
-    """Load the saved model ``path`` with metatomic-ase and evaluate its energy and
-    forces (and direct forces when declared) on a four-atom molecule of its atomic
-    types; raise :class:`ModelEvaluationError` for non-finite values."""
+def probe(path: str, name: str) -> None:
+    """Load the saved model ``path`` (named ``name`` in messages) through metatomic and
+    evaluate its energy and forces (and direct forces when declared) on a four-atom
+    molecule of its atomic types, with our own evaluation (metatomic-ase would print
+    its GPU libraries' banners); non-finite values raise :class:`ModelEvaluationError`."""
     from ase import Atoms
-    from metatomic_ase import MetatomicCalculator
 
-    calculator = MetatomicCalculator(path, check_consistency=True, do_gradients_with_energy=False)
-    capabilities = calculator._model.capabilities()
-    types = [int(t) for t in capabilities.atomic_types if 0 < int(t) < 119]
+    from ase_symdiag.backends.metatomic.evaluation import evaluate
+    from ase_symdiag.backends.metatomic.inputs import input_arrays
+    from ase_symdiag.backends.metatomic.model import ModelHandle
+    from ase_symdiag.structures import from_atoms
+
+    handle = ModelHandle.load(path)
+    handle.source = name
+    types = [t for t in handle.atomic_types if 0 < t < 119]
     if not types:
         raise ModelEvaluationError("its atomic types are not chemical elements: it cannot be tested on a molecule")
     atoms = Atoms(numbers=[types[i % len(types)] for i in range(len(PROBE_POSITIONS))], positions=PROBE_POSITIONS)
     atoms.set_velocities(PROBE_VELOCITIES)
-    for name, option in calculator._model.requested_inputs(use_new_names=True).items():
-        if name.startswith("ase::info::"):
-            atoms.info[name[len("ase::info::"):]] = 0.0
-        elif name.startswith("ase::arrays::"):
-            atoms.arrays[name[len("ase::arrays::"):]] = np.zeros(len(atoms))
-    atoms.calc = calculator
-    values = {"energy": np.array(atoms.get_potential_energy()), "forces": atoms.get_forces()}
-    if "non_conservative_force" in capabilities.outputs:
-        direct = atoms.copy()
-        direct.calc = MetatomicCalculator(
-            path, check_consistency=True, do_gradients_with_energy=False, non_conservative="forces"
-        )
-        values["direct forces"] = direct.get_forces()
-    for name, value in values.items():
-        if not np.all(np.isfinite(value)):
-            raise ModelEvaluationError(f"loaded back, its {name} on a test molecule are not finite")
+    for key in handle.requested_inputs:
+        if key.startswith("ase::info::"):
+            atoms.info[key[len("ase::info::"):]] = 0.0
+        elif key.startswith("ase::arrays::"):
+            atoms.arrays[key[len("ase::arrays::"):]] = np.zeros(len(atoms))
+    inputs = input_arrays(handle, atoms) if handle.requested_inputs else None
+    structure = from_atoms(atoms, label=f"a test molecule ({atoms.get_chemical_formula()})")
+    evaluate(handle, structure, stress=False, direct=handle.has_direct_forces, inputs=inputs)
 
 
 def _first_line(error: BaseException) -> str:
