@@ -2,8 +2,9 @@
 
 :class:`CorrectedForces` gives ``non_conservative_force`` = ``-dE/dx`` with the net
 force and, for finite systems, the net torque removed, and a symmetric
-``non_conservative_stress`` (docs/methods.md §6). Both corrections are global: the
-module refuses a strict ``selected_atoms`` subset (LAMMPS with several MPI ranks).
+``non_conservative_stress`` (docs/methods.md §6), declared in the inner model's energy
+unit over its length unit (and its cube). Both corrections are global: the module
+refuses a strict ``selected_atoms`` subset (LAMMPS with several MPI ranks).
 """
 
 from typing import Dict, List, Optional
