@@ -47,6 +47,9 @@ class SymDiagCalculator(Calculator):
 
     ``variant``: which ``energy/<variant>`` output of a multi-variant model to use
     (upet/PET-MAD style; direct heads and ``energy_uncertainty`` follow it);
+    ``device``, ``dtype`` and ``variant`` apply to a
+    :class:`~ase_symdiag.backends.metatomic.model.ModelHandle` too (a new handle of
+    its model where they differ from its own; the given handle is not changed);
     ``extensions_directory``: where the model's TorchScript extensions are. Inputs the
     model requests (masses, charges, velocities, spin multiplicity, ...) are read from
     the atoms as :class:`metatomic_ase.MetatomicCalculator` does, vectors turned with
@@ -98,7 +101,8 @@ class SymDiagCalculator(Calculator):
             )
         self._lock = threading.RLock()
         super().__init__(label=label, atoms=None, directory=directory)
-        self.handle = model if isinstance(model, ModelHandle) else ModelHandle.load(
+        # a ModelHandle is re-loaded where device/dtype/variant differ from its own
+        self.handle = ModelHandle.load(
             model, device=device, dtype=dtype, variant=variant, extensions_directory=extensions_directory
         )
         direct_forces = non_conservative in (True, "forces")
@@ -256,9 +260,11 @@ class SymDiagCalculator(Calculator):
         from ase_symdiag.metrics.equivariance import check_equivariance, check_operations
 
         if structures is None:
-            if self.atoms is None:
-                raise ValueError("no structures given and the calculator has no atoms yet")
-            structures = self.atoms.copy()
+            with self._lock:  # another thread's calculate may be replacing self.atoms
+                current = self.atoms
+                if current is None:
+                    raise ValueError("no structures given and the calculator has no atoms yet")
+                structures = current.copy()
         if self.plain:
             return check_equivariance(
                 self.handle, structures, n_rotations=n_rotations, seed=seed, rotations=rotations,

@@ -15,7 +15,13 @@ sees them, with the exit status appended when it is not 0).
 
     python scripts/make_readme.py           # rewrite README.md
     python scripts/make_readme.py --check   # exit 1 if a transcript is out of date
-                                            # (timings excepted; tests/test_readme.py)
+                                            # (timings and round-off excepted; tests/test_readme.py)
+
+``--check`` compares each transcript exactly, except wall-clock timings and
+round-off: the residuals of an exactly averaged model (about 1e-11 meV/atom, 1e-13
+eV/Å) differ in their digits from machine to machine, so any number written in
+scientific notation below :data:`ROUND_OFF` matches any other such number (see
+:func:`same_transcript`).
 """
 
 from __future__ import annotations
@@ -33,8 +39,32 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 BLOCK = re.compile(r"(<!-- transcript: (?P<command>.+?) -->\n)```\n.*?```\n(<!-- end transcript -->)", re.S)
-#: wall-clock timings printed by the commands: the only text --check does not compare
+#: wall-clock timings printed by the commands: text --check does not compare
 TIMING = re.compile(r"measured: [0-9.]+ ms")
+#: numbers in scientific notation (format_number prints every non-zero value below 1e-3
+#: so), and a bare 0 (format_number's zero: a clipped round-off variance can be exactly 0)
+SMALL_NUMBER = re.compile(r"(?<![\w.:-])(?:-?\d\.\d+e[+-]\d+|0)(?![\w.:])")
+#: a number below this (in the transcripts' units: meV/atom, eV/Å, GPa, or a ratio to a
+#: tolerance) is float64 round-off: the averaged residuals printed are 1e-14 to 3e-10,
+#: every physical value is above 1e-4
+ROUND_OFF = 1e-8
+#: column padding and table rules, whose widths follow the printed numbers
+PADDING = re.compile(r"  +|--+")
+
+
+def _normalised(text: str) -> str:
+    """``text`` with timings and round-off numbers replaced by placeholders, and column
+    padding and rules by one fixed token (their widths follow the numbers)."""
+    text = TIMING.sub("measured: <t> ms", text)
+    text = SMALL_NUMBER.sub(lambda m: "<round-off>" if abs(float(m.group(0))) < ROUND_OFF else m.group(0), text)
+    return PADDING.sub(lambda m: "  " if m.group(0)[0] == " " else "--", text)
+
+
+def same_transcript(old: str, new: str) -> bool:
+    """Whether ``new`` says what ``old`` says: identical except for wall-clock timings,
+    round-off (any number below ``ROUND_OFF`` in scientific notation, or 0, matches any
+    other) and the widths of table columns."""
+    return _normalised(old) == _normalised(new)
 
 
 def run_command(command: str) -> str:
@@ -84,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     old = README.read_text()
     new = regenerate(old, args.only)
     if args.check:
-        if TIMING.sub("measured: <t> ms", new) != TIMING.sub("measured: <t> ms", old):
+        if not same_transcript(old, new):
             print("README.md transcripts are out of date: run python scripts/make_readme.py", file=sys.stderr)
             return 1
         return 0

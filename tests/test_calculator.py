@@ -200,3 +200,60 @@ def test_check_equivariance_measures_what_the_calculator_returns(broken_model, e
     # averaging over O removes the planted (pure l = 2) term: exact under random operations
     symmetrized = SymDiagCalculator(broken_model, symmetrize="O").check_equivariance(ethanol, n_rotations=3)
     assert symmetrized.structures[0].forces.relative < 1e-10 < reports[0].structures[0].forces.relative
+
+
+# ---------------------------------------------------------------- a ModelHandle and its settings
+
+
+def test_settings_given_with_a_handle_are_honoured(equivariant_model, crystal):
+    """device=, dtype= and variant= were ignored when the model was a ModelHandle."""
+    import torch
+
+    from ase_symdiag import ModelError, ModelHandle
+
+    handle = ModelHandle.load(equivariant_model)
+    single = SymDiagCalculator(handle, dtype="float32")
+    assert single.handle.dtype == torch.float32 and single.parameters["dtype"] == "float32"
+    assert {t.dtype for t in single.handle.model.buffers() if t.is_floating_point()} == {torch.float32}
+    assert handle.dtype == torch.float64  # the given handle and its model are unchanged
+    assert {t.dtype for t in handle.model.buffers() if t.is_floating_point()} == {torch.float64}
+    ours, reference = crystal.copy(), crystal.copy()
+    ours.calc, reference.calc = single, SymDiagCalculator(handle)
+    np.testing.assert_allclose(ours.get_forces(), reference.get_forces(), atol=1e-4)
+    assert SymDiagCalculator(handle, dtype="float64", device="cpu").handle is handle
+    with pytest.raises(ModelError, match=rf"{equivariant_model}: cannot run on device 'mps'"):
+        SymDiagCalculator(handle, device="mps")
+
+
+def test_variant_given_with_a_handle_is_honoured():
+    from ase import Atoms
+
+    from edge_models import variant_model
+
+    from ase_symdiag import ModelHandle
+
+    atoms = Atoms("H2O", positions=[[0.0, 0.0, 0.0], [0.7, 0.2, 0.1], [-0.3, 0.8, 0.4]])
+    handle = ModelHandle.load(variant_model(), variant="low")
+    expected = np.sum(atoms.positions**2)  # energy/low; energy/high is twice that
+    for variant, scale in ((None, 1.0), ("low", 1.0), ("high", 2.0)):
+        atoms.calc = SymDiagCalculator(handle, variant=variant)
+        assert atoms.get_potential_energy() == pytest.approx(scale * expected, rel=1e-12)
+        np.testing.assert_allclose(atoms.get_forces(), -2.0 * scale * atoms.positions, atol=1e-12)
+
+
+def test_check_equivariance_reads_the_atoms_under_the_lock(equivariant_model, crystal, cluster):
+    """It read ``self.atoms`` outside the lock: while another thread's calculate holds
+    the lock (and is replacing the atoms), it checked the atoms being replaced."""
+    import threading
+
+    calc = SymDiagCalculator(equivariant_model)
+    crystal.calc = calc
+    crystal.get_potential_energy()
+    reports = []
+    with calc._lock:  # as a calculate running in another thread
+        thread = threading.Thread(target=lambda: reports.append(calc.check_equivariance(n_rotations=1)))
+        thread.start()
+        thread.join(timeout=0.5)  # long enough to read calc.atoms without the lock
+        calc.atoms = cluster.copy()  # that calculate's new atoms
+    thread.join()
+    assert [r.n_atoms for r in reports[0].structures] == [len(cluster)]

@@ -104,10 +104,11 @@ def run(args: argparse.Namespace) -> int:
 
         from ase_symdiag.backends.metatomic.export import dropped_outputs
 
+        # the handle: the export runs in, and declares, the --dtype it was loaded in
         if args.corrected:
-            exported = export_corrected(handle.model, args.export, quadrature=quadrature, batch_size=args.batch_size)
+            exported = export_corrected(handle, args.export, quadrature=quadrature, batch_size=args.batch_size)
         else:
-            exported = export_symmetrized(handle.model, quadrature, args.export, batch_size=args.batch_size)
+            exported = export_symmetrized(handle, quadrature, args.export, batch_size=args.batch_size)
         print(f"symmetrized model written to {args.export}")
         carried = list(exported.capabilities().outputs.keys())
         dropped = dropped_outputs(list(handle.model.capabilities().outputs.keys()), carried)

@@ -1,5 +1,6 @@
-"""Outputs other than the energy that a symmetrized export carries over, and the
-inputs it turns with each rotated copy.
+"""Outputs other than the energy that a symmetrized export carries over, the
+inputs it turns with each rotated copy, and the copies of a system that every
+export (symmetrized and corrected) gives its inner model (:func:`system_copy`).
 
 Averaging over a quadrature is defined for outputs whose values are scalars per
 property (no ``components``): the model's ``energy_uncertainty`` and its learned
@@ -11,13 +12,15 @@ property's angular content). Values are averaged without gradients: engines
 differentiate the energy only. Outputs with components (vectors, tensors) would need
 a back-rotation and are not carried; the export refuses them at run time.
 
-TorchScript-compatible (used inside :class:`~ase_symdiag.backends.metatomic.export.SymmetrizedEnergy`).
+TorchScript-compatible (used inside :class:`~ase_symdiag.backends.metatomic.export.SymmetrizedEnergy`
+and :class:`~ase_symdiag.backends.metatomic.corrected.CorrectedForces`).
 """
 
-from typing import List
+from typing import List, Optional
 
 import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import NeighborListOptions, System
 
 #: exact output names carried over by averaging
 CARRIED_NAMES = ("energy_uncertainty", "feature")
@@ -123,3 +126,33 @@ def turned_input(tensor: TensorMap, rotation: torch.Tensor, pseudovector: bool) 
     for key, value in tensor.info().items():
         turned.set_info(key, value)
     return turned
+
+
+def system_copy(
+    system: System,
+    positions: torch.Tensor,
+    cell: torch.Tensor,
+    neighbor_lists: List[NeighborListOptions],
+    vectors: List[torch.Tensor],
+    inputs: List[str],
+    rotation: Optional[torch.Tensor],
+    pseudovectors: List[str],
+) -> System:
+    """A copy of the engine's ``system`` with new ``positions`` (N, 3) and ``cell``
+    (3, 3), the engine's pairs of each of ``neighbor_lists`` with new ``vectors[i]``
+    (n_pairs, 3), and the engine's requested ``inputs`` (masses, velocities, ...),
+    turned by ``rotation`` (:func:`turned_input`; ``pseudovectors`` turn with
+    ``det R``) or, without one, as they are."""
+    copy = System(system.types, positions, cell, system.pbc)
+    for i in range(len(neighbor_lists)):
+        block = system.get_neighbor_list(neighbor_lists[i])
+        copy.add_neighbor_list(
+            neighbor_lists[i],
+            TensorBlock(vectors[i].reshape(-1, 3, 1), block.samples, block.components, block.properties),
+        )
+    for name in inputs:
+        data = system.get_data(name)
+        if rotation is not None:
+            data = turned_input(data, rotation, name in pseudovectors)
+        copy.add_data(name, data)
+    return copy

@@ -2,18 +2,22 @@
 
 :class:`CorrectedForces` gives ``non_conservative_force`` = ``-dE/dx`` with the net
 force and, for finite systems, the net torque removed, and a symmetric
-``non_conservative_stress`` (docs/methods.md §6). Both corrections are global: the
-module refuses a strict ``selected_atoms`` subset (LAMMPS with several MPI ranks).
+``non_conservative_stress`` (docs/methods.md §6), declared in the inner model's energy
+unit over its length unit (and its cube). Both corrections are global: the module
+refuses a strict ``selected_atoms`` subset (LAMMPS with several MPI ranks).
 """
 
 from typing import Dict, List, Optional
 
 import torch
-from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatensor.torch import Labels, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from ase_symdiag.backends.metatomic.blocks import force_map, stress_map
-from ase_symdiag.backends.metatomic.export import _is_strict_subset, _system_selection, _wrap, export_symmetrized
+from ase_symdiag.backends.metatomic.carried import system_copy
+from ase_symdiag.backends.metatomic.export import (
+    _is_strict_subset, _system_selection, _wrap, direct_outputs, export_symmetrized,
+)
 
 
 def _corrected_domain_message() -> str:
@@ -63,14 +67,32 @@ class CorrectedForces(torch.nn.Module):
     :data:`CORRECTED_DOMAIN_MESSAGE` rather than remove a per-domain mean.
     """
 
-    def __init__(self, inner: torch.nn.Module, neighbor_lists: List[NeighborListOptions], net_torque: bool = True) -> None:
+    _neighbor_lists: List[NeighborListOptions]
+    _inputs: Dict[str, ModelOutput]
+    _input_names: List[str]
+    _no_pseudovectors: List[str]
+
+    def __init__(
+        self,
+        inner: torch.nn.Module,
+        neighbor_lists: List[NeighborListOptions],
+        net_torque: bool = True,
+        inputs: Optional[Dict[str, ModelOutput]] = None,
+    ) -> None:
         super().__init__()
         self.inner = inner
         self._neighbor_lists = neighbor_lists
         self.net_torque = bool(net_torque)
+        # the inner model's requested inputs: engines provide them, the strained copy passes them on
+        self._inputs = {} if inputs is None else dict(inputs)
+        self._input_names = list(self._inputs.keys())
+        self._no_pseudovectors = []
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
         return self._neighbor_lists
+
+    def requested_inputs(self) -> Dict[str, ModelOutput]:
+        return self._inputs
 
     def forward(
         self,
@@ -99,17 +121,16 @@ class CorrectedForces(torch.nn.Module):
             strain = torch.eye(3, dtype=positions.dtype, device=device).requires_grad_(True)
             strained = positions @ strain
             cell = system.cell.detach() @ strain
-            copy = System(system.types, strained, cell, system.pbc)
+            vectors: List[torch.Tensor] = []
             for options in self._neighbor_lists:
-                block = system.get_neighbor_list(options)
-                samples = block.samples.values
+                samples = system.get_neighbor_list(options).samples.values
                 first = samples[:, 0].to(torch.long)
                 second = samples[:, 1].to(torch.long)
                 shifts = samples[:, 2:5].to(positions.dtype)
-                vectors = strained[second] - strained[first] + shifts @ cell
-                copy.add_neighbor_list(
-                    options, TensorBlock(vectors.reshape(-1, 3, 1), block.samples, block.components, block.properties)
-                )
+                vectors.append(strained[second] - strained[first] + shifts @ cell)
+            copy = system_copy(
+                system, strained, cell, self._neighbor_lists, vectors, self._input_names, None, self._no_pseudovectors
+            )
             request: Dict[str, ModelOutput] = {"energy": ModelOutput(unit="", sample_kind="system")}
             energy = self.inner([copy], request, None)["energy"].block().values.sum()
             grads = torch.autograd.grad([energy], [positions, strain])
@@ -139,25 +160,36 @@ class CorrectedForces(torch.nn.Module):
         return results
 
 
-def export_corrected(model, path: Optional[str] = None, *, quadrature=None, net_torque: bool = True, batch_size: int = 16):
-    """Export ``model`` with corrected direct outputs (see :class:`CorrectedForces`),
-    optionally averaged over ``quadrature`` first (then the energy is the symmetrized
-    one and the corrected forces are its gradients)."""
+def export_corrected(
+    model,
+    path: Optional[str] = None,
+    *,
+    quadrature=None,
+    net_torque: bool = True,
+    batch_size: int = 16,
+    dtype: Optional[str] = None,
+):
+    """Export ``model`` (path, AtomisticModel or ModelHandle) with corrected direct
+    outputs (see :class:`CorrectedForces`), optionally averaged over ``quadrature``
+    first (then the energy is the symmetrized one and the corrected forces are its
+    gradients). The direct outputs are in the model's energy unit over its length unit
+    (and its cube); the export runs in and declares ``dtype`` (default: the handle's or
+    the model's own). Saved to ``path`` only once the saved file loads back and runs."""
+    from ase_symdiag.backends.metatomic.exporting import export_handle
 
-    base = export_symmetrized(model, quadrature, batch_size=batch_size) if quadrature is not None else None
-    from ase_symdiag.backends.metatomic.model import ModelHandle
-
-    handle = ModelHandle.load(base if base is not None else model)
+    handle = export_handle(model, dtype)
+    if quadrature is not None:
+        handle = export_handle(export_symmetrized(handle, quadrature, batch_size=batch_size), None)
     inner_model = handle.model
     capabilities = inner_model.capabilities()
-    module = CorrectedForces(inner_model.module, list(inner_model.requested_neighbor_lists()), net_torque=net_torque).eval()
-    outputs = {
-        "energy": capabilities.outputs[handle.energy_key],
-        "non_conservative_force": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
-        "non_conservative_stress": ModelOutput(unit="eV/Angstrom^3", sample_kind="system"),
-    }
+    module = CorrectedForces(
+        inner_model.module, list(inner_model.requested_neighbor_lists()), net_torque=net_torque,
+        inputs=dict(handle.requested_inputs),
+    ).eval()
+    outputs = {"energy": capabilities.outputs[handle.energy_key]}
+    outputs.update(direct_outputs(handle))
     return _wrap(
-        module, inner_model, outputs, path,
+        module, handle, outputs, path,
         name_suffix="with net-force/torque-free direct forces",
         description=(
             "Direct forces = -dE/dx with zero net force and (finite systems) zero net torque, "

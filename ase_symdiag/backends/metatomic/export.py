@@ -43,7 +43,7 @@ from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from ase_symdiag.backends.metatomic.blocks import atom_samples, force_map, selection_mask, single_block_map, stress_map
-from ase_symdiag.backends.metatomic.carried import Accumulator, assemble, is_carried, turned_input
+from ase_symdiag.backends.metatomic.carried import Accumulator, assemble, is_carried, system_copy
 from ase_symdiag.backends.metatomic.evaluation import CHUNK_ATOMS
 from ase_symdiag.backends.metatomic.inputs import PSEUDOVECTOR_INPUTS
 
@@ -92,6 +92,7 @@ class SymmetrizedEnergy(torch.nn.Module):
     carried: List[str]
     _neighbor_lists: List[NeighborListOptions]
     _inputs: Dict[str, ModelOutput]
+    _input_names: List[str]
     _pseudovectors: List[str]
 
     def __init__(
@@ -111,6 +112,7 @@ class SymmetrizedEnergy(torch.nn.Module):
         # the inner model's requested inputs (engines provide them: AtomisticModel
         # collects requested_inputs from submodules); each copy gets them turned
         self._inputs = {} if inputs is None else dict(inputs)
+        self._input_names = list(self._inputs.keys())
         self._pseudovectors = [name for name in self._inputs if name in PSEUDOVECTOR_INPUTS]
         self.register_buffer("rotations", rotations)
         self.register_buffer("weights", weights)
@@ -258,16 +260,15 @@ class SymmetrizedEnergy(torch.nn.Module):
                 vectors.append(leaves[2 + i].reshape(1, -1, 3) @ chunk)
             rotated: List[System] = []
             for k in range(n_batch):
-                copy = System(system.types, positions[k], cells[k], system.pbc)
-                for i, options in enumerate(self._neighbor_lists):
-                    block = blocks[i]
-                    copy.add_neighbor_list(
-                        options,
-                        TensorBlock(vectors[i][k].unsqueeze(-1), block.samples, block.components, block.properties),
+                copy_vectors: List[torch.Tensor] = []
+                for i in range(len(blocks)):
+                    copy_vectors.append(vectors[i][k])
+                rotated.append(
+                    system_copy(
+                        system, positions[k], cells[k], self._neighbor_lists, copy_vectors,
+                        self._input_names, rotations[start + k], self._pseudovectors,
                     )
-                for name in self._inputs.keys():
-                    copy.add_data(name, turned_input(system.get_data(name), rotations[start + k], name in self._pseudovectors))
-                rotated.append(copy)
+                )
             chunk_results = self.inner(rotated, inner_outputs, _repeat_selection(selection, n_batch))
             for accumulator in accumulators:
                 accumulator.add(chunk_results[accumulator.name], weights[start:stop])
@@ -341,8 +342,11 @@ def export_symmetrized(
     batch_size: int = 16,
     chunk_atoms: int = DEFAULT_CHUNK_ATOMS,
     non_conservative: bool = False,
+    dtype: Optional[str] = None,
 ):
-    """Wrap ``model`` (path or AtomisticModel) with a quadrature average; save to ``path``.
+    """Wrap ``model`` (path, AtomisticModel or ModelHandle) with a quadrature average;
+    save to ``path`` (only once the saved file has been loaded back and evaluated,
+    :func:`~ase_symdiag.backends.metatomic.exporting.save_checked`).
 
     ``quadrature`` is anything :func:`ase_symdiag.metrics.symmetrize.resolve_quadrature`
     accepts. The exported model has the output ``energy`` (per-atom capable if the
@@ -356,29 +360,30 @@ def export_symmetrized(
     ``non_conservative=True`` also declares ``non_conservative_force`` and
     ``non_conservative_stress``: the gradients of the averaged energy, computed in
     the same chunked pass (LAMMPS ``non_conservative on``; single MPI rank only, the
-    model refuses a strict ``selected_atoms`` subset).
+    model refuses a strict ``selected_atoms`` subset); their units are the inner
+    energy unit over its length unit (and its cube).
+
+    ``dtype`` ("float32"/"float64"; default: the handle's or the model's own): the
+    export runs in, and declares, this dtype; the caller's model is not changed.
     """
     import numpy as np
 
-    from ase_symdiag.errors import ModelError, UsageError
-    from ase_symdiag.backends.metatomic.model import ModelHandle
+    from ase_symdiag.errors import UsageError
+    from ase_symdiag.backends.metatomic.exporting import export_handle
     from ase_symdiag.metrics.symmetrize import resolve_quadrature
 
-    handle = ModelHandle.load(model)
+    handle = export_handle(model, dtype)
     q = resolve_quadrature(quadrature)
     if q is None:
         raise UsageError("export_symmetrized needs a quadrature")
     inner_model = handle.model
     capabilities = inner_model.capabilities()
     energy_output = capabilities.outputs[handle.energy_key]
-    if handle.energy_key != "energy":
-        raise ModelError(f"{handle.source}: only models with a plain 'energy' output can be exported")
-    dtype = torch.float64 if capabilities.dtype == "float64" else torch.float32
     carried = [name for name in capabilities.outputs.keys() if is_carried(name)]
     module = SymmetrizedEnergy(
         inner_model.module,
-        torch.tensor(np.asarray(q.rotations), dtype=dtype),
-        torch.tensor(np.asarray(q.weights), dtype=dtype),
+        torch.tensor(np.asarray(q.rotations), dtype=handle.dtype),
+        torch.tensor(np.asarray(q.weights), dtype=handle.dtype),
         list(inner_model.requested_neighbor_lists()),
         batch_size=batch_size,
         chunk_atoms=chunk_atoms,
@@ -389,12 +394,11 @@ def export_symmetrized(
     for name in carried:
         outputs[name] = capabilities.outputs[name]
     if non_conservative:
-        outputs[NC_FORCE] = ModelOutput(unit=_force_unit(energy_output.unit, capabilities.length_unit), sample_kind="atom")
-        outputs[NC_STRESS] = ModelOutput(unit=_stress_unit(energy_output.unit, capabilities.length_unit), sample_kind="system")
+        outputs.update(direct_outputs(handle))
     dropped = dropped_outputs(list(capabilities.outputs.keys()), list(outputs.keys()))
     note = "".join(f" Not carried over: {name} ({reason})." for name, reason in dropped.items())
     return _wrap(
-        module, inner_model, outputs, path,
+        module, handle, outputs, path,
         name_suffix=f"symmetrized over {q.name}",
         description=(
             f"Energy{''.join(', ' + name for name in carried)} averaged over the O(3) quadrature '{q.name}' "
@@ -431,21 +435,37 @@ def dropped_outputs(inner: List[str], exported: List[str]) -> Dict[str, str]:
 
 
 def _force_unit(energy_unit: str, length_unit: str) -> str:
+    """The unit of ``-dE/dx`` for a model's energy and length units (an empty energy
+    unit is taken as eV, as engines do)."""
     return f"{energy_unit or 'eV'}/{length_unit or 'Angstrom'}"
 
 
 def _stress_unit(energy_unit: str, length_unit: str) -> str:
+    """The unit of ``(1/V) dE/d(strain)`` for a model's energy and length units."""
     return f"{energy_unit or 'eV'}/{length_unit or 'Angstrom'}^3"
 
 
-def _wrap(module, inner_model, outputs: dict, path, *, name_suffix: str, description: str):
-    """An AtomisticModel around ``module`` with ``inner_model``'s capabilities but
-    ``outputs``, metadata extended by ``name_suffix``/``description``; saved
-    atomically to ``path`` if given."""
+def direct_outputs(handle) -> Dict[str, ModelOutput]:
+    """``non_conservative_force``/``non_conservative_stress`` declarations for an export
+    of ``handle``'s model: in its energy unit over its length unit (and its cube)."""
+    capabilities = handle.model.capabilities()
+    energy_unit = capabilities.outputs[handle.energy_key].unit
+    return {
+        NC_FORCE: ModelOutput(unit=_force_unit(energy_unit, capabilities.length_unit), sample_kind="atom"),
+        NC_STRESS: ModelOutput(unit=_stress_unit(energy_unit, capabilities.length_unit), sample_kind="system"),
+    }
+
+
+def _wrap(module, handle, outputs: dict, path, *, name_suffix: str, description: str):
+    """An AtomisticModel around ``module`` with the capabilities of ``handle``'s model
+    but ``outputs`` and the handle's dtype, metadata extended by
+    ``name_suffix``/``description``; saved to ``path`` if given, only once the saved
+    file loads back and runs (:func:`~ase_symdiag.backends.metatomic.exporting.save_checked`)."""
     from metatomic.torch import AtomisticModel, ModelCapabilities, ModelMetadata
 
-    from ase_symdiag.report import atomic_write
+    from ase_symdiag.backends.metatomic.exporting import save_checked
 
+    inner_model = handle.model
     capabilities = inner_model.capabilities()
     new_capabilities = ModelCapabilities(
         outputs=outputs,
@@ -453,7 +473,7 @@ def _wrap(module, inner_model, outputs: dict, path, *, name_suffix: str, descrip
         interaction_range=capabilities.interaction_range,
         length_unit=capabilities.length_unit,
         supported_devices=list(capabilities.supported_devices),
-        dtype=capabilities.dtype,
+        dtype=str(handle.dtype).replace("torch.", ""),
     )
     inner_metadata = inner_model.metadata()
     metadata = ModelMetadata(
@@ -464,5 +484,5 @@ def _wrap(module, inner_model, outputs: dict, path, *, name_suffix: str, descrip
     )
     exported = AtomisticModel(module, metadata, new_capabilities)
     if path is not None:
-        atomic_write(str(path), exported.save)
+        save_checked(exported, path)
     return exported

@@ -14,6 +14,7 @@ model has it, else its default one (as :class:`metatomic_ase.MetatomicCalculator
 
 from __future__ import annotations
 
+import copy
 import os
 import pathlib
 from dataclasses import dataclass, field
@@ -137,13 +138,16 @@ class ModelHandle:
         ``variant``: which ``energy/<variant>`` output to use (default: the model's
         default ``energy``, or its only variant). ``extensions_directory``: where the
         TorchScript extensions of the model are (models exported with extensions).
-        A :class:`ModelHandle` is returned as it is. Raises :class:`ModelError` for a missing/corrupt file, a model without an
+        A :class:`ModelHandle` is returned as it is when ``device``, ``dtype`` and
+        ``variant`` are None or its own; otherwise a new handle of its model with them.
+        The caller's model object is never changed: a model that must move to another
+        device or dtype is copied first. Raises :class:`ModelError` for a missing/corrupt file, a model without an
         energy output (or without ``variant``), an unsupported device or an unknown dtype.
         """
         from metatomic.torch import pick_device
 
-        if isinstance(model, ModelHandle):  # already loaded: as it is
-            return model
+        if isinstance(model, ModelHandle):
+            return model._with(device=device, dtype=dtype, variant=variant)
         source = "<object>"
         if isinstance(model, (str, pathlib.PurePath)):
             source = str(model)
@@ -179,11 +183,9 @@ class ModelHandle:
         else:
             raise ModelError(f"dtype must be 'float32' or 'float64', got '{dtype}'")
 
-        model = model.to(device=torch_device)
-        if torch_dtype != model_dtype:
-            # parameters and buffers follow; metatomic only checks the dtype when
-            # check_consistency=True, which we do not use for mixed-precision runs
-            model = model.to(dtype=torch_dtype)
+        # parameters and buffers follow; metatomic only checks the dtype when
+        # check_consistency=True, which we do not use for mixed-precision runs
+        model = _moved(model, torch_device, torch_dtype if torch_dtype != model_dtype else None, own=source != "<object>")
 
         return cls(
             model=model,
@@ -200,6 +202,34 @@ class ModelHandle:
             uncertainty_key=_pick(UNCERTAINTY, outputs, variant),
             requested_inputs=_requested_inputs(model, source),
         )
+
+    def _with(self, *, device: Optional[str], dtype: Optional[str], variant: Optional[str]) -> "ModelHandle":
+        """This handle, or a new one of its model where ``device``/``dtype``/``variant``
+        (None: keep this handle's) differ from its own (:meth:`load` for a handle)."""
+        if dtype is not None and dtype not in _DTYPES:
+            raise ModelError(f"dtype must be 'float32' or 'float64', got '{dtype}'")
+        try:
+            same_device = device is None or _same_device(torch.device(device), self.device)
+        except (RuntimeError, TypeError):
+            raise ModelError(f"{self.source}: '{device}' is not a device name (cpu, cuda, cuda:1, ...)") from None
+        same_dtype = dtype is None or _DTYPES[dtype] == self.dtype
+        same_variant = variant is None or variant == self.variant
+        if same_device and same_dtype and same_variant:
+            return self
+        if device is None:
+            device = str(self.device)
+        if dtype is None:
+            dtype = str(self.dtype).replace("torch.", "")
+        if variant is None:
+            variant = self.variant
+        # the model's tensors are in this handle's dtype, which need not be the one it declares
+        model = _moved(self.model, self.device, None if same_dtype else _DTYPES[dtype], own=False)
+        try:
+            handle = ModelHandle.load(model, device=device, dtype=dtype, variant=variant)
+        except ModelError as error:  # name the handle's model, not "<object>"
+            raise ModelError(str(error).replace("<object>", self.source, 1)) from None
+        handle.source = self.source
+        return handle
 
     @property
     def outputs(self) -> dict:
@@ -236,6 +266,32 @@ class ModelHandle:
                 f"{label}: the model does not support {names}; it supports atomic "
                 f"numbers {self.atomic_types}"
             )
+
+
+def _same_device(asked: torch.device, current: torch.device) -> bool:
+    """Whether ``asked`` (``cuda`` means the current CUDA device) is ``current``."""
+    if asked.type != current.type:
+        return False
+    return asked.index is None or current.index is None or asked.index == current.index
+
+
+def _moved(model: torch.nn.Module, device: torch.device, dtype: Optional[torch.dtype], own: bool) -> torch.nn.Module:
+    """``model`` on ``device``, its floating-point tensors in ``dtype`` (None: as they
+    are): the model itself when nothing changes or the model is ``own`` (loaded here
+    from a file), else a moved copy (``Module.to`` works in place, and the caller's
+    model must not change)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    changes = any(
+        not _same_device(device, tensor.device)
+        or (dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype)
+        for tensor in tensors
+    )
+    if not changes:
+        return model
+    if not own:
+        model = copy.deepcopy(model)
+    model = model.to(device=device)
+    return model if dtype is None else model.to(dtype=dtype)
 
 
 def _requested_inputs(model, source: str) -> dict:
