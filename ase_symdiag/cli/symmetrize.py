@@ -35,8 +35,8 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--relative-tolerance", type=positive_float, default=0.01,
-        help="force tolerance as a fraction of each structure's RMS force component when --tolerance "
-        "is not given (default 0.01)",
+        help="force tolerance as a fraction of each structure's RMS force component, at least 1 meV/Å "
+        "(as check's relative error), when --tolerance is not given (default 0.01)",
     )
     p.add_argument(
         "--energy-tolerance", type=positive_float, default=DEFAULT_ENERGY_TOLERANCE,
