@@ -57,19 +57,29 @@ from ase_symdiag.reference.config import TrainingConfigError, resolve_path, torc
 from ase_symdiag.reference.loss import evaluate_samples, predict, weighted_loss
 from ase_symdiag.reference.probes import probe_representations
 from ase_symdiag.reference.samples import Sample, collate, load_samples, split_indices
+from ase_symdiag.torch_state import torch_seeded, torch_threads
 
 
 def train(config: dict) -> dict:
-    """Train a PET from ``config`` (see module docstring). Returns the final metrics dict."""
+    """Train a PET from ``config`` (see module docstring). Returns the final metrics dict.
+
+    torch's thread count (``num_threads``) and global random generator (seeded with
+    ``seed``) are set for the training and restored afterwards.
+    """
+    config = validate_config(config)
+    with torch_threads(int(config["num_threads"])), torch_seeded(None):
+        return _train(config)
+
+
+def _train(config: dict) -> dict:
+    """:func:`train` of a validated config."""
     from tqdm.auto import tqdm
 
     from ase_symdiag.reference.pet import DEFAULT_HYPERS, build_pet
     from ase_symdiag.report import write_json
 
-    config = validate_config(config)
     training = config["training"]
     dtype = torch_dtype(config["dtype"])
-    torch.set_num_threads(int(config["num_threads"]))
     output_dir = resolve_path(config, config["output_dir"])
     checkpoint_path = os.path.join(output_dir, "checkpoint.pt")
     metrics_path = os.path.join(output_dir, "metrics.json")
@@ -113,7 +123,7 @@ def train(config: dict) -> dict:
             from_atoms(images[i], label=f"probe{k}") for k, i in enumerate(probe_source[: config["probes"]["structures"]])
         ]
 
-    torch.manual_seed(seed)
+    torch.random.default_generator.manual_seed(seed)  # restored by train()
     model = build_pet(atomic_types, full_hypers)
     if checkpoint is None:
         _initialise(model, train_samples, [images[i] for i in train_idx], len(atomic_types))
