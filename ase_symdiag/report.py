@@ -53,6 +53,9 @@ def atomic_write(path: str, writer: Callable[[str], None]) -> None:
     and its temporary file is removed, whatever interrupted it). A symbolic link is
     written through: its target is replaced and the link kept.
 
+    An ``OSError`` that names no file (a failed ``write``: a full disk, a quota) is
+    raised again naming ``path``.
+
     Permissions: a replaced file keeps its mode (a private 0600 report stays
     private); a new file gets ``0666`` less the process umask, as ``open`` would give.
     """
@@ -72,9 +75,12 @@ def atomic_write(path: str, writer: Callable[[str], None]) -> None:
         writer(tmp)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+            # a failed write() names no file: name the one the user asked for
+            raise OSError(error.errno, error.strerror, path) from error
         raise
 
 
@@ -89,14 +95,9 @@ def atomic_save(path: str, save: Callable[[str], None]) -> None:
     failures are ``OSError`` (ENOSPC, EDQUOT, EFBIG), reported by the command line in
     one line.
     """
-    try:
-        data = _serialised(save)
-    except OSError as error:
-        if error.filename is not None:
-            raise
-        raise OSError(error.errno, error.strerror, path) from None
 
     def writer(tmp: str) -> None:
+        data = _serialised(save)
         with open(tmp, "wb") as handle:
             handle.write(data)
 

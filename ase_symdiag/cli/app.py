@@ -73,6 +73,16 @@ HARMLESS_WARNINGS = (
         "numpy >= 2.5 deprecates assigning ndarray.shape, which ase 3.29 does in Atoms.new_array; "
         "harmless, and not the user's",
     ),
+    (
+        r"'torch\.load' received a zip file that looks like a TorchScript archive", UserWarning, "",
+        "a TorchScript model given where a checkpoint or PointNet weights are expected: torch "
+        "describes how it parses it, and the command then rejects the file in its own one line",
+    ),
+    (
+        r"Detected pickle protocol \d+ in the checkpoint", UserWarning, "",
+        "a pickle that torch.save did not write, given as a checkpoint or PointNet weights: the "
+        "command checks what it read and rejects the file in its own one line",
+    ),
 )
 
 

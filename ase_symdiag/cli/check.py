@@ -20,6 +20,7 @@ import sys
 
 from ase_symdiag.cli.common import (
     add_model_structures,
+    check_outputs,
     load_handle,
     nonnegative_float,
     nonnegative_int,
@@ -162,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 
+    check_outputs({"--json": args.json}, {"model": args.model, "structures": args.structures, "extensions folder": args.extensions})
     structures = read_structures(args.structures, index=args.index)
     handle = load_handle(args)
     check_measurable(args, structures, handle)

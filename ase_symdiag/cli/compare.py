@@ -6,6 +6,7 @@ import argparse
 
 from ase_symdiag.cli.common import (
     add_model_options,
+    check_outputs,
     load_handle,
     nonnegative_int,
     output_file,
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_atoms
 
+    check_outputs({"--json": args.json, "--plot": args.plot}, {"model": args.model, "structures": args.structures, "extensions folder": args.extensions})
     images = read_atoms(args.structures, index=args.index)
     variants = None
     if args.variants is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ase_symdiag.cli.common import nonnegative_int, output_file, plot_file, positive_int
+from ase_symdiag.cli.common import check_outputs, nonnegative_int, output_file, plot_file, positive_int
 from ase_symdiag.cli.spectrum import lmax_type
 
 
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     """Diagnose each model; torch runs single-threaded and its thread count is restored."""
     from ase_symdiag.torch_state import torch_threads
 
+    check_outputs({"--json": args.json, "--plot": args.plot}, {"model": args.model})
     with torch_threads(1):  # small kernels: one thread is the fastest (and restored for callers of main)
         return _run(args)
 

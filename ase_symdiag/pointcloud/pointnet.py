@@ -203,6 +203,11 @@ def load_model(path: str) -> Tuple[PointNetSegmenter, dict]:
 
     if not os.path.isfile(path):
         raise ModelError(f"PointNet weights '{path}' do not exist")
+    if _is_torchscript(path):  # torch.load would warn, then fail
+        raise ModelError(
+            f"'{path}' is a TorchScript model (a metatomic model?), not PointNet weights "
+            "written by scripts/train_pointnet.py"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         config = PointNetConfig(**payload["config"])
@@ -212,3 +217,13 @@ def load_model(path: str) -> Tuple[PointNetSegmenter, dict]:
         raise ModelError(f"could not read PointNet weights '{path}': {error}") from None
     model.eval()
     return model, payload["config"]
+
+
+def _is_torchscript(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with compiled ``code/``)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())

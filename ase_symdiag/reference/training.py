@@ -71,6 +71,20 @@ def train(config: dict) -> dict:
         return _train(config)
 
 
+def training_files(config: dict) -> dict:
+    """The files a training reads and writes, from a validated config: ``data`` (read),
+    ``output_dir`` (read to resume, written), ``checkpoint``, ``metrics`` and ``export``
+    (written; ``export`` None unless set)."""
+    output_dir = resolve_path(config, config["output_dir"])
+    return {
+        "data": resolve_path(config, config["data"]),
+        "output_dir": output_dir,
+        "checkpoint": os.path.join(output_dir, "checkpoint.pt"),
+        "metrics": os.path.join(output_dir, "metrics.json"),
+        "export": resolve_path(config, config["export"]),
+    }
+
+
 def _train(config: dict) -> dict:
     """:func:`train` of a validated config."""
     from tqdm.auto import tqdm
@@ -80,10 +94,10 @@ def _train(config: dict) -> dict:
 
     training = config["training"]
     dtype = torch_dtype(config["dtype"])
-    output_dir = resolve_path(config, config["output_dir"])
-    checkpoint_path = os.path.join(output_dir, "checkpoint.pt")
-    metrics_path = os.path.join(output_dir, "metrics.json")
-    data_path = resolve_path(config, config["data"])
+    files = training_files(config)
+    output_dir, checkpoint_path, metrics_path, data_path = (
+        files["output_dir"], files["checkpoint"], files["metrics"], files["data"]
+    )
     if not os.path.exists(data_path):
         raise TrainingConfigError(
             f"data file '{data_path}' does not exist (generate it with "
@@ -253,7 +267,7 @@ def _train(config: dict) -> dict:
         "validation_best_score": best_val,
         "n_parameters": int(sum(p.numel() for p in final.parameters())),
     }
-    export = resolve_path(config, config["export"])
+    export = files["export"]
     if export is not None and not stopped_early:
         from ase_symdiag.reference.pet import export_pet
 

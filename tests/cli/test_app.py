@@ -56,6 +56,22 @@ def test_a_warning_about_the_result_is_shown_in_one_line(monkeypatch, capsys, sh
 )
 def test_named_harmless_warnings_are_silenced(monkeypatch, capsys, message, module):
     monkeypatch.setattr(check, "run", _warning_run(message, DeprecationWarning, module))
+    _assert_silent(capsys)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "'torch.load' received a zip file that looks like a TorchScript archive dispatching to 'torch.jit.load'",
+        "Detected pickle protocol 4 in the checkpoint, which was not the default pickle protocol",
+    ],
+)
+def test_torch_load_remarks_on_a_rejected_file_are_silenced(monkeypatch, capsys, message):
+    monkeypatch.setattr(check, "run", _warning_run(message, UserWarning, "ase_symdiag.reference.checkpoints"))
+    _assert_silent(capsys)
+
+
+def _assert_silent(capsys):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert main(["check", "model.pt", "structures.extxyz"]) == 0
