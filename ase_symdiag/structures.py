@@ -168,8 +168,7 @@ def from_atoms_list(
         raise StructureError("no structures given")
     out = []
     for i, atoms in enumerate(images):
-        name = atoms.info.get("name") or atoms.get_chemical_formula()
-        label = labels[i] if labels is not None else f"{i if frames is None else frames[i]}:{name}"
+        label = labels[i] if labels is not None else structure_label(atoms, i if frames is None else frames[i])
         out.append(from_atoms(atoms, label=label))
     return out
 
@@ -247,6 +246,12 @@ def unreadable_message(path: str, error: Exception) -> str:
         f"could not read structures from '{path}' ({detail}); expected a structure file ASE "
         f"can read (e.g. extxyz, xyz, cif, POSCAR){hint}"
     )
+
+
+def structure_label(atoms, frame: int) -> str:
+    """``"<frame>:<name>"``: ``frame`` the number of ``atoms`` in its file (from 0),
+    ``<name>`` its ``info["name"]`` or else its chemical formula."""
+    return f"{frame}:{atoms.info.get('name') or atoms.get_chemical_formula()}"
 
 
 def read_atoms(path: str, index: str = ":") -> list:

@@ -314,3 +314,15 @@ def test_symmetrize_passes_an_exact_model_on_a_perfect_crystal(tmp_path, capsys)
     assert "NOT met" not in printed and "chosen: 'C1'" in printed
     choice = json.loads(out.read_text())["choice"]
     assert choice["tolerance_met"] is True and choice["tolerance_force_rms_per_component_eV_per_A"] == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("command", ["check", "compare"])
+def test_errors_name_the_file_frame(equivariant_model, crystal, tmp_path, capsys, command):
+    """Frame 2 (coincident atoms) was called '0:Cu3' after --index 2."""
+    from ase import Atoms
+
+    path = tmp_path / "frames.extxyz"
+    ase.io.write(path, [crystal, crystal, Atoms("Cu3", positions=[[0, 0, 0], [0, 0, 0], [0, 0, 2.5]])])
+    extra = ["--variants", "raw", "-n", "1"] if command == "compare" else ["-n", "1", "-q"]
+    assert main([command, equivariant_model, str(path), "--index", "2", *extra]) == 2
+    assert "2:Cu3: atoms 0 and 1 are 0 Å apart" in capsys.readouterr().err
