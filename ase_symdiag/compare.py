@@ -116,16 +116,21 @@ def compare_variants(
     timing_calls: int = 3,
     device: Optional[str] = None,
     progress=None,
+    labels: Optional[Sequence[str]] = None,
 ) -> Comparison:
-    """Compare the variants of ``model`` on ``atoms_list`` (ase.Atoms, may carry labels)."""
+    """Compare the variants of ``model`` on ``atoms_list`` (ase.Atoms, may carry labels);
+    ``labels`` name the structures (default ``"<i>:<name>"``)."""
     from ase_symdiag.calculator import SymDiagCalculator
     from ase_symdiag.backends.metatomic.model import ModelHandle
+    from ase_symdiag.structures import structure_label
 
     atoms_list = list(atoms_list)
     variants = list(variants) if variants else default_variants(atoms_list)
     handle = ModelHandle.load(model, device=device)
     operations = haar_rotations(n_rotations, seed)
-    labelled = [(f"{i}:{a.info.get('name') or a.get_chemical_formula()}", a) for i, a in enumerate(atoms_list)]
+    if labels is None:
+        labels = [structure_label(a, i) for i, a in enumerate(atoms_list)]
+    labelled = list(zip(labels, atoms_list))
     comparison = Comparison(model=handle.source, n_operations=n_rotations, seed=seed)
     for spec in variants:
         kwargs = parse_variant(spec)

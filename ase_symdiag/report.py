@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import stat
 import tempfile
 from typing import Any, Callable, Sequence
 
@@ -49,23 +51,108 @@ def atomic_write(path: str, writer: Callable[[str], None]) -> None:
     """Write ``path`` atomically: ``writer(tmp)`` fills a temporary file next to it,
     which then replaces ``path`` (an interrupted write never leaves a partial file,
     and its temporary file is removed, whatever interrupted it). A symbolic link is
-    written through: its target is replaced and the link kept."""
+    written through: its target is replaced and the link kept.
+
+    An ``OSError`` that names no file (a failed ``write``: a full disk, a quota) is
+    raised again naming ``path``.
+
+    Permissions: a replaced file keeps its mode (a private 0600 report stays
+    private); a new file gets ``0666`` less the process umask, as ``open`` would give.
+    """
     path = str(path)
     if os.path.islink(path):
         path = os.path.realpath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~current_umask()
     suffix = os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
     try:
         os.close(fd)
         writer(tmp)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+            # a failed write() names no file: name the one the user asked for
+            raise OSError(error.errno, error.strerror, path) from error
         raise
+
+
+def atomic_save(path: str, save: Callable[[str], None]) -> None:
+    """``save(name)`` serialises into memory, then :func:`atomic_write` writes the bytes.
+
+    For ``torch.save`` and TorchScript ``save``, which take a file name: their C++
+    writers report a full disk or an exceeded quota as ``RuntimeError('... unexpected
+    pos ...')``, or abort the whole process from a destructor (TorchScript). Here they
+    write to an anonymous in-memory file (``memfd``, Linux; elsewhere a temporary file
+    of the system's temporary folder), and the disk is written from Python, whose
+    failures are ``OSError`` (ENOSPC, EDQUOT, EFBIG), reported by the command line in
+    one line.
+    """
+
+    def writer(tmp: str) -> None:
+        data = _serialised(save)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+    atomic_write(path, writer)
+
+
+def _serialised(save: Callable[[str], None]) -> bytes:
+    """The bytes ``save(name)`` writes to the file ``name``."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create("ase-symdiag-save")
+        try:
+            try:
+                save(f"/proc/self/fd/{fd}")
+            except RuntimeError:
+                # the one way to fail writing to memory: the file size limit (ulimit -f)
+                if os.fstat(fd).st_size >= _file_size_limit():
+                    raise OSError(errno.EFBIG, os.strerror(errno.EFBIG) + " (the file size limit, ulimit -f)") from None
+                raise
+            with open(f"/proc/self/fd/{fd}", "rb") as handle:
+                return handle.read()
+        finally:
+            os.close(fd)
+    fd, name = tempfile.mkstemp(prefix="ase-symdiag-save-")
+    os.close(fd)
+    try:
+        save(name)
+        with open(name, "rb") as handle:
+            return handle.read()
+    finally:
+        os.unlink(name)
+
+
+def _file_size_limit() -> float:
+    """Bytes: the process's file size limit (``RLIMIT_FSIZE``), infinite when none."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return math.inf
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return math.inf if soft == resource.RLIM_INFINITY else float(soft)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux:
+    ``/proc/self/status``); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str, data: Any) -> None:

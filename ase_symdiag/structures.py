@@ -155,29 +155,65 @@ def coincident_pair(
     return i, j, distance, bool(a >= n or b >= n)
 
 
-def from_atoms_list(images: Sequence, labels: Sequence[str] | None = None) -> list[Structure]:
-    """Convert a list of :class:`ase.Atoms`; labels default to ``"<i>:<name>"``.
+def from_atoms_list(
+    images: Sequence, labels: Sequence[str] | None = None, *, frames: Sequence[int] | None = None
+) -> list[Structure]:
+    """Convert a list of :class:`ase.Atoms`; labels default to ``"<frame>:<name>"``.
 
-    ``<name>`` is ``atoms.info["name"]`` when present, else the chemical formula.
+    ``<frame>`` is ``frames[i]`` (the frame numbers in the file the images were read
+    from) or ``i``; ``<name>`` is ``atoms.info["name"]`` when present, else the
+    chemical formula.
     """
     if len(images) == 0:
         raise StructureError("no structures given")
     out = []
     for i, atoms in enumerate(images):
-        name = atoms.info.get("name") or atoms.get_chemical_formula()
-        label = labels[i] if labels is not None else f"{i}:{name}"
+        label = labels[i] if labels is not None else structure_label(atoms, i if frames is None else frames[i])
         out.append(from_atoms(atoms, label=label))
     return out
 
 
-def read_atoms(path: str, index: str = ":") -> list:
-    """Read :class:`ase.Atoms` from an ASE-readable file, with one-line errors."""
+def read_frames(path: str, index: str = ":") -> tuple[list, list[int]]:
+    """Read :class:`ase.Atoms` from an ASE-readable file with one-line errors, and the
+    file's frame number (from 0) of each.
+
+    ``index`` is an ASE index string (``"3"``, ``"-1"``, ``"1:"``, ``"::2"``) with
+    Python's meaning: an integer out of range, negative or positive, is refused (ASE
+    itself reads frame 0 for ``-5`` on a 3-frame extxyz), and a slice selects the
+    frames ``range(n)[slice]`` would.
+    """
+    from ase.io.formats import string2index
+
+    try:
+        selection = string2index(str(index))
+    except ValueError:
+        raise StructureError(f"--index {index!r} is not an ASE index (use e.g. 0, -1, 2:5 or ':')") from None
+    if not isinstance(selection, (int, slice)):
+        raise StructureError(f"--index {index!r} is not an ASE index (use e.g. 0, -1, 2:5 or ':')")
+    if isinstance(selection, int) and selection >= 0:
+        # the common single-frame case reads one frame; ASE refuses a positive index out of range
+        return _read(path, selection, index), [selection]
+    images = _read(path, slice(None), index)
+    frames = range(len(images))
+    if isinstance(selection, int):
+        if not -len(images) <= selection < len(images):
+            raise StructureError(f"--index {index} is out of range: '{path}' holds {len(images)} structure(s)")
+        numbers = [frames[selection]]
+    else:
+        numbers = list(frames[selection])
+    if not numbers:
+        raise StructureError(f"no structures in '{path}' at index {index} (it holds {len(images)})")
+    return [images[i] for i in numbers], numbers
+
+
+def _read(path: str, selection, index: str) -> list:
+    """``ase.io.read(path, selection)`` as a list, every failure one line (``index``: as typed)."""
     import ase.io
 
     if not os.path.exists(path):
         raise StructureError(f"structure file '{path}' does not exist")
     try:
-        images = ase.io.read(path, index=index)
+        images = ase.io.read(path, index=selection)
     except (IndexError, StopIteration):
         try:
             count = len(ase.io.read(path, index=":"))
@@ -187,13 +223,45 @@ def read_atoms(path: str, index: str = ":") -> list:
             raise StructureError(f"--index {index} is out of range: '{path}' holds {count} structure(s)") from None
         raise StructureError(f"could not read structures from '{path}' with index {index}") from None
     except Exception as error:  # ASE raises many types for unreadable files
-        raise StructureError(f"could not read structures from '{path}': {error}") from None
+        raise StructureError(unreadable_message(path, error)) from None
     images = images if isinstance(images, list) else [images]
     if not images:
         raise StructureError(f"no structures in '{path}' at index {index}")
     return images
 
 
+#: file endings of models, never structures
+MODEL_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def unreadable_message(path: str, error: Exception) -> str:
+    """One line saying that ``path`` is not a structure file ASE reads, and what was expected."""
+    detail = " ".join(str(error).split()) or type(error).__name__
+    if type(error).__name__ == "UnknownFileTypeError":
+        detail = f"ASE does not know the file type '{detail}'"
+    hint = ""
+    if path.lower().endswith(MODEL_SUFFIXES):
+        hint = "; this looks like a model file: give the model first, then the structures"
+    return (
+        f"could not read structures from '{path}' ({detail}); expected a structure file ASE "
+        f"can read (e.g. extxyz, xyz, cif, POSCAR){hint}"
+    )
+
+
+def structure_label(atoms, frame: int) -> str:
+    """``"<frame>:<name>"``: ``frame`` the number of ``atoms`` in its file (from 0),
+    ``<name>`` its ``info["name"]`` or else its chemical formula."""
+    return f"{frame}:{atoms.info.get('name') or atoms.get_chemical_formula()}"
+
+
+def read_atoms(path: str, index: str = ":") -> list:
+    """Read :class:`ase.Atoms` from an ASE-readable file, with one-line errors
+    (:func:`read_frames` without the frame numbers)."""
+    return read_frames(path, index)[0]
+
+
 def read_structures(path: str, index: str = ":") -> list[Structure]:
-    """Read and validate every structure of an ASE-readable file (extxyz, cif, POSCAR, ...)."""
-    return from_atoms_list(read_atoms(path, index=index))
+    """Read and validate every structure of an ASE-readable file (extxyz, cif, POSCAR, ...),
+    labelled ``"<frame>:<name>"`` with the file's frame numbers."""
+    images, frames = read_frames(path, index)
+    return from_atoms_list(images, frames=frames)

@@ -48,3 +48,57 @@ def test_cli_json_onto_a_symlink(equivariant_model, tmp_path):
                  "--json", str(tmp_path / "link.json")]) == 0
     assert (tmp_path / "link.json").is_symlink()
     assert "spectra" in json.loads(target.read_text())
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+    yield lambda mask: os.umask(mask)
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o664])
+def test_replacing_a_file_keeps_its_mode(tmp_path, mode):
+    """Every output became 0644: a private 0600 report turned world-readable."""
+    path = tmp_path / "private.json"
+    path.write_text("{}")
+    os.chmod(path, mode)
+    write_json(str(path), {"a": 1})
+    assert stat_mode(path) == mode and json.loads(path.read_text()) == {"a": 1}
+
+
+@pytest.mark.parametrize("mask", [0o077, 0o027, 0o002])
+def test_a_new_file_honours_the_umask(tmp_path, umask, mask):
+    umask(mask)
+    path = tmp_path / "new.json"
+    write_json(str(path), {"a": 1})
+    assert stat_mode(path) == 0o666 & ~mask
+
+
+def test_a_symlink_target_keeps_its_mode(tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("{}")
+    os.chmod(target, 0o600)
+    os.symlink(target, tmp_path / "link.json")
+    write_json(str(tmp_path / "link.json"), {"a": 1})
+    assert stat_mode(target) == 0o600
+
+
+def test_atomic_save_writes_what_save_wrote(tmp_path):
+    from ase_symdiag.report import atomic_save
+
+    path = tmp_path / "blob.bin"
+    def save(name):
+        with open(name, "wb") as handle:
+            handle.write(b"\x00payload")
+
+    atomic_save(str(path), save)
+    assert path.read_bytes() == b"\x00payload"
+
+
+def stat_mode(path) -> int:
+    import stat
+
+    return stat.S_IMODE(os.stat(path).st_mode)

@@ -3,7 +3,14 @@
 The gate never passes what it did not measure: a NaN value fails its threshold
 (non-finite model outputs are already an error, exit 2, before any table), and a
 threshold on an output no structure has (``--max-stress-error`` without a fully
-periodic structure) is a usage error, exit 2.
+periodic structure, ``--max-direct-force-error`` for a model without direct forces
+or with ``--no-direct``) is a usage error, exit 2.
+
+Every output the model gives can be gated. The model's direct (non-conservative)
+forces and stress are gated by ``--max-direct-*``, which default to the matching
+conservative threshold: ``--max-force-error 0.01`` gates both force heads (a model
+whose direct head is broken no longer passes a force gate). An inherited threshold
+applies where the model has the direct output and is skipped where it does not.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import sys
 
 from ase_symdiag.cli.common import (
     add_model_structures,
+    check_outputs,
     load_handle,
     nonnegative_float,
     nonnegative_int,
@@ -22,13 +30,29 @@ from ase_symdiag.cli.common import (
     usage,
 )
 
-#: (option, summary key, what, unit) of every gate threshold
+#: (option, summary key, what, unit, the option whose value it takes by default) of
+#: every gate threshold
 THRESHOLDS = [
-    ("max_force_error", "force_rms_per_component_eV_per_A", "RMS force error (per component)", "eV/Å"),
-    ("max_relative_force_error", "force_rms_per_component_relative", "relative force error", ""),
-    ("max_energy_error", "energy_max_meV_per_atom", "energy error", "meV/atom"),
-    ("max_stress_error", "stress_max_GPa", "stress error", "GPa"),
+    ("max_force_error", "force_rms_per_component_eV_per_A", "RMS force error (per component)", "eV/Å", None),
+    ("max_relative_force_error", "force_rms_per_component_relative", "relative force error", "", None),
+    ("max_energy_error", "energy_max_meV_per_atom", "energy error", "meV/atom", None),
+    ("max_stress_error", "stress_max_GPa", "stress error", "GPa", None),
+    (
+        "max_direct_force_error", "direct_force_rms_per_component_eV_per_A",
+        "RMS direct force error (per component)", "eV/Å", "max_force_error",
+    ),
+    (
+        "max_relative_direct_force_error", "direct_force_rms_per_component_relative",
+        "relative direct force error", "", "max_relative_force_error",
+    ),
+    ("max_direct_stress_error", "direct_stress_max_GPa", "direct stress error", "GPa", "max_stress_error"),
 ]
+
+#: what a threshold needs when no structure has its output
+_MISSING = {
+    "stress": "stress needs a structure periodic in all directions",
+    "direct": "the model has no such direct (non-conservative) output, or --no-direct was given",
+}
 
 
 def add_parser(subparsers) -> None:
@@ -59,28 +83,79 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--max-energy-error", type=nonnegative_float, metavar="X", help="fail if any |dE| > X meV/atom")
     p.add_argument("--max-stress-error", type=nonnegative_float, metavar="X", help="fail if any ||dS|| > X GPa")
+    p.add_argument(
+        "--max-direct-force-error", type=nonnegative_float, metavar="X",
+        help="as --max-force-error, for the model's direct (non-conservative) forces (default: --max-force-error)",
+    )
+    p.add_argument(
+        "--max-relative-direct-force-error", type=nonnegative_float, metavar="X",
+        help="as --max-relative-force-error, for the direct forces (default: --max-relative-force-error)",
+    )
+    p.add_argument(
+        "--max-direct-stress-error", type=nonnegative_float, metavar="X",
+        help="as --max-stress-error, for the direct stress (default: --max-stress-error)",
+    )
     p.set_defaults(run=run)
 
 
-def gate_failures(summary: dict, args: argparse.Namespace) -> tuple:
-    """(thresholds asked for, one message per exceeded threshold).
+def gate_limits(args: argparse.Namespace) -> dict:
+    """``{option: (limit, explicit)}`` of every threshold that applies: given, or
+    inherited from the matching conservative threshold (``explicit`` False)."""
+    limits = {}
+    for option, _, _, _, default in THRESHOLDS:
+        limit = getattr(args, option, None)
+        if limit is not None:
+            limits[option] = (limit, True)
+        elif default is not None and getattr(args, default, None) is not None:
+            limits[option] = (getattr(args, default), False)
+    return limits
 
-    A NaN value fails (``not value <= limit``); a threshold whose output no structure
-    has raises :class:`~ase_symdiag.errors.UsageError`: it was not measured.
+
+def gate_failures(summary: dict, args: argparse.Namespace) -> tuple:
+    """(thresholds applied, one message per exceeded threshold).
+
+    A NaN value fails (``not value <= limit``); a threshold given for an output no
+    structure has raises :class:`~ase_symdiag.errors.UsageError`: it was not measured.
+    An inherited direct threshold (:func:`gate_limits`) is skipped where the output is
+    absent.
     """
     failures, thresholds = [], {}
-    for option, key, what, unit in THRESHOLDS:
-        limit = getattr(args, option)
-        if limit is None:
+    limits = gate_limits(args)
+    for option, key, what, unit, default in THRESHOLDS:
+        if option not in limits:
             continue
-        thresholds[key] = limit
+        limit, explicit = limits[option]
         value = summary[key]
         flag = "--" + option.replace("_", "-")
         if value is None:
-            raise usage(f"{flag}: no structure has this output (stress needs a structure periodic in all directions)")
+            if not explicit:
+                continue
+            reason = _MISSING["direct" if "direct" in option else "stress"]
+            raise usage(f"{flag}: no structure has this output ({reason})")
+        thresholds[key] = limit
         if not value <= limit:
-            failures.append(f"{what} {value:.3g} {unit} exceeds {flag} {limit:g}".replace("  ", " "))
+            given = "" if explicit else f" (from --{default.replace('_', '-')})"
+            failures.append(f"{what} {value:.3g} {unit} exceeds {flag} {limit:g}{given}".replace("  ", " "))
     return thresholds, failures
+
+
+def check_measurable(args: argparse.Namespace, structures, handle) -> None:
+    """Refuse, before any evaluation, a threshold given for an output that will not be
+    measured (no fully periodic structure, no direct head, ``--no-direct``)."""
+    periodic = any(s.periodic for s in structures)
+    has = {
+        "max_stress_error": periodic,
+        "max_direct_force_error": handle.has_direct_forces and not args.no_direct,
+        "max_relative_direct_force_error": handle.has_direct_forces and not args.no_direct,
+        "max_direct_stress_error": periodic and handle.has_direct_stress and not args.no_direct,
+    }
+    for option, measured in has.items():
+        if getattr(args, option) is None or measured:
+            continue
+        flag = "--" + option.replace("_", "-")
+        if "stress" in option and not periodic:
+            raise usage(f"{flag}: no structure is periodic in all directions, so no stress is measured")
+        raise usage(f"{flag}: not measured: {_MISSING['direct']}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,11 +163,12 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 
+    check_outputs({"--json": args.json}, {"model": args.model, "structures": args.structures, "extensions folder": args.extensions})
     structures = read_structures(args.structures, index=args.index)
-    if args.max_stress_error is not None and not any(s.periodic for s in structures):
-        raise usage("--max-stress-error: no structure is periodic in all directions, so no stress is measured")
+    handle = load_handle(args)
+    check_measurable(args, structures, handle)
     report = check_equivariance(
-        load_handle(args),
+        handle,
         structures,
         n_rotations=args.rotations,
         seed=args.seed,

@@ -11,7 +11,7 @@ import argparse
 import math
 import os
 import sys
-from typing import Callable, NoReturn
+from typing import Callable, Mapping, NoReturn, Optional
 
 from ase_symdiag.errors import UsageError
 
@@ -48,23 +48,95 @@ finite_float = _number(float, "a finite number", lambda v: True)
 
 
 def output_file(text: str) -> str:
-    """A file to write: not a directory, its folder exists."""
+    """A file to write: not a directory, its folder exists and is writable, its name fits."""
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"'{text}' is a directory, expected a file name")
-    folder = os.path.dirname(os.path.abspath(text))
-    if not os.path.isdir(folder):
-        raise argparse.ArgumentTypeError(f"folder '{folder}' does not exist")
+    problem = unwritable(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 
 def output_directory(text: str) -> str:
-    """A directory to write into: may exist (as a directory), its parent exists."""
+    """A directory to write into: may exist (as a writable directory), else its parent
+    exists and is writable and its name fits."""
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"'{text}' exists and is not a directory")
-    parent = os.path.dirname(os.path.abspath(text))
-    if not os.path.isdir(parent):
-        raise argparse.ArgumentTypeError(f"folder '{parent}' does not exist")
+    problem = unwritable(text, directory=True)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def unwritable(path: str, directory: bool = False, create_folders: bool = False) -> Optional[str]:
+    """Why ``path`` cannot be written (one line), or None: its folder is missing or not
+    writable, or a name in it (or the temporary name an atomic write gives a file) is
+    longer than the file system allows.
+
+    ``directory``: ``path`` is a folder to write into (created if missing, its parent
+    must exist); ``create_folders``: missing folders on the way are created by the
+    writer, so only the nearest existing one must be writable.
+    """
+    path = os.path.abspath(path)
+    existing = path if directory else os.path.dirname(path)
+    while not os.path.isdir(existing):
+        if os.path.exists(existing):
+            return f"'{existing}' is not a folder"
+        if not create_folders and existing != path:
+            return f"folder '{existing}' does not exist"
+        existing = os.path.dirname(existing)
+    name_max = _pathconf(existing, "PC_NAME_MAX", 255)
+    names = [] if path == existing else os.path.relpath(path, existing).split(os.sep)
+    for name in names:
+        if len(os.fsencode(name)) > name_max:
+            return f"file name too long: '{name[:40]}...' ({len(os.fsencode(name))} bytes, at most {name_max} here)"
+    ending = os.path.splitext(names[-1])[1] if names and not directory else ""
+    if len(os.fsencode(ending)) + len(".tmp-xxxxxxxx") > name_max:  # the temporary file of an atomic write
+        return f"file name ending too long: '{ending[:40]}...' (the temporary file '.tmp-XXXXXXXX<ending>' must fit in {name_max} bytes)"
+    path_max = _pathconf(existing, "PC_PATH_MAX", 4096)
+    if len(os.fsencode(path)) + len(".tmp-xxxxxxxx") >= path_max:
+        return f"path too long: '{path[:40]}...' ({len(os.fsencode(path))} bytes, at most {path_max - 14} here)"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"folder '{existing}' is not writable"
+    return None
+
+
+def _pathconf(folder: str, name: str, default: int) -> int:
+    try:
+        value = os.pathconf(folder, name)
+    except (OSError, ValueError, AttributeError):  # not POSIX, or no limit known
+        return default
+    return value if value > 0 else default
+
+
+def check_outputs(outputs: Mapping[str, Optional[str]], inputs: Mapping[str, Optional[str]]) -> None:
+    """Refuse, before any work, outputs that collide: two outputs that are the same file,
+    or an output that is one of the command's inputs (model, structures, checkpoint,
+    config, a resume folder), symbolic and hard links seen through.
+
+    ``outputs``: ``{option: path}`` of what the command will write; ``inputs``:
+    ``{what: path}`` of what it reads (None entries are ignored). Raises
+    :class:`~ase_symdiag.errors.UsageError` naming both.
+    """
+    given_outputs = [(flag, path) for flag, path in outputs.items() if path is not None]
+    given_inputs = [(what, path) for what, path in inputs.items() if path is not None]
+    for i, (flag, path) in enumerate(given_outputs):
+        for other, other_path in given_outputs[:i]:
+            if same_file(path, other_path):
+                raise usage(f"{flag} '{path}' is the same file as {other} '{other_path}': give each output its own name")
+        for what, input_path in given_inputs:
+            if same_file(path, input_path):
+                raise usage(f"{flag} '{path}' would overwrite the {what} '{input_path}': write it elsewhere")
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name the same file (links resolved; hard links too)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist yet
+        return False
 
 
 def quadrature_spec(text: str):

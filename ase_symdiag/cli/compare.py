@@ -6,6 +6,7 @@ import argparse
 
 from ase_symdiag.cli.common import (
     add_model_options,
+    check_outputs,
     load_handle,
     nonnegative_int,
     output_file,
@@ -63,15 +64,19 @@ def check_variant(variant: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from ase_symdiag.compare import compare_variants, plot_comparison
     from ase_symdiag.report import write_json
-    from ase_symdiag.structures import read_atoms
+    from ase_symdiag.structures import read_frames, structure_label
 
-    images = read_atoms(args.structures, index=args.index)
+    check_outputs({"--json": args.json, "--plot": args.plot}, {"model": args.model, "structures": args.structures, "extensions folder": args.extensions})
+    images, frames = read_frames(args.structures, index=args.index)
     variants = None
     if args.variants is not None:
         variants = [v.strip() for v in args.variants.split(",")]
         for variant in variants:
             check_variant(variant)  # a bad name is one line before any work
-    comparison = compare_variants(load_handle(args), images, variants, n_rotations=args.rotations, seed=args.seed, device=args.device)
+    comparison = compare_variants(
+        load_handle(args), images, variants, n_rotations=args.rotations, seed=args.seed, device=args.device,
+        labels=[structure_label(atoms, frame) for atoms, frame in zip(images, frames)],
+    )
     print(comparison.table())
     if args.json:
         write_json(args.json, comparison.to_dict())

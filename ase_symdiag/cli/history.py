@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ase_symdiag.cli.common import output_file, plot_file
+from ase_symdiag.cli.common import check_outputs, output_file, plot_file
 
 
 def add_parser(subparsers) -> None:
@@ -33,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.reference.probes import plot_probe_history, probe_history
     from ase_symdiag.report import format_table, write_json
 
+    check_outputs(
+        {"--json": args.json, "--plot": args.plot},
+        {f"checkpoint #{i + 1}": path for i, path in enumerate(args.checkpoints)},
+    )
     histories = {}
     for path in args.checkpoints:
         if not os.path.exists(path):

@@ -8,6 +8,7 @@ from typing import Any
 
 from ase_symdiag.cli.common import (
     add_model_options,
+    check_outputs,
     load_handle,
     nonnegative_float,
     nonnegative_int,
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.structures import from_atoms_list, read_atoms
 
     quadrature: Any = args.quadrature
+    check_outputs({"--out": args.out}, {"model": args.model, "structure": args.structure, "extensions folder": args.extensions})
     images = read_atoms(args.structure, index=args.index)
     if len(images) != 1:
         raise MDError(f"--index {args.index!r} selects {len(images)} structures; MD needs exactly one")

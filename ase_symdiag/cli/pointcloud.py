@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ase_symdiag.cli.common import nonnegative_int, output_file, plot_file, positive_int
+from ase_symdiag.cli.common import check_outputs, nonnegative_int, output_file, plot_file, positive_int
 from ase_symdiag.cli.spectrum import lmax_type
 
 
@@ -31,15 +31,22 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    """Diagnose each model; torch runs single-threaded and its thread count is restored."""
+    from ase_symdiag.torch_state import torch_threads
 
+    check_outputs({"--json": args.json, "--plot": args.plot}, {"model": args.model})
+    with torch_threads(1):  # small kernels: one thread is the fastest (and restored for callers of main)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """:func:`run` with torch's thread count set."""
     from ase_symdiag.errors import ModelError
     from ase_symdiag.pointcloud.diagnostics import analyse_model, spectra_table
     from ase_symdiag.pointcloud.lartpc import make_dataset
     from ase_symdiag.pointcloud.pointnet import load_model
     from ase_symdiag.report import format_table, write_json
 
-    torch.set_num_threads(1)
     if os.path.isdir(args.model):
         paths = sorted(os.path.join(args.model, f) for f in os.listdir(args.model) if f.endswith(".pt"))
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ase_symdiag.cli.common import finite_float, output_file, positive_float
+from ase_symdiag.cli.common import check_outputs, finite_float, output_file, positive_float
 
 
 def add_parser(subparsers) -> None:
@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.cli.common import usage
     from ase_symdiag.reference.analytic import export_pair_potential
 
+    check_outputs({"OUTPUT": args.output}, {})
     if all(a == 0.0 for a in args.axis):
         raise usage("--axis must not be the zero vector")
     direct = args.direct or any(b != 0.0 for b in args.direct_bias)

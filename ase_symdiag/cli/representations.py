@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ase_symdiag.cli.common import add_model_structures, output_file, plot_file
+from ase_symdiag.cli.common import add_model_structures, check_outputs, output_file, plot_file
 from ase_symdiag.cli.spectrum import lmax_type
 
 
@@ -35,6 +35,11 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 
+    check_outputs(
+        {"--json": args.json, "--plot": args.plot},
+        {"model": args.model, "structures": args.structures, "--compare model": args.compare,
+         "extensions folder": args.extensions},
+    )
     structures = read_structures(args.structures, index=args.index)
     reports = {}
     for path in [args.model] + ([args.compare] if args.compare else []):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ase_symdiag.cli.common import add_model_structures, nonnegative_int, output_file, plot_file, show_progress
+from ase_symdiag.cli.common import add_model_structures, check_outputs, nonnegative_int, output_file, plot_file, show_progress
 from ase_symdiag.metrics.spectrum import N_CHECK
 
 #: the largest --lmax a command accepts: the spectrum needs a quadrature exact to 2*LMAX,
@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 
+    check_outputs({"--json": args.json, "--plot": args.plot}, {"model": args.model, "structures": args.structures, "extensions folder": args.extensions})
     handle = load_handle(args)
     structures = read_structures(args.structures, index=args.index)
     spectra = measure_spectra(args, handle, structures)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ase_symdiag.cli.common import add_model_structures, output_file, positive_float
+from ase_symdiag.cli.common import add_model_structures, check_outputs, output_file, positive_float
 from ase_symdiag.cli.spectrum import check_orientations, lmax_type, measure_spectra
 from ase_symdiag.metrics.adaptive import DEFAULT_ENERGY_TOLERANCE, DEFAULT_STRESS_TOLERANCE
 from ase_symdiag.metrics.spectrum import N_CHECK
@@ -35,8 +35,8 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--relative-tolerance", type=positive_float, default=0.01,
-        help="force tolerance as a fraction of each structure's RMS force component when --tolerance "
-        "is not given (default 0.01)",
+        help="force tolerance as a fraction of each structure's RMS force component, at least 1 meV/Å "
+        "(as check's relative error), when --tolerance is not given (default 0.01)",
     )
     p.add_argument(
         "--energy-tolerance", type=positive_float, default=DEFAULT_ENERGY_TOLERANCE,
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 
+    check_outputs({"--export": args.export, "--json": args.json}, {"model": args.model, "structures": args.structures, "extensions folder": args.extensions})
     handle = load_handle(args)
     structures = read_structures(args.structures, index=args.index)
     data = {"model": handle.source}

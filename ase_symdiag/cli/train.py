@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
-from ase_symdiag.cli.common import output_file
+from ase_symdiag.cli.common import check_outputs, output_file, unwritable, usage
 
 
 def add_parser(subparsers) -> None:
@@ -33,10 +33,17 @@ def _format(entry: Optional[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Train (resuming from the checkpoint unless ``--fresh``) and print the test errors."""
-    from ase_symdiag.reference.config import load_config
-    from ase_symdiag.reference.training import train
+    from ase_symdiag.reference.config import load_config, validate_config
+    from ase_symdiag.reference.training import train, training_files
 
     config = load_config(args.config)
+    files = training_files(validate_config(config))
+    outputs = {"checkpoint": files["checkpoint"], "metrics": files["metrics"], "config 'export'": files["export"]}
+    check_outputs(outputs, {"config": args.config, "data": files["data"]})
+    for key, directory in (("output_dir", True), ("export", False)):  # before any epoch
+        problem = files[key] and unwritable(files[key], directory=directory, create_folders=True)
+        if problem:
+            raise usage(f"config '{key}' '{files[key]}': {problem}")
     if args.no_progress:
         config["progress"] = False
     if args.fresh:
@@ -58,6 +65,7 @@ def run_export(args: argparse.Namespace) -> int:
     from ase_symdiag.reference.checkpoints import load_checkpoint, model_from_checkpoint
     from ase_symdiag.reference.pet import export_pet
 
+    check_outputs({"OUTPUT": args.output}, {"checkpoint": args.checkpoint})
     checkpoint = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(checkpoint, args.which)
     name = args.name or checkpoint.get("config", {}).get("name", "pet")

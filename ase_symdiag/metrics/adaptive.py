@@ -25,7 +25,10 @@ averaged model). Units, one per output (the same definitions as ``check``):
   Frobenius norm of the 3x3 stress, GPa.
 
 Every output the user relies on must meet its tolerance: forces by default
-``relative_tolerance`` (1 %) of each structure's RMS force component, energy
+``relative_tolerance`` (1 %) of each structure's RMS force component, floored at
+:data:`~ase_symdiag.metrics.floors.RELATIVE_FORCE_FLOOR` (1 meV/Å, the floor of
+``check``'s relative force error: a perfect crystal's round-off forces, ~1e-15 eV/Å,
+would otherwise make the tolerance round-off too), energy
 ``DEFAULT_ENERGY_TOLERANCE`` (0.1 meV/atom), stress ``DEFAULT_STRESS_TOLERANCE``
 (0.01 GPa). If no candidate exact up to ``lmax`` meets them (breaking above ``lmax``
 that cannot be attributed to measured channels), the choice says so and claims
@@ -39,6 +42,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ase_symdiag.metrics.floors import RELATIVE_FORCE_FLOOR
 from ase_symdiag.metrics.spectrum import OutputSpectrum, StructureSpectrum
 from ase_symdiag.o3.irreps import removed_channels
 from ase_symdiag.o3.quadrature import O3Quadrature, identity_quadrature, lebedev_quadrature, smallest_exact_quadrature
@@ -214,7 +218,8 @@ def choose_quadrature(
     """Smallest candidate quadrature whose leftover breaking meets every output's tolerance.
 
     ``tolerance``: forces (and direct forces), eV/Å, RMS per component; without it each
-    structure's limit is ``relative_tolerance`` times its own RMS force component.
+    structure's limit is ``relative_tolerance`` times the larger of its own RMS force
+    component and ``RELATIVE_FORCE_FLOOR`` (1 meV/Å, as ``check``'s relative error).
     ``energy_tolerance``: meV/atom. ``stress_tolerance``: GPa (Frobenius). ``outputs``:
     those checked (an output absent from a structure, e.g. stress of a molecule, is
     skipped there). Residuals and their units: module docstring.
@@ -238,7 +243,9 @@ def choose_quadrature(
                 continue
             out = s.outputs[name]
             if name in ("forces", "direct_forces"):
-                limit = tolerance if tolerance is not None else relative_tolerance * rule.amplitude(out.mean_square, s.n_atoms)
+                limit = tolerance if tolerance is not None else relative_tolerance * max(
+                    rule.amplitude(out.mean_square, s.n_atoms), RELATIVE_FORCE_FLOOR
+                )
             elif name == "energy":
                 limit = energy_tolerance
             else:
@@ -247,7 +254,8 @@ def choose_quadrature(
         if name in ("forces", "direct_forces"):
             texts[name] = (
                 f"{tolerance:.3g} eV/A" if tolerance is not None
-                else f"{relative_tolerance:.2%} of each structure's RMS force component"
+                else f"{relative_tolerance:.2%} of each structure's RMS force component "
+                f"(at least {RELATIVE_FORCE_FLOOR * 1000:g} meV/A)"
             )
         else:
             texts[name] = f"{energy_tolerance if name == 'energy' else stress_tolerance:.3g} {rule.unit}"

@@ -37,6 +37,7 @@ from ase_symdiag.backends.metatomic.evaluation import evaluate
 from ase_symdiag.backends.metatomic.model import ModelHandle
 from ase_symdiag.backends.samples import Predictions
 from ase_symdiag.errors import StructureError
+from ase_symdiag.metrics.floors import RELATIVE_FORCE_FLOOR, RELATIVE_STRESS_FLOOR
 from ase_symdiag.o3.operations import haar_rotations, validate_rotations
 from ase_symdiag.o3.transforms import rotate_tensors, rotate_vectors
 from ase_symdiag.report import format_table
@@ -45,17 +46,6 @@ from ase_symdiag.structures import Structure, from_atoms_list
 #: 1 GPa in eV/Å^3: 1e9 Pa * 1e-30 m^3/Å^3 / 1.6021766208e-19 J/eV (CODATA 2014, the
 #: value of ``ase.units.GPa``, bit for bit); a constant so that the metrics import no ASE
 GPA = 1.0 / 160.21766208
-
-#: eV/Å: floor of the denominator of relative force errors, ``rms(dF) / max(rms(F),
-#: floor)``. 1 meV/Å is the convergence of good DFT reference forces and 10-100x below
-#: the force errors of ML potentials and the force criteria of relaxations (10-50
-#: meV/Å): a structure whose forces are smaller than that (a perfect crystal, a relaxed
-#: minimum) is judged on its absolute error per meV/Å, not on round-off over ~0.
-RELATIVE_FORCE_FLOOR = 1e-3
-
-#: eV/Å^3 (16 MPa): the same floor for relative stress errors, below the stress
-#: convergence of DFT (~0.1 GPa) and the pressure tolerance of barostats.
-RELATIVE_STRESS_FLOOR = 1e-4
 
 #: what every summary key means (written next to the summary in the JSON report)
 SUMMARY_DEFINITIONS = {

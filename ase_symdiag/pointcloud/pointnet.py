@@ -22,7 +22,8 @@ Per-layer features (for :func:`ase_symdiag.pointcloud.diagnostics.layer_content`
 positional embedding), ``block{i}`` (after transformer layer i), and per point
 (N, d): ``point_head`` (hidden layer of the segmentation head).
 
-Determinism: parameters from ``torch.manual_seed(config.seed)``; no dropout.
+Determinism: parameters from torch's CPU generator seeded with ``config.seed`` (its
+state before restored: :func:`ase_symdiag.torch_state.torch_seeded`); no dropout.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
+
+from ase_symdiag.torch_state import torch_seeded
 
 
 @dataclass
@@ -96,20 +99,20 @@ class PointNetSegmenter(nn.Module):
         super().__init__()
         self.config = config or PointNetConfig()
         cfg = self.config
-        torch.manual_seed(cfg.seed)
         d = cfg.dim
-        self.patch_mlp1 = _mlp(4, 64, 64)
-        self.patch_mlp2 = _mlp(128, 128, d)
-        self.pos_embed = _mlp(3, 64, d)
-        self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(d, cfg.heads, 2 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
-            for _ in range(cfg.depth)
-        )
-        self.norm = nn.LayerNorm(d)
-        self.point_mlp = _mlp(4, 32, 32)
-        self.seg_head1 = _mlp(d + 32, 64)
-        self.seg_head2 = nn.Sequential(nn.GELU(), nn.Linear(64, cfg.n_classes))
-        self.event_head = _mlp(2 * d, 64, cfg.n_event_classes)
+        with torch_seeded(cfg.seed):  # the caller's global generator is left as it was
+            self.patch_mlp1 = _mlp(4, 64, 64)
+            self.patch_mlp2 = _mlp(128, 128, d)
+            self.pos_embed = _mlp(3, 64, d)
+            self.blocks = nn.ModuleList(
+                nn.TransformerEncoderLayer(d, cfg.heads, 2 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+                for _ in range(cfg.depth)
+            )
+            self.norm = nn.LayerNorm(d)
+            self.point_mlp = _mlp(4, 32, 32)
+            self.seg_head1 = _mlp(d + 32, 64)
+            self.seg_head2 = nn.Sequential(nn.GELU(), nn.Linear(64, cfg.n_classes))
+            self.event_head = _mlp(2 * d, 64, cfg.n_event_classes)
 
     def forward(self, positions: torch.Tensor, energy: torch.Tensor, groups=None, features: bool = False) -> Dict[str, torch.Tensor]:
         cfg = self.config
@@ -185,11 +188,11 @@ def as_callables(model: PointNetSegmenter):
 def save_model(model: PointNetSegmenter, path: str, extra: Optional[dict] = None) -> None:
     """state_dict + config in one .pt, and the config (plus ``extra``) as JSON next to
     it, both written atomically."""
-    from ase_symdiag.report import atomic_write, write_json
+    from ase_symdiag.report import atomic_save, write_json
 
     config = asdict(model.config)
     payload = {"config": config, "state_dict": model.state_dict(), "extra": extra or {}}
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_save(path, lambda name: torch.save(payload, name))
     write_json(os.path.splitext(path)[0] + ".json", {"config": config, **(extra or {})})
 
 
@@ -200,6 +203,11 @@ def load_model(path: str) -> Tuple[PointNetSegmenter, dict]:
 
     if not os.path.isfile(path):
         raise ModelError(f"PointNet weights '{path}' do not exist")
+    if _is_torchscript(path):  # torch.load would warn, then fail
+        raise ModelError(
+            f"'{path}' is a TorchScript model (a metatomic model?), not PointNet weights "
+            "written by scripts/train_pointnet.py"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         config = PointNetConfig(**payload["config"])
@@ -209,3 +217,13 @@ def load_model(path: str) -> Tuple[PointNetSegmenter, dict]:
         raise ModelError(f"could not read PointNet weights '{path}': {error}") from None
     model.eval()
     return model, payload["config"]
+
+
+def _is_torchscript(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with compiled ``code/``)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())

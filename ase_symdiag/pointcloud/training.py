@@ -105,8 +105,8 @@ def train_segmenter(
 ) -> PointNetSegmenter:
     """AdamW + one-cycle training on segmentation + 0.5 x event cross-entropy, with a
     Haar-random O(3) operation per event and step if ``augment``; logs the test
-    accuracy after each epoch. Returns the model in eval mode."""
-    torch.manual_seed(seed)
+    accuracy after each epoch. Returns the model in eval mode. torch's global generator
+    is not used (parameters: ``PointNetConfig.seed``; rotations: numpy)."""
     model = PointNetSegmenter(PointNetConfig(n_points=data["positions"].shape[1], seed=seed))
     pos_all = torch.as_tensor(data["positions"])
     en_all = torch.as_tensor(data["energy"])

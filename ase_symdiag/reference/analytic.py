@@ -217,5 +217,7 @@ def export_pair_potential(
     metadata = ModelMetadata(name=name, description=description, authors=["ase-symdiag"])
     model = AtomisticModel(module, metadata, capabilities)
     if path is not None:
-        model.save(str(path))
+        from ase_symdiag.report import atomic_save
+
+        atomic_save(str(path), model.save)
     return model

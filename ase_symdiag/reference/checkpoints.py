@@ -29,9 +29,9 @@ MODEL_KEYS = ("hypers", "atomic_types", "dtype", "model_state")
 
 def save_checkpoint(checkpoint: Dict[str, Any], path: str) -> None:
     """Write ``checkpoint`` to ``path`` atomically (an interrupted save leaves the old file)."""
-    from ase_symdiag.report import atomic_write
+    from ase_symdiag.report import atomic_save
 
-    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+    atomic_save(path, lambda name: torch.save(checkpoint, name))
 
 
 def load_checkpoint(path: str) -> dict:

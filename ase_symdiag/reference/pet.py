@@ -486,7 +486,7 @@ def export_pet(
     atomistic = AtomisticModel(module, metadata, capabilities)
     if path is not None:
         path = str(path)
-        from ase_symdiag.report import atomic_write
+        from ase_symdiag.report import atomic_save
 
-        atomic_write(str(path), atomistic.save)
+        atomic_save(str(path), atomistic.save)
     return atomistic

@@ -57,23 +57,47 @@ from ase_symdiag.reference.config import TrainingConfigError, resolve_path, torc
 from ase_symdiag.reference.loss import evaluate_samples, predict, weighted_loss
 from ase_symdiag.reference.probes import probe_representations
 from ase_symdiag.reference.samples import Sample, collate, load_samples, split_indices
+from ase_symdiag.torch_state import torch_seeded, torch_threads
 
 
 def train(config: dict) -> dict:
-    """Train a PET from ``config`` (see module docstring). Returns the final metrics dict."""
+    """Train a PET from ``config`` (see module docstring). Returns the final metrics dict.
+
+    torch's thread count (``num_threads``) and global random generator (seeded with
+    ``seed``) are set for the training and restored afterwards.
+    """
+    config = validate_config(config)
+    with torch_threads(int(config["num_threads"])), torch_seeded(None):
+        return _train(config)
+
+
+def training_files(config: dict) -> dict:
+    """The files a training reads and writes, from a validated config: ``data`` (read),
+    ``output_dir`` (read to resume, written), ``checkpoint``, ``metrics`` and ``export``
+    (written; ``export`` None unless set)."""
+    output_dir = resolve_path(config, config["output_dir"])
+    return {
+        "data": resolve_path(config, config["data"]),
+        "output_dir": output_dir,
+        "checkpoint": os.path.join(output_dir, "checkpoint.pt"),
+        "metrics": os.path.join(output_dir, "metrics.json"),
+        "export": resolve_path(config, config["export"]),
+    }
+
+
+def _train(config: dict) -> dict:
+    """:func:`train` of a validated config."""
     from tqdm.auto import tqdm
 
     from ase_symdiag.reference.pet import DEFAULT_HYPERS, build_pet
     from ase_symdiag.report import write_json
 
-    config = validate_config(config)
     training = config["training"]
     dtype = torch_dtype(config["dtype"])
-    torch.set_num_threads(int(config["num_threads"]))
-    output_dir = resolve_path(config, config["output_dir"])
-    checkpoint_path = os.path.join(output_dir, "checkpoint.pt")
-    metrics_path = os.path.join(output_dir, "metrics.json")
-    data_path = resolve_path(config, config["data"])
+    files = training_files(config)
+    output_dir, checkpoint_path, metrics_path, data_path = (
+        files["output_dir"], files["checkpoint"], files["metrics"], files["data"]
+    )
     if not os.path.exists(data_path):
         raise TrainingConfigError(
             f"data file '{data_path}' does not exist (generate it with "
@@ -113,7 +137,7 @@ def train(config: dict) -> dict:
             from_atoms(images[i], label=f"probe{k}") for k, i in enumerate(probe_source[: config["probes"]["structures"]])
         ]
 
-    torch.manual_seed(seed)
+    torch.random.default_generator.manual_seed(seed)  # restored by train()
     model = build_pet(atomic_types, full_hypers)
     if checkpoint is None:
         _initialise(model, train_samples, [images[i] for i in train_idx], len(atomic_types))
@@ -243,7 +267,7 @@ def train(config: dict) -> dict:
         "validation_best_score": best_val,
         "n_parameters": int(sum(p.numel() for p in final.parameters())),
     }
-    export = resolve_path(config, config["export"])
+    export = files["export"]
     if export is not None and not stopped_early:
         from ase_symdiag.reference.pet import export_pet
 

@@ -206,3 +206,123 @@ def test_representations_command(tmp_path, structures_file, capsys):
     fractions = data[str(model)]["layers"][0]["per_feature_invariant_fraction"]
     assert fractions[0] == pytest.approx(1.0, abs=1e-12) and fractions[1] < 1e-12
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.fixture
+def three_frames(tmp_path, crystal):
+    """Three rattled copies of the crystal, frame k named 'frame<k>'."""
+    images = []
+    for k in range(3):
+        atoms = crystal.copy()
+        atoms.rattle(0.02, seed=10 + k)
+        atoms.info["name"] = f"frame{k}"
+        images.append(atoms)
+    path = tmp_path / "three.extxyz"
+    ase.io.write(path, images)
+    return str(path)
+
+
+@pytest.mark.parametrize("index", ["-5", "3"])
+def test_index_out_of_range_exits_2(equivariant_model, three_frames, capsys, index):
+    """ASE reads frame 0 for --index=-5 on a 3-frame extxyz; it ran silently."""
+    assert main(["check", equivariant_model, three_frames, f"--index={index}", "-n", "1", "-q"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().endswith(f"--index {index} is out of range: '{three_frames}' holds 3 structure(s)")
+    assert "frame0" not in captured.out
+
+
+def test_labels_keep_the_file_frame_numbers(equivariant_model, three_frames, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert main(["check", equivariant_model, three_frames, "--index", "1:", "-n", "1", "-q", "--json", str(out)]) == 0
+    assert [s["label"] for s in json.loads(out.read_text())["structures"]] == ["1:frame1", "2:frame2"]
+    assert main(["check", equivariant_model, three_frames, "--index=-1", "-n", "1", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "2:frame2" in printed and "0:frame2" not in printed
+
+
+def test_structures_that_are_a_model_name_what_was_expected(equivariant_model, capsys):
+    assert main(["check", equivariant_model, equivariant_model, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "expected a structure file ASE can read (e.g. extxyz, xyz, cif, POSCAR)" in err
+    assert "looks like a model file" in err
+
+
+@pytest.mark.parametrize(
+    "thresholds, flag",
+    [
+        (["--max-force-error", "1e-6"], "--max-direct-force-error 1e-06 (from --max-force-error)"),
+        (["--max-relative-force-error", "1e-6"], "--max-relative-direct-force-error 1e-06 (from --max-relative-force-error)"),
+        (["--max-direct-force-error", "1e-6"], "--max-direct-force-error 1e-06"),
+        (["--max-relative-direct-force-error", "1e-6"], "--max-relative-direct-force-error 1e-06"),
+    ],
+)
+def test_broken_direct_forces_fail_the_gate(direct_broken_model, equivariant_model, structures_file, tmp_path,
+                                            capsys, thresholds, flag):
+    """Energy and conservative forces exact, direct forces with a planted lambda = 1
+    term: the gate passed it (no threshold looked at the direct head)."""
+    out = tmp_path / "report.json"
+    args = [structures_file, "-n", "2", "-q", *thresholds]
+    assert main(["check", equivariant_model, *args]) == 0
+    assert main(["check", direct_broken_model, *args, "--json", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED: " in err and "direct force error" in err and flag in err
+    data = json.loads(out.read_text())
+    assert data["passed"] is False
+    assert data["summary"]["force_rms_per_component_eV_per_A"] < 1e-12  # only the direct head breaks
+    assert data["summary"]["direct_force_rms_per_component_eV_per_A"] > 1e-6
+
+
+def test_broken_direct_stress_fails_its_gate(tmp_path, structures_file, capsys):
+    from ase_symdiag.reference.analytic import export_pair_potential
+
+    model = tmp_path / "quadrupole-direct.pt"
+    export_pair_potential(model, quadrupole=0.01, direct=True)
+    assert main(["check", str(model), structures_file, "-n", "2", "-q", "--max-direct-stress-error", "1e-6"]) == 1
+    assert "FAILED: direct stress error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--max-direct-force-error", "--max-relative-direct-force-error", "--max-direct-stress-error"])
+def test_direct_threshold_without_direct_output_is_a_usage_error(broken_model, equivariant_model, structures_file,
+                                                                capsys, option):
+    """A direct threshold the run cannot measure: exit 2, never a pass."""
+    assert main(["check", broken_model, structures_file, option, "1", "-q"]) == 2  # no direct heads
+    assert main(["check", equivariant_model, structures_file, option, "1", "--no-direct", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(f"{option}: not measured" in line for line in err)
+
+
+def test_inherited_direct_threshold_skips_a_model_without_direct_heads(broken_model, structures_file, tmp_path):
+    out = tmp_path / "report.json"
+    assert main(["check", broken_model, structures_file, "-n", "2", "-q", "--max-force-error", "1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["thresholds"] == {"force_rms_per_component_eV_per_A": 1.0}
+
+
+def test_symmetrize_passes_an_exact_model_on_a_perfect_crystal(tmp_path, capsys):
+    """Its 1 % force tolerance was 1 % of round-off forces: 'forces 3.5e-17 ... NO',
+    'rerun with a larger --lmax', exit 1."""
+    from ase.build import bulk
+
+    from repo import ROOT
+
+    perfect = tmp_path / "perfect.extxyz"
+    ase.io.write(perfect, bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2))
+    out = tmp_path / "choice.json"
+    model = str(ROOT / "models" / "morse-equivariant.pt")
+    assert main(["symmetrize", model, str(perfect), "--lmax", "1", "--json", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "NOT met" not in printed and "chosen: 'C1'" in printed
+    choice = json.loads(out.read_text())["choice"]
+    assert choice["tolerance_met"] is True and choice["tolerance_force_rms_per_component_eV_per_A"] == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("command", ["check", "compare"])
+def test_errors_name_the_file_frame(equivariant_model, crystal, tmp_path, capsys, command):
+    """Frame 2 (coincident atoms) was called '0:Cu3' after --index 2."""
+    from ase import Atoms
+
+    path = tmp_path / "frames.extxyz"
+    ase.io.write(path, [crystal, crystal, Atoms("Cu3", positions=[[0, 0, 0], [0, 0, 0], [0, 0, 2.5]])])
+    extra = ["--variants", "raw", "-n", "1"] if command == "compare" else ["-n", "1", "-q"]
+    assert main([command, equivariant_model, str(path), "--index", "2", *extra]) == 2
+    assert "2:Cu3: atoms 0 and 1 are 0 Å apart" in capsys.readouterr().err

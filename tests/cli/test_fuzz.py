@@ -6,6 +6,7 @@ Each case runs ``ase_symdiag.cli.app.main(argv)`` in-process. ``{model}``,
 any expensive work.
 """
 
+import os
 import pickle
 import warnings
 
@@ -169,9 +170,7 @@ def _run(argv):
 @pytest.mark.parametrize("argv, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_argument_is_one_line(argv, fragment, places, tmp_path, capfd):
     filled = [a.format(out=str(tmp_path / "md-out"), **places) for a in argv]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        code = _run(filled)
+    code, caught = _run_recording(filled)  # can fail: test_the_no_warning_assertion_can_fail
     out, err = capfd.readouterr()
     assert code == 2, (code, err, out)
     lines = err.strip().splitlines()
@@ -179,7 +178,7 @@ def test_bad_argument_is_one_line(argv, fragment, places, tmp_path, capfd):
     assert "Traceback" not in err and "error:" in lines[0], err
     if fragment is not None:
         assert fragment in lines[0], lines[0]
-    assert not [str(w.message) for w in caught]
+    assert not caught
     if argv[0] == "md":  # nothing written before the failure
         assert not (tmp_path / "md-out").exists() or not any((tmp_path / "md-out").iterdir())
 
@@ -190,3 +189,168 @@ def test_every_subcommand_is_fuzzed():
     parser = build_parser()
     commands = set(parser._subparsers._group_actions[0].choices)
     assert commands <= {c[1][0] for c in CASES}
+
+
+# --- issue 20: outputs that collide with each other or with inputs, names too long,
+# a full disk or quota: exit 2 in one line, before any work, nothing overwritten ---
+
+#: 300 bytes: longer than any file name a file system allows (255)
+LONG = "x" * 300
+
+#: (id, argv, fragment) of output paths refused before any work
+OUTPUT_CASES = [
+    ("symmetrize-export-is-json", ["symmetrize", "{model}", "{structures}", "--export", "{new}", "--json", "{new}"],
+     "--json '{new}' is the same file as --export '{new}'"),
+    ("check-json-is-structures", ["check", "{model}", "{structures}", "--json", "{structures}"],
+     "would overwrite the structures"),
+    ("check-json-is-model", ["check", "{model}", "{structures}", "--json", "{model}"], "would overwrite the model"),
+    ("check-json-links-to-structures", ["check", "{model}", "{structures}", "--json", "{link}"],
+     "would overwrite the structures"),
+    ("check-json-hard-link", ["check", "{model}", "{structures}", "--json", "{hardlink}"], "would overwrite the structures"),
+    ("spectrum-json-is-plot", ["spectrum", "{model}", "{structures}", "--json", "{png}", "--plot", "{png}"],
+     "is the same file as --json"),
+    ("repr-json-is-compare", ["representations", "{model}", "{structures}", "--compare", "{pickled}", "--json", "{pickled}"],
+     "would overwrite the --compare model"),
+    ("compare-plot-is-json", ["compare", "{model}", "{structures}", "--json", "{png}", "--plot", "{png}"],
+     "is the same file as --json"),
+    ("md-out-is-extensions", ["md", "{model}", "{structures}", "--out", "{dir}", "--extensions", "{dir}"],
+     "would overwrite the extensions folder"),
+    ("pointcloud-json-is-model", ["pointcloud", "{model}", "--json", "{model}"], "would overwrite the model"),
+    ("export-onto-checkpoint", ["export", "{pickled}", "{pickled}"], "would overwrite the checkpoint"),
+    ("history-json-is-checkpoint", ["training-history", "{file}", "--json", "{file}"], "would overwrite the checkpoint #1"),
+    ("train-export-is-data", ["train", "{config_export_data}"], "would overwrite the data"),
+    ("train-export-is-config", ["train", "{config_export_config}"], "would overwrite the config"),
+    # names too long (checked at parsing, before any work)
+    ("check-json-long", ["check", "{model}", "{structures}", "--json", "{long}"], "file name too long"),
+    ("check-json-long-ending", ["check", "{model}", "{structures}", "--json", "{long_ending}"], "ending too long"),
+    ("md-out-long", ["md", "{model}", "{structures}", "--out", "{long}"], "file name too long"),
+    ("export-long", ["export", "{pickled}", "{long}"], "file name too long"),
+    ("refmodel-long", ["reference-model", "{long}"], "file name too long"),
+    ("train-export-long", ["train", "{config_export_long}"], "file name too long"),
+]
+
+
+@pytest.fixture(scope="module")
+def output_places(places, tmp_path_factory):
+    """``places`` plus links, a plot name and train configs whose outputs collide."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("outputs")
+    values = dict(places, png=str(root / "same.png"), long=str(root / LONG), long_ending=str(root / f"a.{'y' * 250}"))
+    os.symlink(places["structures"], root / "link.json")
+    os.link(places["structures"], root / "hard.json")
+    values.update(link=str(root / "link.json"), hardlink=str(root / "hard.json"))
+    for name, export in (("export_data", "data.extxyz"), ("export_config", "config_export_config.yaml"),
+                         ("export_long", LONG + ".pt")):
+        path = root / f"config_{name}.yaml"
+        path.write_text(yaml.safe_dump(dict(GOOD_CONFIG, export=export)))
+        values[f"config_{name}"] = str(path)
+    return values
+
+
+@pytest.mark.parametrize("argv, fragment", [c[1:] for c in OUTPUT_CASES], ids=[c[0] for c in OUTPUT_CASES])
+def test_bad_output_path_is_one_line(argv, fragment, output_places, tmp_path, capfd):
+    filled = [a.format(**output_places) for a in argv]
+    before = {p: os.stat(p).st_mtime_ns for p in filled if os.path.isfile(p)}
+    code, caught = _run_recording(filled)
+    out, err = capfd.readouterr()
+    assert code == 2, (code, err, out)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and "error:" in lines[0], err
+    assert fragment.format(**output_places) in lines[0], lines[0]
+    assert not caught
+    assert {p: os.stat(p).st_mtime_ns for p in before} == before  # no input overwritten
+    assert not os.path.exists(output_places["new"]) and not os.path.exists(output_places["png"])
+
+
+def _run_recording(argv):
+    """(exit status, messages of the Python warnings raised) of ``main(argv)``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = _run(argv)
+    return code, [str(w.message) for w in caught]
+
+
+def test_the_no_warning_assertion_can_fail(monkeypatch, places):
+    """The CLI ignored every warning, so 'no Python warning' could never fail: a warning
+    raised on the way to a bad-argument error is now seen (and printed)."""
+    from ase_symdiag.cli import check
+    from ase_symdiag.errors import UsageError
+
+    def run(args):
+        warnings.warn("resolved channels exceed the variance", RuntimeWarning)
+        raise UsageError("bad")
+
+    monkeypatch.setattr(check, "run", run)
+    code, caught = _run_recording(["check", places["model"], places["structures"]])
+    assert code == 2 and caught == ["resolved channels exceed the variance"]
+
+
+#: the command line under a 1500-byte file size limit (a quota), SIGXFSZ ignored
+QUOTA = (
+    "import resource, signal, sys\n"
+    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))\n"
+    "from ase_symdiag.cli.app import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_a_file_size_quota_is_one_line(places, tmp_path):
+    """'File too large' was a traceback and exit 1, after all the work."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("resource")
+    out = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-c", QUOTA, "check", places["model"], places["structures"], "-n", "2", "-q", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"ase-symdiag check: error: [Errno 27] File too large: '{out}'\n"
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every binary write of ase_symdiag.report goes to /dev/full (ENOSPC), as on a full
+    disk or an exhausted quota."""
+    import builtins
+
+    from ase_symdiag import report
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        return builtins.open("/dev/full" if mode == "wb" else file, mode, *args, **kwargs)
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    monkeypatch.setattr(report, "open", fake_open, raising=False)
+
+
+def test_a_full_disk_while_saving_a_model_is_one_line(full_disk, tmp_path, capfd):
+    """TorchScript's C++ writer raised 'unexpected pos' or aborted the process; the
+    model is now serialised in memory and written from Python."""
+    out = tmp_path / "model.pt"
+    assert _run(["reference-model", str(out)]) == 2
+    err = capfd.readouterr().err
+    assert err == f"ase-symdiag reference-model: error: [Errno 28] No space left on device: '{out}'\n"
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_a_full_disk_while_training_is_one_line(full_disk, tmp_path, capfd):
+    """train's torch.save failing was a traceback and exit 1; now one line, exit 2."""
+    import yaml
+
+    from tiny_pet import tiny_config
+
+    from ase_symdiag.reference.data import cu_emt_dataset, write_dataset
+
+    data = tmp_path / "cu8.extxyz"
+    write_dataset(cu_emt_dataset(8, seed=5, snapshots_per_run=4), str(data))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tmp_path, data, epochs=1)))
+    assert _run(["train", str(config)]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ase-symdiag train: error: [Errno 28] No space left on device:")
+    assert "checkpoint.pt" in err

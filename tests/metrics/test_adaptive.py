@@ -186,3 +186,24 @@ def test_force_residual_is_the_per_component_rms(broken_model, cluster):
     data = choice.to_dict()
     assert data["tolerance_force_rms_per_component_eV_per_A"] == 1e3
     assert "residual_eV_per_A" not in data and "tolerance_eV_per_A" not in data
+
+
+def test_exact_model_on_a_perfect_crystal_meets_the_relative_force_tolerance():
+    """The perfect crystal's ~1e-15 eV/Å forces made the 1 % force tolerance ~1e-17
+    eV/Å, below the model's own round-off: an exactly equivariant model was refused
+    ('rerun with a larger --lmax'). The tolerance has check's 1 meV/Å floor."""
+    from ase.build import bulk
+
+    from repo import ROOT
+
+    from ase_symdiag.metrics.floors import RELATIVE_FORCE_FLOOR
+
+    handle = ModelHandle.load(str(ROOT / "models" / "morse-equivariant.pt"))
+    perfect = from_atoms(bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2), label="perfect")
+    spectrum, _ = structure_spectrum(handle, perfect, lmax=1)
+    assert spectrum.outputs["forces"].mean_square < 1e-20  # forces are round-off
+    choice = choose_quadrature([spectrum])
+    assert choice.met and choice.quadrature.name == "C1"
+    forces = choice.outputs["forces"]
+    assert forces.tolerance == pytest.approx(0.01 * RELATIVE_FORCE_FLOOR)
+    assert forces.residual < 1e-12 and "at least 1 meV/A" in forces.tolerance_text

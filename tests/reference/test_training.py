@@ -49,3 +49,24 @@ def test_training_history_command(tmp_path, tiny_data, capsys):  # noqa: F811
     assert "layer0" in printed and "1 - invariant" in printed
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert main(["training-history", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_training_restores_torch_threads_and_generator(tmp_path, tiny_data):  # noqa: F811
+    """train() called torch.set_num_threads(num_threads) and torch.manual_seed(seed) and
+    left both changed; it now restores them, and still trains reproducibly."""
+    threads, state = torch.get_num_threads(), torch.random.get_rng_state()
+    try:
+        torch.set_num_threads(1)
+        torch.random.default_generator.manual_seed(99)
+        before = torch.random.get_rng_state()
+        results = []
+        for run in ("a", "b"):
+            config = _tiny_config(tmp_path / run, tiny_data, epochs=1)
+            config["num_threads"] = 2
+            results.append(train(config)["test"])
+            assert torch.get_num_threads() == 1
+            assert torch.equal(torch.random.get_rng_state(), before)
+        assert results[0] == results[1]
+    finally:
+        torch.set_num_threads(threads)
+        torch.random.set_rng_state(state)
