@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import torch
 
+from ase_symdiag.backends.loading import ORB_ARCHITECTURES
 from ase_symdiag.errors import ModelError
 
 try:  # the batched interface; torch-sim is an optional dependency
@@ -37,10 +38,7 @@ DEFAULT_RADIUS = 6.0
 DEFAULT_MAX_NEIGHBORS = 120
 
 #: architecture names of the command line (``orb-v3-direct:PATH``) -> orb-models builder
-ARCHITECTURES = {
-    "orb-v3-direct": "orb_v3_direct_architecture",
-    "orb-v3-conservative": "orb_v3_conservative_architecture",
-}
+ARCHITECTURES = ORB_ARCHITECTURES
 
 
 def default_system_config():
@@ -210,4 +208,29 @@ class OrbModel(ModelInterface):
         return gradient.detach()
 
 
-__all__ = ["ARCHITECTURES", "OrbModel", "build_architecture", "default_system_config", "is_conservative"]
+
+
+def architecture_sizes(state_dict: dict) -> Dict[str, int]:
+    """The size arguments of the orb-v3 architecture functions that ``state_dict`` was
+    saved from (``latent_dim``, ``base_mlp_hidden_dim``, ``base_mlp_depth``,
+    ``head_mlp_hidden_dim``, ``head_mlp_depth``, ``num_message_passing_steps``), read
+    from its tensor shapes, so small and full-size checkpoints load alike.
+    Raises :class:`ModelError` when a key orb-v3 always has is missing."""
+    try:
+        encoder = [k for k in state_dict if k.startswith("model._encoder._node_fn.mlp.NN-") and k.endswith(".weight")]
+        head = [k for k in state_dict if k.startswith("heads.energy.mlp.NN-") and k.endswith(".weight")]
+        steps = {k.split(".")[2] for k in state_dict if k.startswith("model.gnn_stacks.")}
+        sizes = {
+            "latent_dim": int(state_dict["model.atom_emb.embeddings.weight"].shape[1]),
+            "base_mlp_hidden_dim": int(state_dict["model._encoder._node_fn.mlp.NN-0.weight"].shape[0]),
+            "base_mlp_depth": len(encoder) - 1,
+            "head_mlp_hidden_dim": int(state_dict["heads.energy.mlp.NN-0.weight"].shape[0]),
+            "head_mlp_depth": len(head) - 1,
+            "num_message_passing_steps": len(steps),
+        }
+    except (KeyError, IndexError, AttributeError) as error:
+        raise ModelError(f"not an orb-v3 state_dict (missing {error})") from None
+    return sizes
+
+
+__all__ = ["ARCHITECTURES", "OrbModel", "architecture_sizes", "build_architecture", "default_system_config", "is_conservative"]
