@@ -1,4 +1,4 @@
-"""Equigrad: the derivative of the energy under an infinitesimal rotation (docs/methods.md §7).
+"""Equigrad: the derivative of the energy under an infinitesimal rotation (docs/methods.md §8).
 
 For a structure x (positions and, if periodic, cell rows v_k) and a unit axis n,
 

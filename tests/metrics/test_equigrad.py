@@ -1,4 +1,4 @@
-"""Equigrad, dE/dθ under an infinitesimal rotation (docs/methods.md §7)."""
+"""Equigrad, dE/dθ under an infinitesimal rotation (docs/methods.md §8)."""
 
 import numpy as np
 import pytest
