@@ -51,16 +51,16 @@ def _state(model, structure: Structure, rotations: np.ndarray):
 
     device, dtype = model.device, model.dtype
     n_atoms, n_copies = len(structure), len(rotations)
-    rot = torch.as_tensor(np.asarray(rotations), dtype=dtype, device=device)
-    positions = torch.as_tensor(structure.positions, dtype=dtype, device=device)
-    cell = torch.as_tensor(structure.cell, dtype=dtype, device=device)  # rows = lattice vectors
-    numbers = torch.as_tensor(structure.numbers, dtype=torch.long, device=device)
+    rot = torch.tensor(np.asarray(rotations), dtype=dtype, device=device)
+    positions = torch.tensor(structure.positions, dtype=dtype, device=device)
+    cell = torch.tensor(structure.cell, dtype=dtype, device=device)  # rows = lattice vectors
+    numbers = torch.tensor(structure.numbers, dtype=torch.long, device=device)
     masses = torch.as_tensor(atomic_masses[structure.numbers], dtype=dtype, device=device)
     return ts.SimState(
         positions=(positions.unsqueeze(0) @ rot.transpose(1, 2)).reshape(-1, 3),  # x R^T
         masses=masses.repeat(n_copies),
         cell=rot @ cell.T.unsqueeze(0),  # column vectors: R C
-        pbc=torch.as_tensor(structure.pbc, dtype=torch.bool, device=device),
+        pbc=torch.tensor(structure.pbc, dtype=torch.bool, device=device),
         atomic_numbers=numbers.repeat(n_copies),
         system_idx=torch.arange(n_copies, device=device).repeat_interleave(n_atoms),
     )
