@@ -81,10 +81,11 @@ def orb_direct():
 
 
 def orb_calculator():
-    """orb-models' own ASE calculator on the small direct model (per-rotation path)."""
+    """orb-models' own ASE calculator on the small direct model (per-rotation path),
+    float32: ORBCalculator builds its graphs in torch's default dtype."""
     from orb_models.forcefield.calculator import ORBCalculator
 
-    return ORBCalculator(small_orb_regressor("direct"), device="cpu")
+    return ORBCalculator(small_orb_regressor("direct").float(), device="cpu")
 
 
 def not_a_model():

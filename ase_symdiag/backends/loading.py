@@ -111,26 +111,15 @@ def load_callable(spec: str):
     except Exception as error:  # the user's code: report it in one line
         first = (str(error).strip().splitlines() or [""])[0]
         raise ModelError(f"'{spec}': calling {attribute}() failed: {type(error).__name__}: {first}") from None
-    if not (_is_ase_calculator(model) or _is_torchsim_model(model)):
+    from ase_symdiag.backends.dispatch import _is_ase_calculator
+    from ase_symdiag.backends.torchsim import is_torchsim_model
+
+    if not (_is_ase_calculator(model) or is_torchsim_model(model)):
         raise ModelError(
             f"'{spec}': {attribute}() returned a {type(model).__name__}, expected an ASE "
             "calculator or a TorchSim ModelInterface"
         )
     return model
-
-
-def _is_ase_calculator(model) -> bool:
-    from ase.calculators.calculator import BaseCalculator
-
-    return isinstance(model, BaseCalculator)
-
-
-def _is_torchsim_model(model) -> bool:
-    try:
-        from torch_sim.models.interface import ModelInterface
-    except ImportError:  # pragma: no cover - torch-sim is optional
-        return False
-    return isinstance(model, ModelInterface)
 
 
 def load_model(

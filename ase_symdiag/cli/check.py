@@ -83,7 +83,18 @@ def gate_failures(summary: dict, args: argparse.Namespace) -> tuple:
     return thresholds, failures
 
 
+def equigrad_line(results) -> str:
+    """One line: the largest |dE/dθ| (docs/methods.md §8) and how it was computed."""
+    worst = max(results, key=lambda r: r.norm)
+    how = worst.method + (f", step {worst.step:g} rad" if worst.step else "")
+    return (
+        f"equigrad |dE/dtheta| (energy derivative under an infinitesimal rotation): worst "
+        f"{worst.norm:.3g} eV/rad ({worst.label}; {how})"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    from ase_symdiag.metrics.equigrad import equigrad, report_dict
     from ase_symdiag.metrics.equivariance import check_equivariance
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
@@ -91,22 +102,24 @@ def run(args: argparse.Namespace) -> int:
     structures = read_structures(args.structures, index=args.index)
     if args.max_stress_error is not None and not any(s.periodic for s in structures):
         raise usage("--max-stress-error: no structure is periodic in all directions, so no stress is measured")
+    model = load_handle(args)
     report = check_equivariance(
-        load_handle(args),
+        model,
         structures,
         n_rotations=args.rotations,
         seed=args.seed,
         improper=not args.proper_only,
         direct=not args.no_direct,
-        device=args.device,
-        dtype=args.dtype,
         batch_size=args.batch_size,
         progress=show_progress(args.quiet),
     )
     thresholds, failures = gate_failures(report.summary(), args)
     print(report.table())
+    rotational = equigrad(model, structures)
+    print(equigrad_line(rotational))
     if args.json:
         data = report.to_dict()
+        data["equigrad"] = report_dict(rotational)
         data["thresholds"] = thresholds
         data["passed"] = not failures
         write_json(args.json, data)

@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
             "'sym:L' or 'sym:O' for averaging, combinable ('sym:2+net_force')."
         ),
     )
-    p.add_argument("model", help="metatomic model file (.pt)")
+    p.add_argument("model", help="metatomic model file (.pt)")  # compare_variants runs metatomic models
     p.add_argument("structures", help="any ASE-readable file")
     p.add_argument("--index", default=":", help="ASE index (default ':')")
     p.add_argument("--variants", default=None, help="comma-separated variants (default: a standard set)")
@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         variants = [v.strip() for v in args.variants.split(",")]
         for variant in variants:
             check_variant(variant)  # a bad name is one line before any work
-    comparison = compare_variants(load_handle(args), images, variants, n_rotations=args.rotations, seed=args.seed, device=args.device)
+    model = require_metatomic(load_handle(args), "compare")
+    comparison = compare_variants(model, images, variants, n_rotations=args.rotations, seed=args.seed, device=args.device)
     print(comparison.table())
     if args.json:
         write_json(args.json, comparison.to_dict())
