@@ -150,8 +150,8 @@ class SymmetrizedModel(_WrappedModel):
         self.quadrature = resolved
         self.batch_size = batch_size
         self.chunk_atoms = chunk_atoms
-        self.register_buffer("rotations", torch.as_tensor(resolved.rotations, dtype=self._dtype, device=self._device))
-        self.register_buffer("weights", torch.as_tensor(resolved.weights, dtype=self._dtype, device=self._device))
+        self.register_buffer("rotations", torch.tensor(resolved.rotations, dtype=self._dtype, device=self._device))
+        self.register_buffer("weights", torch.tensor(resolved.weights, dtype=self._dtype, device=self._device))
 
     def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
         import torch_sim as ts
@@ -189,6 +189,20 @@ class SymmetrizedModel(_WrappedModel):
         if has_stress:
             result["stress"] = stress
         return result
+
+
+class FiniteModel(_WrappedModel):
+    """``inner`` without its stress output, for finite (non-periodic) systems: a
+    TorchSim model built with ``compute_stress=True`` divides by a zero volume there."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self._compute_stress = False
+
+    def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
+        out = dict(self.inner(state))
+        out.pop("stress", None)
+        return out
 
 
 class CorrectedModel(_WrappedModel):
@@ -318,6 +332,8 @@ def torchsim_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int 
     periodic = bool(atoms.pbc.all())
     if atoms.pbc.any() and not periodic:
         raise MDError("the TorchSim engine supports fully periodic or fully finite structures")
+    if not periodic and model.compute_stress:
+        model = FiniteModel(model)  # a stress over zero volume is not a number
     if kind == "raw":
         return model, "raw"
     if kind == "symmetrized":
