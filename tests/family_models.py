@@ -16,11 +16,12 @@ ORB_SIZES = {"latent_dim": 32, "base_mlp_hidden_dim": 64, "head_mlp_hidden_dim":
 
 
 def small_orb_regressor(kind: str, seed: int = 0):
-    """orb-models' regressor (not wrapped), random weights from ``seed``, float64."""
+    """orb-models' regressor (not wrapped), random weights from ``seed``, float64, in eval mode
+    (in train mode orb's online normalisers change with every call)."""
     from ase_symdiag.backends.orb import build_architecture
 
     torch.manual_seed(seed)
-    return build_architecture(f"orb-v3-{kind}", **ORB_SIZES).double()
+    return build_architecture(f"orb-v3-{kind}", **ORB_SIZES).double().eval()  # train mode updates normalisers
 
 
 def small_orb(kind: str = "direct", seed: int = 0):

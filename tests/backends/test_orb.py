@@ -125,3 +125,25 @@ def test_sizes_are_read_back_from_a_state_dict():
 
     sizes = architecture_sizes(small_orb_regressor("conservative").state_dict())
     assert sizes == {**ORB_SIZES, "base_mlp_depth": 2, "head_mlp_depth": 1}
+
+
+@pytest.mark.filterwarnings(ORB_NUMPY_WARNING)
+def test_batched_path_equals_the_per_rotation_ase_path(crystal, ethanol):
+    """The same check through our batched adapter and through ORBCalculator one
+    rotation at a time (orb's own ASE route) gives the same errors per operation."""
+    from orb_models.forcefield.calculator import ORBCalculator
+
+    from ase_symdiag.backends.dispatch import check_equivariance
+
+    batched = check_equivariance(small_orb("direct"), [crystal, ethanol], n_rotations=3)
+    calculator = ORBCalculator(small_orb_regressor("direct"), device="cpu")  # same seed, same weights
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # ORBCalculator builds its graph in the default dtype
+    try:
+        one_by_one = check_equivariance(calculator, [crystal, ethanol], n_rotations=3)
+    finally:
+        torch.set_default_dtype(previous)
+    for a, b in zip(batched.structures, one_by_one.structures):
+        np.testing.assert_allclose(a.per_operation_energy, b.per_operation_energy, atol=1e-9)
+        np.testing.assert_allclose(a.forces.per_operation_rms_per_component, b.forces.per_operation_rms_per_component, rtol=1e-7)
+        assert a.forces.rms_per_component > 1e-4  # a real breaking, compared above
