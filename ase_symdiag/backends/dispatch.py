@@ -296,7 +296,7 @@ def symmetrized_prediction(
 
 def structure_spectrum(
     model,
-    structure: Structure,
+    structure,
     lmax: int = 4,
     *,
     quadrature=None,
@@ -306,7 +306,8 @@ def structure_spectrum(
     n_check: Optional[int] = None,
     seed: Optional[int] = 0,
 ):
-    """The breaking spectrum of any model on ``structure`` up to ``lmax``
+    """The breaking spectrum of any model on ``structure`` (a ``Structure`` or an
+    ``ase.Atoms``) up to ``lmax``
     (:func:`ase_symdiag.metrics.spectrum.spectrum_from_samples`): evaluated on
     ``quadrature`` (default the smallest exact to ``2 lmax``) and ``n_check``
     Haar-random check orientations (default
@@ -316,6 +317,10 @@ def structure_spectrum(
     from ase_symdiag.metrics.symmetrize import back_rotated
     from ase_symdiag.o3.quadrature import haar_random
 
+    if not isinstance(structure, Structure):  # an ase.Atoms
+        from ase_symdiag.structures import from_atoms
+
+        structure = from_atoms(structure, label=structure.get_chemical_formula())
     n_check = N_CHECK if n_check is None else int(n_check)
     if n_check == 1 or n_check < 0:
         raise ValueError("n_check must be 0 or >= 2 (the standard error needs two orientations)")

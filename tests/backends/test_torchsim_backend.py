@@ -118,7 +118,8 @@ def test_spectrum_of_planted_term_has_its_planted_power(planted, cluster):
     g_i(R) = F_i(x) - a R^T e: power a^2 per atom (summed over x, y, z)."""
     import ase_symdiag
 
-    spectrum, _ = ase_symdiag.structure_spectrum(planted, from_atoms(cluster, label="cluster"), lmax=2, n_check=8)
+    spectrum, _ = ase_symdiag.structure_spectrum(planted, cluster, lmax=2, n_check=8)  # ase.Atoms taken as is
+    assert spectrum.label == cluster.get_chemical_formula()
     total = cluster.positions.sum(axis=0)
     energy, forces = spectrum.outputs["energy"], spectrum.outputs["forces"]
     assert energy.power[(1, -1)] == pytest.approx(A**2 * total @ total / 3, rel=1e-9)
