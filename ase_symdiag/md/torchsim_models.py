@@ -14,7 +14,8 @@ TorchSim scripts run them as well as ``md --engine torchsim``:
 :func:`build_variant` names them: ``raw``, ``symmetrized`` (``"adaptive"``: the
 cheapest quadrature from the measured breaking spectrum), ``corrected``,
 ``stochastic``. For a metatomic model, ``raw`` runs through
-``metatomic_torchsim.MetatomicModel`` and ``symmetrized`` is the TorchScript export
+:class:`~ase_symdiag.backends.metatomic.torchsim_model.BatchedMetatomicModel` (the same
+outputs as ``metatomic_torchsim.MetatomicModel``, batched) and ``symmetrized`` is the TorchScript export
 :func:`ase_symdiag.backends.metatomic.export.export_symmetrized` (as LAMMPS or i-PI
 users run it); for a TorchSim model they are the model itself and
 :class:`SymmetrizedModel`.
@@ -288,6 +289,7 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
     from metatomic_torchsim import MetatomicModel
 
     from ase_symdiag.backends.metatomic.corrected import export_corrected
+    from ase_symdiag.backends.metatomic.torchsim_model import BatchedMetatomicModel
     from ase_symdiag.backends.metatomic.export import export_symmetrized
     from ase_symdiag.backends.metatomic.model import ModelHandle
 
@@ -296,8 +298,16 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
         raise MDError("the TorchSim engine supports fully periodic or fully finite structures")
     handle = ModelHandle.load(model, device=device)
     options = dict(device=handle.device, compute_stress=periodic, neighbor_skin=neighbor_skin, uncertainty_threshold=None)
+
+    def engine_model(atomistic):
+        """The TorchSim model of a metatomic model: ours, batched (bench/md_throughput.py),
+        or metatomic-torchsim's when a Verlet skin is asked for."""
+        if neighbor_skin:
+            return MetatomicModel(atomistic, **options)
+        return BatchedMetatomicModel(atomistic, device=handle.device, compute_stress=periodic)
+
     if kind == "raw":
-        return MetatomicModel(handle.model, **options), "raw"
+        return engine_model(handle.model), "raw"
     if kind == "symmetrized":
         from ase_symdiag.metrics.symmetrize import resolve_quadrature
 
@@ -308,17 +318,17 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
         else:
             quadrature = resolve_quadrature(symmetrize)
         exported = _scripted(export_symmetrized(handle.model, quadrature, batch_size=batch_size))
-        return MetatomicModel(exported, **options), f"symmetrized ({quadrature.name}, {quadrature.size} ops{note})"
+        return engine_model(exported), f"symmetrized ({quadrature.name}, {quadrature.size} ops{note})"
     if kind == "corrected":
         what = "net_force" if periodic else "net_force, net_torque"
         if corrected_export:
             exported = _scripted(export_corrected(handle.model, net_torque=not periodic))
             nc = True if periodic else "forces"
             return MetatomicModel(exported, non_conservative=nc, **options), f"corrected ({what}; export)"
-        inner = MetatomicModel(handle.model, **options)
+        inner = engine_model(handle.model)
         return CorrectedModel(inner, net_torque=not periodic), f"corrected ({what})"
     if kind == "stochastic":
-        inner = MetatomicModel(handle.model, **options)
+        inner = engine_model(handle.model)
         return StochasticRotationModel(inner, seed=seed + 2), "stochastic (1 Haar-random O(3) op per step and replica)"
     raise MDError(f"unknown TorchSim variant {kind!r}; expected one of {', '.join(TORCHSIM_VARIANTS)}")
 

@@ -167,3 +167,46 @@ def test_errors_are_one_line_symdiag_errors():
     gold[1].numbers[:] = 79
     with pytest.raises(StructureError, match="Au"):
         BatchedMetatomicModel(path, compute_stress=False)(ts.io.atoms_to_state(gold, device="cpu", dtype=torch.float64))
+
+
+def test_md_engine_builds_the_batched_model():
+    """``md --engine torchsim`` runs metatomic models through BatchedMetatomicModel
+    (raw, and inside the corrected, stochastic and symmetrized variants);
+    metatomic-torchsim's model only when its Verlet skin is asked for."""
+    from ase_symdiag.md.torchsim_models import build_variant
+
+    path = MODELS["morse-broken-l2.pt"]
+    atoms = periodic_batch()[0]
+    raw, _ = build_variant("raw", path, atoms)
+    assert isinstance(raw, BatchedMetatomicModel) and raw.compute_stress
+    for kind in ("corrected", "stochastic"):
+        assert isinstance(build_variant(kind, path, atoms)[0].inner, BatchedMetatomicModel)
+    symmetrized, description = build_variant("symmetrized", path, finite_batch()[1], symmetrize="D2")
+    assert isinstance(symmetrized, BatchedMetatomicModel) and not symmetrized.compute_stress
+    assert description.startswith("symmetrized (D2")
+    skinned, _ = build_variant("raw", path, atoms, neighbor_skin=1.0)
+    assert isinstance(skinned, metatomic_torchsim.MetatomicModel)
+
+
+def test_md_trajectories_equal_metatomic_torchsim():
+    """NVE steps of 3 replicas of a Cu cell: the same positions and energies through
+    either TorchSim model (paired starts), to round-off."""
+    from ase_symdiag.md.torchsim import run_md_batched
+
+    path = MODELS["morse-broken-l2.pt"]
+    atoms = periodic_batch()[0]
+    reference = metatomic_torchsim.MetatomicModel(path, device="cpu", compute_stress=True, neighbor_skin=0.0,
+                                                  uncertainty_threshold=None)
+    last = {}
+
+    def keep(name, step, state):
+        last[name] = (state.positions.detach().clone(), state.energy.detach().clone())
+
+    run_md_batched(path, atoms, {"batched": BatchedMetatomicModel(path), "reference": reference},
+                            replicas=3, temperatures=[600.0], ensemble="nve", steps=6, timestep=2.0, interval=3,
+                            plot=False, callback=keep)
+    assert last["batched"][0].shape == last["reference"][0].shape == (3 * len(atoms), 3)  # no replica left
+    moved = float((last["batched"][0] - torch.tensor(atoms.positions).repeat(3, 1)).abs().max())
+    assert moved > 1e-3
+    torch.testing.assert_close(last["batched"][0], last["reference"][0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(last["batched"][1], last["reference"][1], rtol=0, atol=1e-9)

@@ -30,7 +30,7 @@ values are returned as they are (the MD engines treat them as a replica's failur
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -123,7 +123,7 @@ class BatchedMetatomicModel(_ModelBase if _ModelBase is not None else torch.nn.M
     metatomic-torchsim does.
     """
 
-    def __init__(self, model, *, device: Optional[str] = None, variant: Optional[str] = None,
+    def __init__(self, model, *, device: Union[str, torch.device, None] = None, variant: Optional[str] = None,
                  compute_forces: bool = True, compute_stress: bool = True, chunk_atoms: Optional[int] = None) -> None:
         if _ModelBase is None:
             raise ModelError("BatchedMetatomicModel needs torch-sim-atomistic: pip install -e \".[torchsim]\"")
@@ -132,7 +132,7 @@ class BatchedMetatomicModel(_ModelBase if _ModelBase is not None else torch.nn.M
         from metatensor.torch import Labels
         from metatomic.torch import ModelEvaluationOptions, ModelOutput
 
-        handle = ModelHandle.load(model, device=device, variant=variant)
+        handle = ModelHandle.load(model, device=None if device is None else str(device), variant=variant)
         if handle.requested_inputs:
             raise ModelError(
                 f"{handle.source}: the model requests the inputs {sorted(handle.requested_inputs)}, which the "
