@@ -11,6 +11,7 @@ from ase_symdiag.cli.common import (
     output_file,
     plot_file,
     positive_int,
+    require_metatomic,
     usage,
 )
 
