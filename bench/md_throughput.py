@@ -19,7 +19,7 @@ with ``--families``, the same TorchSim runs of Cu108 through torch-sim's MACE wr
 ``--orb-full``: the real architecture), against one replica of the same model; with
 ``--variants``, for ethanol at N = 16, the per-step cost of each variant (raw,
 stochastic, corrected, corrected through the export_corrected TorchScript model,
-symmetrized over D2h with 8 operations: ``--symmetrize D2``) and, at N = 64, TorchScript's unoptimized
+symmetrized at ``"D2"``, which is D2h with 8 operations) and, at the largest N, TorchScript's unoptimized
 execution (``deterministic=True``).
 
 Both engines record every 10 steps (observables on the host, as users run them).
