@@ -149,3 +149,24 @@ def test_symmetrized_calculator_refuses_typos_and_unknown_models(planted):
         SymmetrizedCalculator(planted, symmetrise=3)
     with pytest.raises(ModelError, match="TorchSim ModelInterface or an ASE calculator, got int"):
         SymmetrizedCalculator(42)
+
+
+# orb-models 0.5.0's ORBCalculator hands numpy an object without the copy keyword (its code, not ours)
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_symmetrized_calculator_wraps_orbs_own_ase_calculator(crystal):
+    """metatomic-ase's SymmetrizedCalculator cannot wrap ORBCalculator; this one can,
+    one call per operation, and gives the batched average of the same network through
+    the Orb TorchSim adapter (float32: ORBCalculator builds graphs in float32)."""
+    pytest.importorskip("orb_models")
+    from ase_symdiag.backends.orb import OrbModel
+    from family_models import orb_calculator, small_orb_regressor
+
+    results = []
+    for inner in (orb_calculator(), OrbModel(small_orb_regressor("direct").float(), dtype=torch.float32)):
+        atoms = crystal.copy()
+        atoms.calc = SymmetrizedCalculator(inner, symmetrize=1, corrections=["net_force"])  # D2h, 8 ops
+        results.append((atoms.get_potential_energy(), atoms.get_forces()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    scale = np.abs(results[1][1]).max()
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=0, atol=2e-3 * scale)  # float32 round-off
+    assert np.abs(results[0][1].sum(axis=0)).max() < 1e-5 * scale  # net force removed
