@@ -107,7 +107,7 @@ class Comparison:
 
 
 def compare_variants(
-    model: str,
+    model,
     atoms_list: Sequence,
     variants: Optional[Sequence[str]] = None,
     *,
@@ -117,19 +117,28 @@ def compare_variants(
     device: Optional[str] = None,
     progress=None,
 ) -> Comparison:
-    """Compare the variants of ``model`` on ``atoms_list`` (ase.Atoms, may carry labels)."""
+    """Compare the variants of ``model`` on ``atoms_list`` (ase.Atoms, may carry labels).
+
+    ``model``: anything :func:`ase_symdiag.backends.dispatch.as_evaluator` takes; a
+    metatomic model's variants are :class:`~ase_symdiag.SymDiagCalculator` s, any
+    other model's :class:`~ase_symdiag.wrappers.SymmetrizedCalculator` s (the same
+    averaging and corrections)."""
+    from ase_symdiag.backends.dispatch import MetatomicEvaluator, as_evaluator
     from ase_symdiag.calculator import SymDiagCalculator
-    from ase_symdiag.backends.metatomic.model import ModelHandle
+    from ase_symdiag.wrappers import SymmetrizedCalculator
 
     atoms_list = list(atoms_list)
     variants = list(variants) if variants else default_variants(atoms_list)
-    handle = ModelHandle.load(model, device=device)
+    evaluator = as_evaluator(model, device=device)
     operations = haar_rotations(n_rotations, seed)
     labelled = [(f"{i}:{a.info.get('name') or a.get_chemical_formula()}", a) for i, a in enumerate(atoms_list)]
-    comparison = Comparison(model=handle.source, n_operations=n_rotations, seed=seed)
+    comparison = Comparison(model=evaluator.name, n_operations=n_rotations, seed=seed)
     for spec in variants:
         kwargs = parse_variant(spec)
-        calc = SymDiagCalculator(handle, **kwargs)
+        if isinstance(evaluator, MetatomicEvaluator):
+            calc = SymDiagCalculator(evaluator.handle, **kwargs)
+        else:
+            calc = SymmetrizedCalculator(evaluator, **kwargs)
         evaluations = calc.quadrature.size if calc.quadrature is not None else 1
         report, predictions = calculator_equivariance(calc, labelled, operations, seed=seed)
         summary = report.summary()
