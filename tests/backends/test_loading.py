@@ -143,3 +143,35 @@ def test_metatomic_files_load_as_before(equivariant_model):
     assert isinstance(handle, ModelHandle) and handle.source == equivariant_model
     with pytest.raises(ModelError, match="dtype must be"):
         load_model(equivariant_model, dtype="float16")
+
+
+@pytest.mark.filterwarnings(ORB_NUMPY_WARNING)
+def test_md_torchsim_runs_symmetrized_orb_from_a_spec_and_resumes_bit_exactly(orb_checkpoint, tmp_path, capsys):
+    """``md orb-v3-direct:CKPT --engine torchsim`` runs; the same model (load_model, the
+    CLI's route) interrupted and resumed writes the same files bit for bit."""
+    from ase_symdiag.backends.loading import load_model
+    from ase_symdiag.md.torchsim import run_md_batched
+
+    ethanol = molecule("CH3CH2OH")
+    ethanol.center(vacuum=5.0)
+    start = tmp_path / "ethanol.xyz"
+    ase.io.write(start, ethanol)
+    spec = f"orb-v3-direct:{orb_checkpoint}"
+    args = ["md", spec, str(start), "--engine", "torchsim", "--variants", "symmetrized", "--steps", "4",
+            "--replicas", "2", "--quadrature", "1", "--timestep", "0.5", "--out", str(tmp_path / "cli"), "-q"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "cli" / "symmetrized.json").read_text())
+
+    def interrupt(name, step, state):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    kwargs = dict(replicas=2, temperatures=[300], ensemble="nvt", steps=8, timestep=0.5, interval=1,
+                  checkpoint_every=3, plot=False, symmetrize=1)
+    full, part = tmp_path / "full", tmp_path / "part"
+    run_md_batched(load_model(spec), ethanol, ["symmetrized"], out=str(full), **kwargs)
+    with pytest.raises(KeyboardInterrupt):
+        run_md_batched(load_model(spec), ethanol, ["symmetrized"], out=str(part), callback=interrupt, **kwargs)
+    run_md_batched(load_model(spec), ethanol, ["symmetrized"], out=str(part), resume=True, **kwargs)
+    for suffix in (".log", ".json", ".state.json"):
+        assert (full / f"symmetrized{suffix}").read_text() == (part / f"symmetrized{suffix}").read_text(), suffix
