@@ -170,3 +170,26 @@ def test_symmetrized_calculator_wraps_orbs_own_ase_calculator(crystal):
     scale = np.abs(results[1][1]).max()
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=0, atol=2e-3 * scale)  # float32 round-off
     assert np.abs(results[0][1].sum(axis=0)).max() < 1e-5 * scale  # net force removed
+
+
+@pytest.mark.parametrize("chunk_atoms, sizes", [(None, [312, 312]), (64, [52] * 12), (130, [130] * 4 + [104])])
+def test_symmetrized_model_bounds_the_atoms_per_inner_call(planted, cluster, chunk_atoms, sizes):
+    """Two 13-atom systems (26 atoms per operation) x 24 operations: chunks of
+    ``chunk_atoms // 26`` operations (default budget 512: 19, evened out to 2 x 12),
+    and the same average whatever the chunking."""
+    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+
+    seen = []
+
+    class Counting(PlantedModel):
+        def forward(self, state, **kwargs):
+            seen.append(state.n_atoms)
+            return super().forward(state)
+
+    inner = Counting(planted.inner, a=A, b=B)
+    quadrature = resolve_quadrature(2)
+    state = ts.io.atoms_to_state([cluster, cluster], torch.device("cpu"), torch.float64)
+    bounded = SymmetrizedModel(inner, quadrature, batch_size=None, chunk_atoms=chunk_atoms)(state)
+    assert seen == sizes
+    whole = SymmetrizedModel(planted, quadrature, batch_size=None, chunk_atoms=10**6)(state)
+    np.testing.assert_allclose(bounded["forces"].numpy(), whole["forces"].numpy(), rtol=0, atol=1e-12)
