@@ -40,8 +40,6 @@ class Evaluator:
     name: str = "model"
     dtype: str = "float64"
     device: str = "cpu"
-    #: what :meth:`chunks` can return besides energy, forces and stress
-    batched: bool = True
 
     def check(self, structure: Structure) -> None:
         """Raise a :class:`~ase_symdiag.errors.SymDiagError` if ``structure`` cannot be evaluated."""
@@ -136,8 +134,6 @@ class ASEEvaluator(Evaluator):
     """Any ASE calculator, one call per operation
     (:func:`~ase_symdiag.backends.ase.calculator_predictions`); the calculator sees an
     ``Atoms`` with the structure's numbers, positions, cell and pbc only."""
-
-    batched = False
 
     def __init__(self, calculator) -> None:
         from ase_symdiag.backends.ase import calculator_name
