@@ -29,8 +29,7 @@ from ase_symdiag.structures import Structure, from_atoms
 
 
 def is_torchsim_model(model) -> bool:
-    """True for a TorchSim ``ModelInterface`` (or a module with its ``device``,
-    ``dtype`` and ``compute_forces`` attributes and a ``forward(state)``)."""
+    """True for an instance of TorchSim's ``ModelInterface`` (False without torch-sim)."""
     try:
         from torch_sim.models.interface import ModelInterface
     except ImportError:  # pragma: no cover - torch-sim is a dependency of the extra
