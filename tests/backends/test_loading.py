@@ -175,3 +175,12 @@ def test_md_torchsim_runs_symmetrized_orb_from_a_spec_and_resumes_bit_exactly(or
     run_md_batched(load_model(spec), ethanol, ["symmetrized"], out=str(part), resume=True, **kwargs)
     for suffix in (".log", ".json", ".state.json"):
         assert (full / f"symmetrized{suffix}").read_text() == (part / f"symmetrized{suffix}").read_text(), suffix
+
+
+@pytest.mark.filterwarnings(ORB_NUMPY_WARNING)
+def test_compare_takes_an_orb_spec(orb_checkpoint, structures_file, tmp_path, capsys):
+    out = tmp_path / "compare.json"
+    args = ["compare", f"orb-v3-direct:{orb_checkpoint}", structures_file, "--index", "1", "--variants", "raw,sym:1",
+            "-n", "2", "--json", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    assert json.loads(out.read_text())["model"] == f"orb-v3-direct:{orb_checkpoint}"
