@@ -147,3 +147,16 @@ def test_batched_path_equals_the_per_rotation_ase_path(crystal, ethanol):
         np.testing.assert_allclose(a.per_operation_energy, b.per_operation_energy, atol=1e-9)
         np.testing.assert_allclose(a.forces.per_operation_rms_per_component, b.forces.per_operation_rms_per_component, rtol=1e-7)
         assert a.forces.rms_per_component > 1e-4  # a real breaking, compared above
+
+
+@pytest.mark.filterwarnings(ORB_NUMPY_WARNING)
+def test_the_real_size_architecture_is_found_breaking(ethanol):
+    """orb_v3_direct_architecture() at its real size (25.6 M random weights), float32."""
+    from ase_symdiag.backends.dispatch import check_equivariance
+    from ase_symdiag.backends.orb import OrbModel, build_architecture
+
+    torch.manual_seed(0)
+    regressor = build_architecture("orb-v3-direct")
+    assert sum(p.numel() for p in regressor.parameters()) > 25e6
+    report = check_equivariance(OrbModel(regressor, dtype=torch.float32), ethanol, n_rotations=2)
+    assert report.summary()["force_rms_per_component_relative"] > 1e-3
