@@ -225,11 +225,34 @@ def check_equivariance(
     ``improper=False``), then any ``rotations`` given (validated). The unrotated
     structure is evaluated with its copies (index 0). ``direct``: also the model's
     direct forces/stress if it returns them. Definitions: docs/methods.md §1."""
-    from ase_symdiag.metrics.equivariance import as_structures, check_operations, errors_report
+    from ase_symdiag.metrics.equivariance import check_operations
 
-    evaluator = as_evaluator(model, device=device, dtype=dtype)
-    items = as_structures(structures)
     operations = check_operations(n_rotations, seed, rotations, improper)
+    report, _ = equivariance_with_predictions(
+        as_evaluator(model, device=device, dtype=dtype), structures, operations, seed=seed, direct=direct,
+        batch_size=batch_size, progress=progress,
+    )
+    return report
+
+
+def equivariance_with_predictions(
+    model,
+    structures,
+    operations: np.ndarray,
+    *,
+    seed: Optional[int] = None,
+    direct: bool = True,
+    batch_size: int = 16,
+    progress: bool = False,
+):
+    """``(EquivarianceReport, [Predictions per structure])`` of any model under
+    ``operations`` (K, 3, 3); each Predictions holds K+1 evaluations, the unrotated
+    structure first (what :func:`check_equivariance` reports; failure messages read
+    the per-atom forces from them)."""
+    from ase_symdiag.metrics.equivariance import as_structures, errors_report
+
+    evaluator = as_evaluator(model)
+    items = as_structures(structures)
     for item in items:
         evaluator.check(item)
     with_identity = np.concatenate([np.eye(3)[None], operations])
@@ -244,7 +267,8 @@ def check_equivariance(
     finally:
         if bar is not None:
             bar.close()
-    return errors_report(evaluator.name, evaluator.dtype, evaluator.device, seed, operations, items, predictions)
+    report = errors_report(evaluator.name, evaluator.dtype, evaluator.device, seed, operations, items, predictions)
+    return report, predictions
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -340,6 +364,7 @@ __all__ = [
     "TorchSimEvaluator",
     "as_evaluator",
     "check_equivariance",
+    "equivariance_with_predictions",
     "structure_spectrum",
     "symmetrized_prediction",
 ]
