@@ -110,7 +110,7 @@ class SymmetrizedCalculator(Calculator):
             self._calculate(atoms, properties, system_changes)
 
     def _calculate(self, atoms, properties, system_changes) -> None:
-        from ase_symdiag.backends.dispatch import symmetrized_prediction
+        from ase_symdiag.backends.dispatch import ASEEvaluator, symmetrized_prediction
         from ase_symdiag.corrections.registry import correct_prediction, prepare_evaluation
         from ase_symdiag.o3.quadrature import identity_quadrature
         from ase_symdiag.o3.transforms import voigt_from_tensor
@@ -121,13 +121,16 @@ class SymmetrizedCalculator(Calculator):
             raise PropertyNotImplementedError(
                 f"stress is only defined for structures periodic in all directions (pbc={structure.pbc.tolist()})"
             )
-        self.evaluator.check(structure)
+        evaluator = self.evaluator
+        if isinstance(evaluator, ASEEvaluator):  # the inner calculator sees these atoms' info and arrays
+            evaluator = ASEEvaluator(evaluator.calculator, template=self.atoms)
+        evaluator.check(structure)
         options = dict(forces=True, stress=True, energies=False, direct=False)
         quadrature, own = self.quadrature, False
         if self.corrections:  # a correction may choose the rotations or ask for more outputs
             quadrature, own, options = prepare_evaluation(self.corrections, structure, quadrature, options)
         averaged = symmetrized_prediction(
-            self.evaluator, structure, quadrature if quadrature is not None else identity_quadrature(),
+            evaluator, structure, quadrature if quadrature is not None else identity_quadrature(),
             batch_size=self.batch_size, chunk_atoms=self.chunk_atoms, keep_samples=False, **options,
         )
         mean = averaged.mean

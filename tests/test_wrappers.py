@@ -193,3 +193,26 @@ def test_symmetrized_model_bounds_the_atoms_per_inner_call(planted, cluster, chu
     assert seen == sizes
     whole = SymmetrizedModel(planted, quadrature, batch_size=None, chunk_atoms=10**6)(state)
     np.testing.assert_allclose(bounded["forces"].numpy(), whole["forces"].numpy(), rtol=0, atol=1e-12)
+
+
+def test_wrapped_ase_calculator_sees_the_atoms_info_and_arrays(cluster):
+    """A calculator that reads ``atoms.info["charge"]`` and per-atom ``initial_charges``
+    (as charge-aware models do) gets them on every rotated copy."""
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class ChargeAware(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            charges = self.atoms.get_initial_charges()
+            self.results = {"energy": float(self.atoms.info["charge"]) + float(charges @ charges),
+                            "forces": np.zeros((len(self.atoms), 3))}
+
+    atoms = cluster.copy()
+    atoms.info["charge"] = -1.5
+    atoms.set_initial_charges(np.linspace(-0.2, 0.3, len(atoms)))
+    atoms.calc = SymmetrizedCalculator(ChargeAware(), symmetrize=2)
+    expected = -1.5 + float(atoms.get_initial_charges() @ atoms.get_initial_charges())
+    assert atoms.get_potential_energy() == pytest.approx(expected, rel=1e-12)
+    assert atoms.calc.results["energy_std"] < 1e-12

@@ -132,13 +132,16 @@ class TorchSimEvaluator(Evaluator):
 
 class ASEEvaluator(Evaluator):
     """Any ASE calculator, one call per operation
-    (:func:`~ase_symdiag.backends.ase.calculator_predictions`); the calculator sees an
-    ``Atoms`` with the structure's numbers, positions, cell and pbc only."""
+    (:func:`~ase_symdiag.backends.ase.calculator_predictions`). The calculator sees a
+    copy of ``template`` (an ``ase.Atoms`` with the same atomic numbers: its ``info``,
+    e.g. a total charge or spin, and per-atom arrays travel unrotated) or, without
+    one, an ``Atoms`` with the structure's numbers, positions, cell and pbc only."""
 
-    def __init__(self, calculator) -> None:
+    def __init__(self, calculator, template=None) -> None:
         from ase_symdiag.backends.ase import calculator_name
 
         self.calculator = calculator
+        self.template = template
         self.name = calculator_name(calculator)
         parameters = getattr(calculator, "parameters", None) or {}
         self.dtype = str(parameters.get("dtype", "float64"))
@@ -150,8 +153,15 @@ class ASEEvaluator(Evaluator):
 
         from ase_symdiag.backends.ase import calculator_predictions
 
-        atoms = Atoms(numbers=structure.numbers, positions=structure.positions, cell=structure.cell,
-                      pbc=structure.pbc)
+        template = self.template
+        if template is not None and np.array_equal(template.numbers, structure.numbers):
+            atoms = template.copy()
+            atoms.calc = None
+            atoms.set_cell(structure.cell, scale_atoms=False)
+            atoms.positions = structure.positions
+        else:
+            atoms = Atoms(numbers=structure.numbers, positions=structure.positions, cell=structure.cell,
+                          pbc=structure.pbc)
         rotations = np.asarray(rotations, dtype=np.float64)
         for k in range(len(rotations)):
             one = calculator_predictions(self.calculator, atoms, rotations[k:k + 1], label=structure.label)
