@@ -262,15 +262,21 @@ def equivariance_with_predictions(
     from ase_symdiag.metrics.equivariance import as_structures, errors_report
 
     evaluator = as_evaluator(model)
-    items = as_structures(structures)
+    given = [structures] if isinstance(structures, Structure) or hasattr(structures, "get_positions") else list(structures)
+    items = as_structures(given)
+    evaluators = [
+        ASEEvaluator(evaluator.calculator, template=original)  # an ASE calculator sees the user's atoms
+        if isinstance(evaluator, ASEEvaluator) and hasattr(original, "get_positions") else evaluator
+        for original in given
+    ]
     for item in items:
         evaluator.check(item)
     with_identity = np.concatenate([np.eye(3)[None], operations])
     bar = _progress_bar(len(items) * len(with_identity), progress)
     predictions: List[Predictions] = []
     try:
-        for item in items:
-            predictions.append(evaluator.predictions(
+        for item, evaluator_of_item in zip(items, evaluators):
+            predictions.append(evaluator_of_item.predictions(
                 item, with_identity, forces=True, stress=True, direct=direct, batch_size=batch_size,
                 progress=bar.update if bar is not None else None,
             ))

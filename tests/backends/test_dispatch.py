@@ -85,3 +85,21 @@ def test_top_level_names_resolve_to_the_general_drivers():
 
     assert ase_symdiag.check_equivariance is dispatch.check_equivariance
     assert ase_symdiag.structure_spectrum is dispatch.structure_spectrum
+
+
+def test_ase_calculator_is_checked_on_the_users_atoms(cluster):
+    """The rotated copies keep ``info`` (a total charge) and per-atom arrays: a
+    calculator that needs them is measured, not crashed on bare atoms."""
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class NeedsCharge(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            self.results = {"energy": float(self.atoms.info["charge"]), "forces": np.zeros((len(self.atoms), 3))}
+
+    atoms = cluster.copy()
+    atoms.info["charge"] = 2.0
+    report = ase_symdiag.check_equivariance(NeedsCharge(), [atoms, atoms.copy()], n_rotations=2)
+    assert len(report.structures) == 2 and report.summary()["energy_max_eV"] == 0.0
