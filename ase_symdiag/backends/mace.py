@@ -60,12 +60,12 @@ def mace_model(
     module docstring) or a MACE ``torch.nn.Module``. ``dtype`` defaults to float64.
     Raises :class:`ModelError` (one line) for a missing or unreadable file or an
     object that is not a MACE model."""
-    MaceModel = import_mace_torchsim()
     source = str(model) if isinstance(model, (str, pathlib.PurePath)) else type(model).__name__
+    if isinstance(model, (str, pathlib.PurePath)) and not os.path.isfile(str(model)):
+        raise ModelError(f"MACE model file '{model}' does not exist")  # before the slow import
+    MaceModel = import_mace_torchsim()
     if isinstance(model, (str, pathlib.PurePath)):
         path = str(model)
-        if not os.path.isfile(path):
-            raise ModelError(f"MACE model file '{path}' does not exist")
         try:
             with warnings.catch_warnings():
                 # e3nn's code generation (re-run when unpickling) warns through torch.jit

@@ -157,7 +157,7 @@ class OrbModel(ModelInterface):
                 )
         return batch_graphs(graphs).to(device=self._device, dtype=self._dtype)
 
-    def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
+    def forward(self, state) -> Dict[str, torch.Tensor]:
         """energy (S,), forces (N, 3), stress (S, 3, 3) of every system of ``state``."""
         batch = self.graphs(state)
         if self.conservative:
