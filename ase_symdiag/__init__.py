@@ -21,7 +21,15 @@ __version__ = "0.1.0"
 _LAZY = {
     "SymDiagCalculator": "ase_symdiag.calculator",
     "EquivarianceReport": "ase_symdiag.metrics.equivariance",
-    "check_equivariance": "ase_symdiag.metrics.equivariance",
+    # every form of model: metatomic file/model/handle, TorchSim ModelInterface, ASE calculator
+    "check_equivariance": "ase_symdiag.backends.dispatch",
+    "structure_spectrum": "ase_symdiag.backends.dispatch",
+    "symmetrized_prediction": "ase_symdiag.backends.dispatch",
+    "as_evaluator": "ase_symdiag.backends.dispatch",
+    "SymmetrizedCalculator": "ase_symdiag.wrappers",
+    "SymmetrizedModel": "ase_symdiag.md.torchsim_models",
+    "CorrectedModel": "ase_symdiag.md.torchsim_models",
+    "StochasticRotationModel": "ase_symdiag.md.torchsim_models",
     "ModelHandle": "ase_symdiag.backends.metatomic.model",
     "haar_rotations": "ase_symdiag.o3.operations",
 }

@@ -107,7 +107,7 @@ class Comparison:
 
 
 def compare_variants(
-    model: str,
+    model,
     atoms_list: Sequence,
     variants: Optional[Sequence[str]] = None,
     *,
@@ -119,22 +119,31 @@ def compare_variants(
     labels: Optional[Sequence[str]] = None,
 ) -> Comparison:
     """Compare the variants of ``model`` on ``atoms_list`` (ase.Atoms, may carry labels);
-    ``labels`` name the structures (default ``"<i>:<name>"``)."""
+    ``labels`` name the structures (default ``"<i>:<name>"``).
+
+    ``model``: anything :func:`ase_symdiag.backends.dispatch.as_evaluator` takes; a
+    metatomic model's variants are :class:`~ase_symdiag.SymDiagCalculator` s, any
+    other model's :class:`~ase_symdiag.wrappers.SymmetrizedCalculator` s (the same
+    averaging and corrections)."""
+    from ase_symdiag.backends.dispatch import MetatomicEvaluator, as_evaluator
     from ase_symdiag.calculator import SymDiagCalculator
-    from ase_symdiag.backends.metatomic.model import ModelHandle
     from ase_symdiag.structures import structure_label
+    from ase_symdiag.wrappers import SymmetrizedCalculator
 
     atoms_list = list(atoms_list)
     variants = list(variants) if variants else default_variants(atoms_list)
-    handle = ModelHandle.load(model, device=device)
+    evaluator = as_evaluator(model, device=device)
     operations = haar_rotations(n_rotations, seed)
     if labels is None:
         labels = [structure_label(a, i) for i, a in enumerate(atoms_list)]
     labelled = list(zip(labels, atoms_list))
-    comparison = Comparison(model=handle.source, n_operations=n_rotations, seed=seed)
+    comparison = Comparison(model=evaluator.name, n_operations=n_rotations, seed=seed)
     for spec in variants:
         kwargs = parse_variant(spec)
-        calc = SymDiagCalculator(handle, **kwargs)
+        if isinstance(evaluator, MetatomicEvaluator):
+            calc = SymDiagCalculator(evaluator.handle, **kwargs)
+        else:
+            calc = SymmetrizedCalculator(evaluator, **kwargs)
         evaluations = calc.quadrature.size if calc.quadrature is not None else 1
         report, predictions = calculator_equivariance(calc, labelled, operations, seed=seed)
         summary = report.summary()

@@ -163,7 +163,20 @@ def _is_model(model) -> bool:
 
     if isinstance(model, SymDiagCalculator):
         return model.plain
+    if _is_torchsim(model):
+        return False
     return isinstance(model, (ModelHandle, str, pathlib.PurePath, torch.nn.Module))
+
+
+def _is_torchsim(model) -> bool:
+    """A TorchSim ``ModelInterface`` (a torch module, but not a metatomic model)."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module) or hasattr(model, "capabilities"):
+        return False
+    from ase_symdiag.backends.torchsim import is_torchsim_model
+
+    return is_torchsim_model(model)
 
 
 # --------------------------------------------------------------------------------------
@@ -282,7 +295,8 @@ def assert_equivariant(
     """Assert that a calculator or model is O(3)-equivariant on ``atoms``.
 
     ``calculator_or_model``: any ASE calculator (each structure, rotated with its cell
-    by each operation, is evaluated one at a time), a
+    by each operation, is evaluated one at a time), a TorchSim ``ModelInterface``
+    (Orb, MACE, ...: the rotated copies batched as systems of one state), a
     :class:`~ase_symdiag.SymDiagCalculator`, a metatomic ``.pt`` path, an
     ``AtomisticModel`` or a :class:`~ase_symdiag.ModelHandle` (batched through
     :func:`~ase_symdiag.check_equivariance`; ``direct=True`` also checks the model's
@@ -318,6 +332,16 @@ def assert_equivariant(
             handle, structures, n_rotations=n_rotations, seed=seed, rotations=rotations, direct=direct
         )
         dtype = report.dtype
+    elif _is_torchsim(calculator_or_model):  # batched as systems of one state
+        from ase_symdiag.backends.dispatch import equivariance_with_predictions
+
+        operations = check_operations(n_rotations, seed, rotations)
+        report, predictions = equivariance_with_predictions(
+            calculator_or_model, [from_atoms(a, label=label) for label, a in labelled], operations, seed=seed,
+            direct=direct,
+        )
+        dtype = dtype or (report.dtype if report.dtype in TOLERANCES else "float64")
+        handle = None
     else:
         own = getattr(calculator_or_model, "parameters", None) or {}
         # a SymDiagCalculator's rounding is its model's dtype; other calculators float64

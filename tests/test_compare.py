@@ -63,3 +63,19 @@ def test_compare_command(broken_model, labelled_cluster, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert [r["variant"] for r in data["results"]] == ["raw", "sym:1"]
     assert np.isfinite(data["results"][0]["force_rmse_meV_per_A"])
+
+
+def test_compare_variants_of_a_torchsim_model(cluster):
+    """Any model, not only metatomic files: the planted lambda = 1 and 2 terms of a
+    TorchSim model are broken in the raw variant and gone (round-off) after averaging
+    over a quadrature exact to degree 2; the corrected variant keeps the breaking."""
+    pytest.importorskip("torch_sim")
+    from torchsim_planted import PlantedModel, lennard_jones
+
+    comparison = compare_variants(PlantedModel(lennard_jones(), a=0.02, b=0.01), [cluster],
+                                  ["raw", "net_force+net_torque", "sym:2"], n_rotations=3, timing_calls=1)
+    rows = {r.variant: r for r in comparison.results}
+    assert comparison.model == "PlantedModel"
+    assert rows["raw"].force_relative > 1e-2 and rows["net_force+net_torque"].force_relative > 1e-2
+    assert rows["sym:2"].force_relative < 1e-10 and rows["sym:2"].energy_max_meV_per_atom < 1e-9
+    assert rows["sym:2"].evaluations == 24 and rows["raw"].evaluations == 1

@@ -294,3 +294,20 @@ def test_plugin_fixtures(pytester):
     )
     result = pytester.runpytest("-p", "ase_symdiag.pytest_plugin", "--symdiag-seed", "3", "-q")
     result.assert_outcomes(passed=1)
+
+
+def test_assert_equivariant_takes_a_torchsim_model(crystal):
+    """A TorchSim model is checked batched (not loaded as a metatomic model): the
+    equivariant one passes at float64's noise floor, the planted one fails naming its
+    worst atom, and averaging over degree 2 makes it pass."""
+    pytest.importorskip("torch_sim")
+    from torchsim_planted import PlantedModel, lennard_jones
+
+    from ase_symdiag.md.torchsim_models import SymmetrizedModel
+
+    report = assert_equivariant(lennard_jones(), crystal, n_rotations=4)
+    assert report.model == "LennardJonesModel"
+    planted = PlantedModel(lennard_jones(), a=0.02, b=0.01)
+    with pytest.raises(AssertionError, match=r"(?s)assertion failed for PlantedModel.*FAIL: energy, forces, stress.*worst atom: index"):
+        assert_equivariant(planted, crystal, n_rotations=4)
+    assert_equivariant(SymmetrizedModel(planted, 2), crystal, n_rotations=4)

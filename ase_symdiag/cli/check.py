@@ -139,16 +139,22 @@ def gate_failures(summary: dict, args: argparse.Namespace) -> tuple:
     return thresholds, failures
 
 
-def check_measurable(args: argparse.Namespace, structures, handle) -> None:
+def check_measurable(args: argparse.Namespace, structures, model) -> None:
     """Refuse, before any evaluation, a threshold given for an output that will not be
-    measured (no fully periodic structure, no direct head, ``--no-direct``)."""
+    measured (no fully periodic structure, no direct head, ``--no-direct``). A model
+    that does not declare its direct heads (not a metatomic model) is checked after
+    the evaluation instead (:func:`gate_failures`)."""
     periodic = any(s.periodic for s in structures)
+    direct_forces = getattr(model, "has_direct_forces", None)
+    direct_stress = getattr(model, "has_direct_stress", None)
     has = {
         "max_stress_error": periodic,
-        "max_direct_force_error": handle.has_direct_forces and not args.no_direct,
-        "max_relative_direct_force_error": handle.has_direct_forces and not args.no_direct,
-        "max_direct_stress_error": periodic and handle.has_direct_stress and not args.no_direct,
+        "max_direct_force_error": direct_forces is None or (direct_forces and not args.no_direct),
+        "max_relative_direct_force_error": direct_forces is None or (direct_forces and not args.no_direct),
+        "max_direct_stress_error": periodic and (direct_stress is None or (direct_stress and not args.no_direct)),
     }
+    if args.no_direct:
+        has.update({k: False for k in has if "direct" in k})
     for option, measured in has.items():
         if getattr(args, option) is None or measured:
             continue
@@ -158,31 +164,43 @@ def check_measurable(args: argparse.Namespace, structures, handle) -> None:
         raise usage(f"{flag}: not measured: {_MISSING['direct']}")
 
 
+def equigrad_line(results) -> str:
+    """One line: the largest |dE/dθ| (docs/methods.md §8) and how it was computed."""
+    worst = max(results, key=lambda r: r.norm)
+    how = worst.method + (f", step {worst.step:g} rad" if worst.step else "")
+    return (
+        f"equigrad |dE/dtheta| (energy derivative under an infinitesimal rotation): worst "
+        f"{worst.norm:.3g} eV/rad ({worst.label}; {how})"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    from ase_symdiag.metrics.equigrad import equigrad, report_dict
     from ase_symdiag.metrics.equivariance import check_equivariance
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 
     check_outputs({"--json": args.json}, {"model": args.model, "structures": args.structures, "extensions folder": args.extensions})
     structures = read_structures(args.structures, index=args.index)
-    handle = load_handle(args)
-    check_measurable(args, structures, handle)
+    model = load_handle(args)
+    check_measurable(args, structures, model)
     report = check_equivariance(
-        handle,
+        model,
         structures,
         n_rotations=args.rotations,
         seed=args.seed,
         improper=not args.proper_only,
         direct=not args.no_direct,
-        device=args.device,
-        dtype=args.dtype,
         batch_size=args.batch_size,
         progress=show_progress(args.quiet),
     )
     thresholds, failures = gate_failures(report.summary(), args)
     print(report.table())
+    rotational = equigrad(model, structures)
+    print(equigrad_line(rotational))
     if args.json:
         data = report.to_dict()
+        data["equigrad"] = report_dict(rotational)
         data["thresholds"] = thresholds
         data["passed"] = not failures
         write_json(args.json, data)

@@ -169,18 +169,46 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="directory of the TorchScript extensions the model needs")
 
 
-def load_handle(args: argparse.Namespace, path=None):
-    """The :class:`ModelHandle` of ``path`` (default ``args.model``) with the command's
-    ``--device``, ``--dtype``, ``--variant`` and ``--extensions``."""
-    from ase_symdiag.backends.metatomic.model import ModelHandle
+#: what every command's MODEL argument accepts (ase_symdiag.backends.loading)
+MODEL_HELP = (
+    "the model: a metatomic file (.pt), orb-v3-direct:CKPT or orb-v3-conservative:CKPT "
+    "(a local orb state_dict), mace:FILE (or FILE.model), or package.module:callable returning "
+    "an ASE calculator or a TorchSim model; nothing is downloaded"
+)
 
-    return ModelHandle.load(
+
+def load_handle(args: argparse.Namespace, path=None):
+    """The model named by ``path`` (default ``args.model``), any family
+    (:func:`~ase_symdiag.backends.loading.load_model`), with the command's ``--device``,
+    ``--dtype``, ``--variant`` and ``--extensions``: a metatomic
+    :class:`ModelHandle`, a TorchSim model or an ASE calculator."""
+    from ase_symdiag.backends.loading import load_model
+
+    return load_model(
         args.model if path is None else path,
         device=getattr(args, "device", None),
         dtype=getattr(args, "dtype", None),
         variant=getattr(args, "variant", None),
         extensions_directory=getattr(args, "extensions", None),
     )
+
+
+def model_name(model) -> str:
+    """How reports name a loaded model (a metatomic file's path, an Orb spec, ...)."""
+    from ase_symdiag.backends.dispatch import as_evaluator
+
+    return as_evaluator(model).name
+
+
+def require_metatomic(model, what: str):
+    """``model`` if it is a metatomic :class:`ModelHandle`; else a one-line
+    :class:`~ase_symdiag.errors.ModelError` saying that ``what`` needs one (exit 2)."""
+    from ase_symdiag.backends.metatomic.model import ModelHandle
+    from ase_symdiag.errors import ModelError
+
+    if not isinstance(model, ModelHandle):
+        raise ModelError(f"{what} works on metatomic models only; '{model_name(model)}' is a {type(model).__name__}")
+    return model
 
 
 def existing_directory(text: str) -> str:
@@ -192,7 +220,7 @@ def existing_directory(text: str) -> str:
 
 def add_model_structures(p: argparse.ArgumentParser, *, batch: bool = True, variant: bool = False) -> None:
     """MODEL STRUCTURES [--index] [--device] [--dtype] [--variant] [--extensions] [--batch-size] [-q]."""
-    p.add_argument("model", help="metatomic model file (.pt)")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("structures", help="any ASE-readable file (extxyz, cif, POSCAR, ...)")
     p.add_argument("--index", default=":", help="ASE index of the structures to read (default ':')")
     p.add_argument("--device", default=None, help="cpu or cuda (default: model's first available)")

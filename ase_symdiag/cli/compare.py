@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ase_symdiag.cli.common import (
+    MODEL_HELP,
     add_model_options,
     check_outputs,
     load_handle,
@@ -29,7 +30,7 @@ def add_parser(subparsers) -> None:
             "'sym:L' or 'sym:O' for averaging, combinable ('sym:2+net_force')."
         ),
     )
-    p.add_argument("model", help="metatomic model file (.pt)")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("structures", help="any ASE-readable file")
     p.add_argument("--index", default=":", help="ASE index (default ':')")
     p.add_argument("--variants", default=None, help="comma-separated variants (default: a standard set)")
@@ -73,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
         variants = [v.strip() for v in args.variants.split(",")]
         for variant in variants:
             check_variant(variant)  # a bad name is one line before any work
+    # the loader puts the model on --device; compare_variants refuses a device for non-metatomic models
     comparison = compare_variants(
-        load_handle(args), images, variants, n_rotations=args.rotations, seed=args.seed, device=args.device,
+        load_handle(args), images, variants, n_rotations=args.rotations, seed=args.seed,
         labels=[structure_label(atoms, frame) for atoms, frame in zip(images, frames)],
     )
     print(comparison.table())

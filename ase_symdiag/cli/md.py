@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ase_symdiag.cli.common import (
+    MODEL_HELP,
     add_model_options,
     check_outputs,
     load_handle,
@@ -16,6 +17,7 @@ from ase_symdiag.cli.common import (
     positive_float,
     positive_int,
     quadrature_spec,
+    require_metatomic,
 )
 
 
@@ -34,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
             "one plot, to --out; --resume continues an interrupted run."
         ),
     )
-    p.add_argument("model", help="metatomic model file (.pt)")
+    p.add_argument("model", help=MODEL_HELP + " (non-metatomic models: --engine torchsim)")
     p.add_argument("structure", help="any ASE-readable file (extxyz, cif, POSCAR, ...)")
     p.add_argument("--index", default="0", help="ASE index of the structure to read (default 0)")
     p.add_argument("--variants", default="raw,symmetrized", help="comma-separated: raw, symmetrized, corrected (and stochastic with --engine torchsim); default raw,symmetrized")
@@ -94,18 +96,19 @@ def probability(text: str) -> float:
     return value
 
 
-def run_torchsim(args: argparse.Namespace, atoms) -> int:
+def run_torchsim(args: argparse.Namespace, atoms, model=None) -> int:
     """``--engine torchsim``: replicas x temperatures x variants, batched; prints the
-    survival statistics (failure fraction and time to failure with intervals)."""
+    survival statistics (failure fraction and time to failure with intervals).
+    ``model``: a loaded TorchSim model (other families); default: the metatomic file ``args.model``."""
     from ase_symdiag.md import MDError
     from ase_symdiag.md.torchsim import run_md_batched
 
-    if args.dtype is not None:
+    if args.dtype is not None and model is None:  # other families take --dtype when loaded
         raise MDError("--dtype is not supported by the TorchSim engine (it runs in the model's dtype)")
     if args.variant is not None or args.extensions is not None:
         raise MDError("--variant and --extensions are not supported by the TorchSim engine yet")
     result = run_md_batched(
-        args.model, atoms, args.variants, replicas=args.replicas,
+        args.model if model is None else model, atoms, args.variants, replicas=args.replicas,
         temperatures=args.temperatures or [args.temperature],
         ensemble=args.ensemble, thermostat=args.thermostat, friction=args.friction, taut=args.taut,
         steps=args.steps, timestep=args.timestep, interval=args.interval, out=args.out, resume=args.resume,
@@ -121,6 +124,7 @@ def run_torchsim(args: argparse.Namespace, atoms) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Read the structure, run every variant, print the summary table; exit status 0."""
+    from ase_symdiag.backends.torchsim import is_torchsim_model
     from ase_symdiag.md import MDError, run_md
     from ase_symdiag.structures import from_atoms_list, read_atoms
 
@@ -132,6 +136,14 @@ def run(args: argparse.Namespace) -> int:
     images = images[0]
     from_atoms_list([images])  # validation: finite positions, sane cell, known elements
     handle = load_handle(args)
+    from ase_symdiag.backends.metatomic.model import ModelHandle
+
+    if not isinstance(handle, ModelHandle):  # Orb, MACE, module:callable
+        if args.engine != "torchsim":
+            require_metatomic(handle, "md --engine ase")
+        if not is_torchsim_model(handle):
+            raise MDError(f"md --engine torchsim needs a TorchSim model; '{args.model}' gave a {type(handle).__name__}")
+        return run_torchsim(args, images, handle)
     handle.check_types(images.numbers, args.structure)  # before any step or file
     if args.engine == "torchsim":
         return run_torchsim(args, images)

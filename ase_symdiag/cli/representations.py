@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_symdiag.cli.common import load_handle
+    from ase_symdiag.cli.common import load_handle, require_metatomic
     from ase_symdiag.metrics.representations import plot_representations, representation_content
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     structures = read_structures(args.structures, index=args.index)
     reports = {}
     for path in [args.model] + ([args.compare] if args.compare else []):
-        handle = load_handle(args, path)
+        handle = require_metatomic(load_handle(args, path), "representations (learned features)")
         report = representation_content(handle, structures, layers=args.layers, lmax=args.lmax, batch_size=args.batch_size)
         print(f"model {path}")
         print(report.table())

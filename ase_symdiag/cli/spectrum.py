@@ -74,7 +74,7 @@ def measure_spectra(args: argparse.Namespace, handle, structures) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_symdiag.cli.common import load_handle
+    from ase_symdiag.cli.common import load_handle, model_name
     from ase_symdiag.metrics.spectrum import plot_spectra, spectrum_table
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     spectra = measure_spectra(args, handle, structures)
     print(spectrum_table(spectra))
     if args.json:
-        write_json(args.json, {"model": handle.source, "spectra": [s.to_dict() for s in spectra]})
+        write_json(args.json, {"model": model_name(handle), "spectra": [s.to_dict() for s in spectra]})
         print(f"spectra written to {args.json}")
     if args.plot:
         plot_spectra(spectra, args.plot)

@@ -64,7 +64,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_symdiag.cli.common import load_handle
+    from ase_symdiag.cli.common import load_handle, model_name, require_metatomic
     from ase_symdiag.metrics.adaptive import choose_quadrature
     from ase_symdiag.metrics.symmetrize import resolve_quadrature, symmetrized_prediction
     from ase_symdiag.report import write_json
@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     check_outputs({"--export": args.export, "--json": args.json}, {"model": args.model, "structures": args.structures, "extensions folder": args.extensions})
     handle = load_handle(args)
     structures = read_structures(args.structures, index=args.index)
-    data = {"model": handle.source}
+    if args.export:  # before any work: exports are TorchScript metatomic models
+        require_metatomic(handle, "--export")
+    data = {"model": model_name(handle)}
     status = 0
     if args.quadrature is not None:
         quadrature = resolve_quadrature(args.quadrature)

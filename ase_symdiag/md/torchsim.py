@@ -9,8 +9,10 @@ same definitions, computed by the same functions) every ``interval`` steps. A re
 stops at its first failure (the criteria of the ASE runner, plus non-finite forces or
 positions at any step) and leaves the batch; the others go on.
 
-Variants, each a TorchSim model (``metatomic_torchsim.MetatomicModel`` over a
-metatomic TorchScript model, as users run them, or a thin wrapper around one):
+Variants, each a TorchSim model
+(:class:`~ase_symdiag.backends.metatomic.torchsim_model.BatchedMetatomicModel`, the
+outputs of ``metatomic_torchsim.MetatomicModel`` batched, over a metatomic TorchScript
+model, or a thin wrapper around one):
 
 - ``raw``: the model itself (conservative forces);
 - ``symmetrized``: :func:`ase_symdiag.backends.metatomic.export.export_symmetrized` at ``symmetrize``

@@ -1,12 +1,24 @@
-"""TorchSim models for the batched MD engine: the variants of a metatomic model.
+"""TorchSim models for the batched MD engine: the variants of any model.
 
-- ``raw``: the model through ``metatomic_torchsim.MetatomicModel``;
-- ``symmetrized``: :func:`ase_symdiag.backends.metatomic.export.export_symmetrized`
-  (``"adaptive"``: the cheapest quadrature from the measured breaking spectrum);
-- ``corrected``: :class:`CorrectedModel`, net force (and for finite systems net
-  torque) removed, batched;
-- ``stochastic``: :class:`StochasticRotationModel`, a fresh Haar-random O(3)
-  operation per replica and step, outputs back-rotated.
+The wrappers here take ANY TorchSim ``ModelInterface`` (Orb, MACE,
+metatomic-torchsim, a user's) and are ``ModelInterface`` s themselves, so users' own
+TorchSim scripts run them as well as ``md --engine torchsim``:
+
+- :class:`SymmetrizedModel`: the average over an O(3) quadrature, all rotated copies
+  of all systems as batched systems (chunked by an atom budget);
+- :class:`CorrectedModel`: net force (and for finite systems net torque) removed,
+  batched;
+- :class:`StochasticRotationModel`: a fresh Haar-random O(3) operation per replica
+  and step, outputs back-rotated.
+
+:func:`build_variant` names them: ``raw``, ``symmetrized`` (``"adaptive"``: the
+cheapest quadrature from the measured breaking spectrum), ``corrected``,
+``stochastic``. For a metatomic model, ``raw`` runs through
+:class:`~ase_symdiag.backends.metatomic.torchsim_model.BatchedMetatomicModel` (the same
+outputs as ``metatomic_torchsim.MetatomicModel``, batched) and ``symmetrized`` is the TorchScript export
+:func:`ase_symdiag.backends.metatomic.export.export_symmetrized` (as LAMMPS or i-PI
+users run it); for a TorchSim model they are the model itself and
+:class:`SymmetrizedModel`.
 """
 
 from __future__ import annotations
@@ -28,10 +40,13 @@ except ImportError:  # pragma: no cover - the module then fails at run time with
     _ModelBase = torch.nn.Module
 
 
-def require_torchsim():
+def require_torchsim(metatomic: bool = True) -> None:
+    """Raise :class:`MDError` unless torch-sim (and, with ``metatomic``, metatomic-torchsim) imports."""
     try:
         import torch_sim  # noqa: F401
-        import metatomic_torchsim  # noqa: F401
+
+        if metatomic:
+            import metatomic_torchsim  # noqa: F401
     except ImportError as error:
         raise MDError(
             f"the TorchSim engine needs torch-sim-atomistic and metatomic-torchsim (Python >= 3.12): "
@@ -111,6 +126,86 @@ class StochasticRotationModel(_WrappedModel):
         return result
 
 
+class SymmetrizedModel(_WrappedModel):
+    """A TorchSim model returning ``inner``'s outputs averaged over ``quadrature``:
+    ``E = sum_k w_k E(R_k x)``, ``F = sum_k w_k F(R_k x) R_k``,
+    ``S = sum_k w_k R_k^T S(R_k x) R_k`` (docs/methods.md §2), for every system of
+    the state at once.
+
+    The rotated copies of all systems go through ``inner`` as one state per chunk of
+    operations: at most ``batch_size`` operations and about ``chunk_atoms`` atoms
+    (:func:`~ase_symdiag.backends.metatomic.evaluation.chunk_size` with the state's
+    atom count), so memory stays bounded. ``quadrature``: anything
+    :func:`~ase_symdiag.metrics.symmetrize.resolve_quadrature` takes (a degree, a
+    name, an :class:`~ase_symdiag.o3.quadrature.O3Quadrature`). Outputs other than
+    energy, forces and stress are dropped.
+    """
+
+    def __init__(self, inner, quadrature=3, *, batch_size: Optional[int] = 16, chunk_atoms: Optional[int] = None) -> None:
+        from ase_symdiag.metrics.symmetrize import resolve_quadrature
+
+        super().__init__(inner)
+        resolved = resolve_quadrature(quadrature)
+        if resolved is None:
+            raise MDError("SymmetrizedModel needs a quadrature (e.g. 3, 'O', 'lebedev:3')")
+        self.quadrature = resolved
+        self.batch_size = batch_size
+        self.chunk_atoms = chunk_atoms
+        self.register_buffer("rotations", torch.tensor(resolved.rotations, dtype=self._dtype, device=self._device))
+        self.register_buffer("weights", torch.tensor(resolved.weights, dtype=self._dtype, device=self._device))
+
+    def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
+        import torch_sim as ts
+
+        from ase_symdiag.backends.metatomic.evaluation import chunk_size
+
+        n_sys, n_ops = state.n_systems, len(self.weights)
+        step = chunk_size(state.n_atoms, n_ops, self.batch_size, self.chunk_atoms)
+        energy = torch.zeros(n_sys, dtype=self._dtype, device=self._device)
+        forces = torch.zeros_like(state.positions, dtype=self._dtype)
+        stress = torch.zeros(n_sys, 3, 3, dtype=self._dtype, device=self._device)
+        has_stress = False
+        for start in range(0, n_ops, step):
+            rot = self.rotations[start:start + step].to(state.positions.dtype)  # (B, 3, 3)
+            w = self.weights[start:start + step]
+            n_b = len(rot)
+            rotated = ts.SimState(
+                positions=torch.einsum("bij,nj->bni", rot, state.positions).reshape(-1, 3),  # x R^T
+                masses=state.masses.repeat(n_b),
+                cell=(rot.unsqueeze(1) @ state.cell.unsqueeze(0)).reshape(-1, 3, 3),  # R C
+                pbc=state.pbc,
+                atomic_numbers=state.atomic_numbers.repeat(n_b),
+                system_idx=(state.system_idx.unsqueeze(0)
+                            + n_sys * torch.arange(n_b, device=state.device).unsqueeze(1)).reshape(-1),
+            )
+            out = self.inner(rotated)
+            energy = energy + (w.unsqueeze(1) * out["energy"].detach().reshape(n_b, n_sys)).sum(0)
+            f = out["forces"].detach().reshape(n_b, -1, 3)
+            forces = forces + torch.einsum("b,bni,bij->nj", w, f, rot)  # F(Rx) R
+            if out.get("stress") is not None:
+                has_stress = True
+                s = out["stress"].detach().reshape(n_b, n_sys, 3, 3)
+                stress = stress + torch.einsum("b,bji,bsjk,bkl->sil", w, rot, s, rot)  # R^T S R
+        result = {"energy": energy, "forces": forces}
+        if has_stress:
+            result["stress"] = stress
+        return result
+
+
+class FiniteModel(_WrappedModel):
+    """``inner`` without its stress output, for finite (non-periodic) systems: a
+    TorchSim model built with ``compute_stress=True`` divides by a zero volume there."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self._compute_stress = False
+
+    def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
+        out = dict(self.inner(state))
+        out.pop("stress", None)
+        return out
+
+
 class CorrectedModel(_WrappedModel):
     """A TorchSim model whose forces are ``inner``'s with the net force removed (mean
     over each system's atoms) and, for finite systems, the net torque about the
@@ -174,17 +269,27 @@ def adaptive_quadrature(model, atoms: Atoms, lmax: int = 3, n_rattled: int = 4, 
 
 def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0, batch_size: int = 16,
                   device: Optional[str] = None, neighbor_skin: float = 0.0, corrected_export: bool = False):
-    """``(TorchSim model, description)`` of a named variant of ``model`` (path or
-    AtomisticModel) for structures like ``atoms`` (periodic or not).
+    """``(TorchSim model, description)`` of a named variant of ``model`` (a metatomic
+    path or AtomisticModel, or any TorchSim ``ModelInterface``: :func:`torchsim_variant`)
+    for structures like ``atoms`` (periodic or not).
 
     ``corrected_export=True`` builds ``corrected`` from
     :func:`~ase_symdiag.backends.metatomic.corrected.export_corrected` through metatomic-torchsim's
     ``non_conservative`` option (as LAMMPS or i-PI users run it) instead of the
     equivalent, cheaper :class:`CorrectedModel`. ``neighbor_skin``: metatomic-torchsim's
     Verlet skin; 0 (rebuild every step) keeps each call independent of the history."""
+    from ase_symdiag.backends.torchsim import is_torchsim_model
+
+    if is_torchsim_model(model):
+        if device is not None:
+            raise MDError("a TorchSim model runs on the device it was built on; do not pass device")
+        if corrected_export:
+            raise MDError("corrected_export applies to metatomic models only")
+        return torchsim_variant(kind, model, atoms, symmetrize=symmetrize, seed=seed, batch_size=batch_size)
     from metatomic_torchsim import MetatomicModel
 
     from ase_symdiag.backends.metatomic.corrected import export_corrected
+    from ase_symdiag.backends.metatomic.torchsim_model import BatchedMetatomicModel
     from ase_symdiag.backends.metatomic.export import export_symmetrized
     from ase_symdiag.backends.metatomic.model import ModelHandle
 
@@ -193,8 +298,16 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
         raise MDError("the TorchSim engine supports fully periodic or fully finite structures")
     handle = ModelHandle.load(model, device=device)
     options = dict(device=handle.device, compute_stress=periodic, neighbor_skin=neighbor_skin, uncertainty_threshold=None)
+
+    def engine_model(atomistic):
+        """The TorchSim model of a metatomic model: ours, batched (bench/md_throughput.py),
+        or metatomic-torchsim's when a Verlet skin is asked for."""
+        if neighbor_skin:
+            return MetatomicModel(atomistic, **options)
+        return BatchedMetatomicModel(atomistic, device=handle.device, compute_stress=periodic)
+
     if kind == "raw":
-        return MetatomicModel(handle.model, **options), "raw"
+        return engine_model(handle.model), "raw"
     if kind == "symmetrized":
         from ase_symdiag.metrics.symmetrize import resolve_quadrature
 
@@ -205,18 +318,50 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
         else:
             quadrature = resolve_quadrature(symmetrize)
         exported = _scripted(export_symmetrized(handle.model, quadrature, batch_size=batch_size))
-        return MetatomicModel(exported, **options), f"symmetrized ({quadrature.name}, {quadrature.size} ops{note})"
+        return engine_model(exported), f"symmetrized ({quadrature.name}, {quadrature.size} ops{note})"
     if kind == "corrected":
         what = "net_force" if periodic else "net_force, net_torque"
         if corrected_export:
             exported = _scripted(export_corrected(handle.model, net_torque=not periodic))
             nc = True if periodic else "forces"
             return MetatomicModel(exported, non_conservative=nc, **options), f"corrected ({what}; export)"
-        inner = MetatomicModel(handle.model, **options)
+        inner = engine_model(handle.model)
         return CorrectedModel(inner, net_torque=not periodic), f"corrected ({what})"
     if kind == "stochastic":
-        inner = MetatomicModel(handle.model, **options)
+        inner = engine_model(handle.model)
         return StochasticRotationModel(inner, seed=seed + 2), "stochastic (1 Haar-random O(3) op per step and replica)"
+    raise MDError(f"unknown TorchSim variant {kind!r}; expected one of {', '.join(TORCHSIM_VARIANTS)}")
+
+
+def torchsim_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0, batch_size: int = 16):
+    """``(TorchSim model, description)`` of a named variant of any TorchSim
+    ``ModelInterface`` ``model`` for structures like ``atoms``: ``raw`` the model,
+    ``symmetrized`` :class:`SymmetrizedModel` (``"adaptive"``: the cheapest quadrature
+    from the model's breaking spectrum on ``atoms``), ``corrected``
+    :class:`CorrectedModel`, ``stochastic`` :class:`StochasticRotationModel`."""
+    periodic = bool(atoms.pbc.all())
+    if atoms.pbc.any() and not periodic:
+        raise MDError("the TorchSim engine supports fully periodic or fully finite structures")
+    if not periodic and model.compute_stress:
+        model = FiniteModel(model)  # a stress over zero volume is not a number
+    if kind == "raw":
+        return model, "raw"
+    if kind == "symmetrized":
+        from ase_symdiag.metrics.symmetrize import resolve_quadrature
+
+        note = ""
+        if symmetrize == "adaptive":
+            choice = adaptive_quadrature(model, atoms, seed=seed)
+            quadrature, note = choice.quadrature, " adaptive"
+        else:
+            quadrature = resolve_quadrature(symmetrize)
+        wrapped = SymmetrizedModel(model, quadrature, batch_size=batch_size)
+        return wrapped, f"symmetrized ({wrapped.quadrature.name}, {wrapped.quadrature.size} ops{note})"
+    if kind == "corrected":
+        what = "net_force" if periodic else "net_force, net_torque"
+        return CorrectedModel(model, net_torque=not periodic), f"corrected ({what})"
+    if kind == "stochastic":
+        return StochasticRotationModel(model, seed=seed + 2), "stochastic (1 Haar-random O(3) op per step and replica)"
     raise MDError(f"unknown TorchSim variant {kind!r}; expected one of {', '.join(TORCHSIM_VARIANTS)}")
 
 

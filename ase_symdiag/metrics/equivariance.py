@@ -33,8 +33,6 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ase_symdiag.backends.metatomic.evaluation import evaluate
-from ase_symdiag.backends.metatomic.model import ModelHandle
 from ase_symdiag.backends.samples import Predictions
 from ase_symdiag.errors import StructureError
 from ase_symdiag.metrics.floors import RELATIVE_FORCE_FLOOR, RELATIVE_STRESS_FLOOR
@@ -381,51 +379,18 @@ def check_equivariance(
 ) -> EquivarianceReport:
     """Check how well ``model`` transforms under O(3) on ``structures``.
 
-    ``model``: a metatomic ``.pt`` path, an AtomisticModel or a :class:`ModelHandle`.
+    ``model``: a metatomic ``.pt`` path, an AtomisticModel or a ``ModelHandle``, a
+    TorchSim ``ModelInterface`` or an ASE calculator
+    (:func:`ase_symdiag.backends.dispatch.as_evaluator`; the driver lives there).
     ``structures``: ase.Atoms or a list of them. Uses ``n_rotations`` Haar-random
     operations from ``seed`` (every second one improper unless ``improper=False``)
     followed by any ``rotations`` the user passes (validated to be orthogonal).
     ``direct``: also check the model's non-conservative forces/stress if it has them.
     """
-    handle = model if isinstance(model, ModelHandle) else ModelHandle.load(model, device=device, dtype=dtype)
-    items = as_structures(structures)
-    operations = check_operations(n_rotations, seed, rotations, improper)
-    for item in items:
-        handle.check_types(item.numbers, item.label)
-    with_identity = np.concatenate([np.eye(3)[None], operations])
-    report = EquivarianceReport(
-        model=handle.source,
-        dtype=str(handle.dtype).replace("torch.", ""),
-        device=str(handle.device),
-        seed=seed,
-        operations=operations,
-    )
-    bar = _progress_bar(len(items) * len(with_identity), progress)
-    try:
-        for item in items:
-            predictions = evaluate(
-                handle,
-                item,
-                with_identity,
-                forces=True,
-                stress=True,
-                direct=direct,
-                batch_size=batch_size,
-                progress=bar.update if bar is not None else None,
-            )
-            report.structures.append(structure_errors(item, predictions, operations))
-    finally:
-        if bar is not None:
-            bar.close()
-    return report
+    from ase_symdiag.backends.dispatch import check_equivariance as driver
 
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="model evaluations", unit="eval", leave=False)
+    return driver(model, structures, n_rotations=n_rotations, seed=seed, rotations=rotations, improper=improper,
+                  direct=direct, device=device, dtype=dtype, batch_size=batch_size, progress=progress)
 
 
 def errors_report(model: str, dtype: str, device: str, seed: Optional[int], operations: np.ndarray,

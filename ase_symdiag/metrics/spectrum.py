@@ -399,7 +399,7 @@ def plot_spectra(spectra: List[StructureSpectrum], path: str) -> None:
 
 
 def structure_spectrum(
-    handle,
+    model,
     structure,
     lmax: int = 4,
     *,
@@ -412,6 +412,8 @@ def structure_spectrum(
 ) -> Tuple[StructureSpectrum, "object"]:
     """Evaluate ``structure`` on a quadrature exact to ``2 lmax`` and decompose every output.
 
+    ``model``: anything :func:`ase_symdiag.backends.dispatch.as_evaluator` takes (the
+    driver is :func:`ase_symdiag.backends.dispatch.structure_spectrum`).
     ``n_check`` Haar-random orientations (``seed``; half of them improper) measure
     what the channels ``<= lmax`` do not explain (``unresolved``, module docstring);
     ``n_check=0`` falls back to the variance over the quadrature, which cannot see
@@ -419,38 +421,40 @@ def structure_spectrum(
     :class:`~ase_symdiag.metrics.symmetrize.SymmetrizedPrediction` it was computed
     from (its mean is the symmetrized prediction on that quadrature).
     """
+    from ase_symdiag.backends.dispatch import structure_spectrum as driver
+
+    return driver(model, structure, lmax, quadrature=quadrature, direct=direct, batch_size=batch_size,
+                  progress=progress, n_check=n_check, seed=seed)
+
+
+def spectrum_quadrature(lmax: int, quadrature: Optional[O3Quadrature] = None) -> O3Quadrature:
+    """``quadrature``, checked to be exact to ``2 lmax``, or the smallest such one."""
     from ase_symdiag.o3.quadrature import smallest_exact_quadrature
-    from ase_symdiag.metrics.symmetrize import symmetrized_prediction
 
     if quadrature is None:
-        quadrature = smallest_exact_quadrature(2 * lmax)
-    elif quadrature.degree < 2 * lmax:
+        return smallest_exact_quadrature(2 * lmax)
+    if quadrature.degree < 2 * lmax:
         raise ValueError(
             f"quadrature '{quadrature.name}' is exact to degree {quadrature.degree}, the "
             f"spectrum up to lambda={lmax} needs {2 * lmax}"
         )
-    prediction = symmetrized_prediction(
-        handle, structure, quadrature, energies=False, direct=direct, batch_size=batch_size, progress=progress
-    )
+    return quadrature
+
+
+def spectrum_from_samples(structure, prediction, lmax: int, checks: Optional[Dict[str, tuple]] = None) -> StructureSpectrum:
+    """The :class:`StructureSpectrum` of ``structure`` from its back-rotated samples on
+    a quadrature (``prediction``, a ``SymmetrizedPrediction`` kept with its samples)
+    and, per output, the ``(rotations, back-rotated values)`` at check orientations
+    (``checks``; absent: ``unresolved`` from the quadrature alone)."""
     from ase.data import chemical_symbols
 
-    checks = {}
-    if n_check:
-        from ase_symdiag.backends.metatomic.evaluation import evaluate
-        from ase_symdiag.metrics.symmetrize import back_rotated
-        from ase_symdiag.o3.quadrature import haar_random
-
-        if n_check < 2:
-            raise ValueError("n_check must be 0 or >= 2 (the standard error needs two orientations)")
-        rotations = haar_random(n_check, seed, improper=quadrature.improper).rotations
-        checked = evaluate(handle, structure, rotations, energies=False, direct=direct, batch_size=batch_size)
-        checks = {name: (rotations, values) for name, values in back_rotated(checked, rotations).items()}
+    checks = checks or {}
+    quadrature = prediction.quadrature
     symbols = [chemical_symbols[z] for z in structure.numbers]
     outputs = {
         name: output_spectrum(name, values, quadrature, lmax, symbols=symbols, check=checks.get(name))
         for name, values in prediction.samples.items()
     }
-    spectrum = StructureSpectrum(
+    return StructureSpectrum(
         label=structure.label, n_atoms=len(structure), lmax=lmax, quadrature=quadrature.name, outputs=outputs
     )
-    return spectrum, prediction

@@ -24,14 +24,13 @@ in the Voigt ``yz`` one, which is never larger than their mean.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
 from ase_symdiag.errors import UsageError
 
-from ase_symdiag.backends.metatomic.evaluation import Predictions
-from ase_symdiag.backends.metatomic.model import ModelHandle
+from ase_symdiag.backends.samples import Predictions
 from ase_symdiag.o3.quadrature import O3Quadrature
 from ase_symdiag.structures import Structure
 from ase_symdiag.o3.transforms import back_rotate_tensors, back_rotate_vectors
@@ -118,7 +117,7 @@ class _RunningMoments:
 
 
 def symmetrized_prediction(
-    handle: ModelHandle,
+    model,
     structure: Structure,
     quadrature: O3Quadrature,
     *,
@@ -135,25 +134,38 @@ def symmetrized_prediction(
 ) -> SymmetrizedPrediction:
     """Evaluate all operations of ``quadrature`` chunk by chunk and average them.
 
-    With ``keep_samples=False`` every chunk is back-rotated and folded into running
-    weighted sums, then dropped: peak memory is that of one chunk
-    (:func:`~ase_symdiag.backends.metatomic.evaluation.chunk_size` copies), independent of
-    the number of operations. ``keep_samples=True`` also returns every ``g(R_k)``
-    (spectra). ``inputs``/``uncertainty``: see
+    ``model``: anything :func:`ase_symdiag.backends.dispatch.as_evaluator` takes (a
+    metatomic model or handle, a TorchSim model, an ASE calculator). The driver lives
+    in :func:`ase_symdiag.backends.dispatch.symmetrized_prediction`, the averaging in
+    :func:`average_chunks`. With ``keep_samples=False`` peak memory is that of one
+    chunk (:func:`~ase_symdiag.backends.metatomic.evaluation.chunk_size` copies),
+    independent of the number of operations. ``keep_samples=True`` also returns every
+    ``g(R_k)`` (spectra). ``inputs``/``uncertainty`` (metatomic models): see
     :func:`~ase_symdiag.backends.metatomic.evaluation.evaluate`.
     """
-    from ase_symdiag.backends.metatomic.evaluation import evaluate_chunks
+    from ase_symdiag.backends.dispatch import symmetrized_prediction as driver
+
+    return driver(
+        model, structure, quadrature, forces=forces, stress=stress, energies=energies, direct=direct,
+        batch_size=batch_size, chunk_atoms=chunk_atoms, keep_samples=keep_samples, progress=progress,
+        inputs=inputs, uncertainty=uncertainty,
+    )
+
+
+def average_chunks(
+    chunks: Iterable[Tuple[int, int, Dict[str, np.ndarray]]], quadrature: O3Quadrature, *, keep_samples: bool = True
+) -> SymmetrizedPrediction:
+    """Back-rotate and average rotated-frame chunks ``(start, stop, {name: array})``
+    (indices into ``quadrature``'s operations, the format every backend yields) into
+    a :class:`SymmetrizedPrediction`. Each chunk is folded into running weighted sums
+    and dropped unless ``keep_samples``."""
     from ase_symdiag.o3.transforms import voigt_from_tensor
 
     moments = _RunningMoments()
     kept: Dict[str, list] = {}
     rotations = np.asarray(quadrature.rotations)
     weights = np.asarray(quadrature.weights)
-    for start, stop, chunk in evaluate_chunks(
-        handle, structure, rotations, forces=forces, stress=stress, energies=energies, direct=direct,
-        batch_size=batch_size, chunk_atoms=chunk_atoms, progress=progress, inputs=inputs,
-        uncertainty=uncertainty,
-    ):
+    for start, stop, chunk in chunks:
         predictions = Predictions(**{name: chunk.get(name) for name in _PREDICTION_FIELDS})
         values = back_rotated(predictions, rotations[start:stop])
         for name in ("stress", "direct_stress"):
