@@ -113,6 +113,8 @@ def run_torchsim(args: argparse.Namespace, atoms) -> int:
         max_energy_jump=args.max_energy_jump, trajectories=args.trajectories, confidence=args.confidence,
         progress=not args.quiet and sys.stderr.isatty(),
     )
+    for note in result.warnings:  # also under "warnings" in summary.json
+        print(f"ase-symdiag md: warning: {' '.join(note.split())}", file=sys.stderr)
     print(result.table())
     print(f"logs, checkpoints and summaries written to {args.out}; survival curves {result.plot}")
     return 0
