@@ -16,7 +16,7 @@ from ase.calculators.calculator import Calculator
 from ase.md.md import MolecularDynamics
 
 import ase_symdiag.md.io as io
-from ase_symdiag.errors import NonFiniteOutputError
+from ase_symdiag.errors import NonFiniteOutputError, StructureError
 from ase_symdiag.md.constraints import describe as describe_constraints
 from ase_symdiag.md.errors import MDError, step_error
 from ase_symdiag.md.observables import COLUMNS, failure_reason, record, summarize
@@ -251,6 +251,9 @@ def _run_variant(name: str, calc: Calculator, description: str, start_atoms: Ato
                     forces = dynamics.step(forces)
                 except NonFiniteOutputError:
                     failure = _failure(step + 1, dt_fs, NON_FINITE)
+                    break
+                except StructureError as error:  # the integrated positions (coincident, non-finite)
+                    failure = _failure(step + 1, dt_fs, f"the calculator refused the structure: {error}")
                     break
                 except Exception as error:  # noqa: BLE001 - a bug or a model that raises is an error
                     raise step_error(name, step + 1, error) from error
