@@ -211,7 +211,8 @@ def test_md_torchsim_refuses_a_constraint_it_cannot_honour(equivariant_model, tm
     structure = tmp_path / "constrained.extxyz"
     ase.io.write(structure, crystal)
     out = tmp_path / "md-out"
-    code = _run(["md", equivariant_model, str(structure), "--engine", "torchsim", "--out", str(out), "-q"])
+    code = _run(["md", equivariant_model, str(structure), "--engine", "torchsim", "--steps", "2", "--replicas", "1",
+                 "--out", str(out), "-q"])
     assert code == 2
     assert "FixCartesian" in _one_error_line(capfd)
     assert not out.exists()
