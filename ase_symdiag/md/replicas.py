@@ -106,6 +106,7 @@ def restore_checkpoint(name: str, paths: Dict[str, str], fingerprint: Dict[str, 
     with open(paths["state"]) as handle:
         checkpoint = json.load(handle)
     saved = checkpoint["settings"]
+    saved.setdefault("constraints", [])  # a checkpoint from before constraints were stored had none honoured
     changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != json.loads(json.dumps(fingerprint.get(k))))
     if changed:
         details = "; ".join(f"{k}: {saved.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed)

@@ -149,3 +149,23 @@ def test_torchsim_refuses_a_constraint_it_cannot_honour(tmp_path):
         run_md_batched(MODEL, _cu_cluster(FixBondLength(0, 1)), "raw", replicas=1, steps=2, out=str(out), plot=False)
     assert "\n" not in str(info.value)
     assert not out.exists()
+
+
+def test_torchsim_fixed_atoms_stay_put_when_replicas_leave():
+    """Replicas failing a tight force threshold leave the batch (the state is sliced,
+    constraints with it): the fixed atoms of those left stay exactly in place."""
+    pytest.importorskip("torch_sim")
+    from ase_symdiag.md.torchsim import run_md_batched
+
+    start = _cu_cluster(FixAtoms(indices=FIXED))
+    seen = {}
+
+    def keep(name, step, state):
+        if state is not None:
+            seen[step] = (state.n_systems, state.positions.detach().numpy().reshape(state.n_systems, -1, 3).copy())
+
+    result = run_md_batched(MODEL, start, "raw", replicas=4, temperatures=[300.0, 3000.0], ensemble="nvt", steps=40,
+                            timestep=2.0, interval=2, max_force=1.2, plot=False, callback=keep)
+    failed = sum(r["summary"]["failure_reason"] is not None for r in result.variants["raw"].replicas)
+    assert 0 < failed < 8 and seen[40][0] == 8 - failed
+    assert max(np.abs(x[:, FIXED] - start.positions[FIXED]).max() for _, x in seen.values()) == 0.0
