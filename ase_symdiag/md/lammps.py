@@ -27,7 +27,11 @@ def lammps_external_md(calc: Calculator, atoms: Atoms, *, steps: int = 100, time
     momenta (ASE units). Returns ``step``, ``time_fs``, ``pe``, ``ke``, ``etotal`` (eV)
     per ``thermo_every`` steps, ``forces0`` (eV/Å, ASE atom order, after ``run 0``),
     ``positions`` and ``velocities`` (Å, Å/fs) at the end, ``seconds_per_step``.
+    ASE constraints are refused (this driver integrates with plain ``fix nve``).
     """
+    if atoms.constraints:
+        names = ", ".join(type(c).__name__ for c in atoms.constraints)
+        raise MDError(f"lammps_external_md cannot honour the ASE constraint(s) {names} (it runs plain fix nve)")
     try:
         from lammps import lammps
     except (ImportError, OSError) as error:

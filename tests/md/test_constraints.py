@@ -169,3 +169,12 @@ def test_torchsim_fixed_atoms_stay_put_when_replicas_leave():
     failed = sum(r["summary"]["failure_reason"] is not None for r in result.variants["raw"].replicas)
     assert 0 < failed < 8 and seen[40][0] == 8 - failed
     assert max(np.abs(x[:, FIXED] - start.positions[FIXED]).max() for _, x in seen.values()) == 0.0
+
+
+def test_lammps_driver_refuses_constraints():
+    """lammps_external_md integrates with plain fix nve: a constraint is refused,
+    named, before LAMMPS is even loaded (it was ignored)."""
+    from ase_symdiag.md import lammps_external_md
+
+    with pytest.raises(MDError, match="FixAtoms"):
+        lammps_external_md(_lj(), _lj_cluster(FixAtoms(indices=FIXED)), steps=1)
