@@ -7,7 +7,13 @@ replica the observables of the ASE runner (:mod:`ase_symdiag.md.runner`: energie
 temperature, total and angular momentum, pressure, minimum distance, largest force,
 same definitions, computed by the same functions) every ``interval`` steps. A replica
 stops at its first failure (the criteria of the ASE runner, plus non-finite forces or
-positions at any step) and leaves the batch; the others go on.
+positions at any step) and leaves the batch; the others go on. An exception in a
+model call is no failure but an error (:class:`MDError` naming the variant and step).
+
+Structures: periodic, finite (a box ASE gave a molecule is dropped, :func:`torchsim_cell`)
+or slabs (``pbc=[True, True, False]``). ASE ``FixAtoms`` and ``FixCom`` are honoured
+through TorchSim's constraints; any other constraint is refused
+(:mod:`ase_symdiag.md.constraints`). One run at a time holds ``out``.
 
 Variants, each a TorchSim model (``metatomic_torchsim.MetatomicModel`` over a
 metatomic TorchScript model, as users run them, or a thin wrapper around one):
