@@ -28,5 +28,10 @@ class ModelEvaluationError(SymDiagError):
     """The model itself refused or failed on a structure."""
 
 
+class NonFiniteOutputError(ModelEvaluationError):
+    """The model returned NaN or infinite values (an MD run counts this as a failure
+    of the variant, not as an error)."""
+
+
 class UsageError(SymDiagError):
     """A command-line or keyword argument has a bad value (reported in one line, exit 2)."""

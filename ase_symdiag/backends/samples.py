@@ -14,7 +14,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ase_symdiag.errors import ModelEvaluationError
+from ase_symdiag.errors import NonFiniteOutputError
 
 
 @dataclass
@@ -56,7 +56,8 @@ def _first_bad(name: str, values: np.ndarray) -> Optional[str]:
 def check_finite(predictions: Predictions, *, label: str, source: str) -> Predictions:
     """Return ``predictions`` unchanged if every output is finite.
 
-    Raises :class:`ModelEvaluationError` naming the model ``source``, the structure
+    Raises :class:`~ase_symdiag.errors.NonFiniteOutputError` (a
+    :class:`~ase_symdiag.errors.ModelEvaluationError`) naming the model ``source``, the structure
     ``label``, the outputs, the evaluations (index into the operations evaluated) and
     the atoms with NaN or infinite values otherwise.
     """
@@ -73,7 +74,7 @@ def check_finite(predictions: Predictions, *, label: str, source: str) -> Predic
             if found:
                 problems.append(found)
     if problems:
-        raise ModelEvaluationError(
+        raise NonFiniteOutputError(
             f"model '{source}' returned non-finite values for {label or 'structure'}: "
             + "; ".join(problems)
         )

@@ -48,7 +48,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--timestep", type=positive_float, default=1.0, help="fs (default 1)")
     p.add_argument("--temperature", type=nonnegative_float, default=300.0, help="K: initial velocities and NVT target (default 300)")
     p.add_argument("--interval", type=positive_int, default=1, help="record every N steps (default 1)")
-    p.add_argument("--quadrature", type=quadrature_spec, default=3, help="quadrature of the symmetrized variant (default 3)")
+    p.add_argument(
+        "--quadrature", type=md_quadrature, default=3,
+        help="quadrature of the symmetrized variant (default 3); 'adaptive' (--engine torchsim): the cheapest "
+             "meeting the tolerance on the model's measured breaking, with a warning when none does",
+    )
     p.add_argument("--batch-size", type=positive_int, default=16, help="rotated copies per model call (default 16)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the velocities and the thermostat (default 0)")
     p.add_argument("--min-distance", type=nonnegative_float, default=0.5, help="failure below this distance, Å (default 0.5)")
@@ -88,6 +92,11 @@ def temperature_list(text: str) -> list:
     return values
 
 
+def md_quadrature(text: str) -> Any:
+    """``"adaptive"`` or anything :func:`~ase_symdiag.cli.common.quadrature_spec` takes."""
+    return "adaptive" if text.strip().lower() == "adaptive" else quadrature_spec(text)
+
+
 def probability(text: str) -> float:
     """A number strictly between 0 and 1."""
     value = positive_float(text)
@@ -117,6 +126,8 @@ def run_torchsim(args: argparse.Namespace, atoms, model=None) -> int:
         max_energy_jump=args.max_energy_jump, trajectories=args.trajectories, confidence=args.confidence,
         progress=not args.quiet and sys.stderr.isatty(),
     )
+    for note in result.warnings:  # also under "warnings" in summary.json
+        print(f"ase-symdiag md: warning: {' '.join(note.split())}", file=sys.stderr)
     print(result.table())
     print(f"logs, checkpoints and summaries written to {args.out}; survival curves {result.plot}")
     return 0
@@ -147,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
     handle.check_types(images.numbers, args.structure)  # before any step or file
     if args.engine == "torchsim":
         return run_torchsim(args, images)
+    if quadrature == "adaptive":
+        raise MDError("--quadrature adaptive needs --engine torchsim (the ASE engine takes a quadrature name or degree)")
     result = run_md(
         handle, images, args.variants,
         ensemble=args.ensemble, steps=args.steps, timestep=args.timestep, temperature=args.temperature,

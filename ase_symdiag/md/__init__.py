@@ -5,8 +5,14 @@ several *variants* of a model and records, every ``interval`` steps, the energie
 temperature, total and angular momentum, pressure, the smallest interatomic distance
 and the largest force. A variant stops at the first sign of failure (atoms closer
 than ``min_distance``, non-finite forces or forces above ``max_force``, a jump of the
-total energy larger than ``max_energy_jump`` eV/atom between two records in NVE, or
-an error from the calculator), and the time and reason are reported.
+total energy larger than ``max_energy_jump`` eV/atom between two records in NVE, a
+calculator that refuses its own non-finite outputs or the integrated structure), and
+the time and reason are reported. Any other exception in a step (a bug, a model that
+raises) is an error, not an instability: :class:`MDError` naming the variant and step.
+
+ASE constraints of the structure are honoured, kept in checkpoints and compared on
+resume (:mod:`~ase_symdiag.md.constraints`). One run at a time writes into an output
+directory (a lock file, ``.md.lock``).
 
 Modules:
 

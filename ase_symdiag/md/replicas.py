@@ -8,6 +8,7 @@ temperature ``T`` from the same velocities (paired comparison).
 from __future__ import annotations
 
 import base64
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -66,6 +67,7 @@ class BatchedMDResult:
     settings: Dict[str, Any]
     statistics: Dict[str, Any]
     plot: Optional[str] = None
+    warnings: List[str] = field(default_factory=list)  # e.g. an adaptive quadrature without its tolerance met
 
     def table(self) -> str:
         from ase_symdiag.md.statistics import statistics_table
@@ -85,6 +87,7 @@ class BatchedMDResult:
                 for name, v in self.variants.items()
             },
             "statistics": self.statistics,
+            "warnings": self.warnings,
             "plot": self.plot,
         }
 
@@ -96,26 +99,31 @@ def restore_checkpoint(name: str, paths: Dict[str, str], fingerprint: Dict[str, 
     import json
 
     from ase_symdiag.md.errors import MDError
-    from ase_symdiag.md.io import truncate_trajectory
+    from ase_symdiag.md.io import check_log_rows, truncate_trajectory
     from ase_symdiag.report import atomic_write
 
     rows: List[List[Dict[str, float]]] = [[] for _ in range(n_rep)]
     with open(paths["state"]) as handle:
         checkpoint = json.load(handle)
     saved = checkpoint["settings"]
+    saved.setdefault("constraints", [])  # a checkpoint from before constraints were stored had none honoured
     changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != json.loads(json.dumps(fingerprint.get(k))))
     if changed:
         details = "; ".join(f"{k}: {saved.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed)
         raise MDError(f"cannot resume variant {name!r} from {paths['state']}: settings changed ({details})")
     n_lines = int(checkpoint["log_rows"])
     kept = []
-    with open(paths["log"]) as handle:
-        for line in handle:
-            if line.startswith("#") or not line.strip():
-                continue
-            if len(kept) == n_lines:
-                break
-            kept.append(line)
+    if os.path.exists(paths["log"]):
+        with open(paths["log"]) as handle:
+            for line in handle:
+                if line.startswith("#") or not line.strip():
+                    continue
+                if len(kept) == n_lines:
+                    break
+                if len(line.split()) != len(LOG_COLUMNS):
+                    break  # a line cut by an interruption
+                kept.append(line)
+    check_log_rows(paths["log"], len(kept), n_lines)
     for line in kept:
         values = line.split()
         row = {c: float(v) for c, v in zip(LOG_COLUMNS, values)}

@@ -16,13 +16,18 @@ from ase.calculators.calculator import Calculator
 from ase.md.md import MolecularDynamics
 
 import ase_symdiag.md.io as io
-from ase_symdiag.md.errors import MDError
+from ase_symdiag.errors import NonFiniteOutputError, StructureError
+from ase_symdiag.md.constraints import describe as describe_constraints
+from ase_symdiag.md.errors import MDError, step_error
 from ase_symdiag.md.observables import COLUMNS, failure_reason, record, summarize
 from ase_symdiag.md.plot import plot_md, summary_table
 from ase_symdiag.md.variants import VariantSpec, resolve_variants
 
 #: ``callback(variant name, step, atoms)``, called after every MD step
 StepCallback = Callable[[str, int, Atoms], None]
+
+#: failure reason when the calculator refuses its own NaN or infinite outputs
+NON_FINITE = "non-finite forces or energy from the model"
 
 
 @dataclass
@@ -112,11 +117,12 @@ def _failure(step: int, timestep_fs: float, reason: str) -> Dict[str, Any]:
 def run_settings(options: Dict[str, Any], start: Atoms, calc: Calculator, description: str) -> Dict[str, Any]:
     """What makes two runs of a variant the same run (stored in its checkpoint; a
     resume with other settings is refused): the model and variant, the starting
-    structure and velocities, and the integrator and thermostat settings."""
+    structure, velocities and ASE constraints, and the integrator and thermostat settings."""
     settings = {
         "model": io.calculator_fingerprint(calc),
         "variant": description,
         "structure": io.atoms_fingerprint(start),
+        "constraints": describe_constraints(start),
         "ensemble": options["ensemble"],
         "timestep": options["timestep"],
         "temperature": options["temperature"],
@@ -141,6 +147,8 @@ def _check_resumable(out: str, resolved: Dict[str, Any], settings: Dict[str, Dic
         stored = io.read_checkpoint(path).get("settings")
         if stored is None:  # written before settings were stored: nothing to compare
             continue
+        # a checkpoint from before constraints were stored had none honoured on resume
+        stored.setdefault("constraints", [])
         changed = [
             f"{key} {stored.get(key)!r} -> {value!r}" if key not in ("model", "structure") else key
             for key, value in settings[name].items()
@@ -177,6 +185,7 @@ def _run_variant(name: str, calc: Calculator, description: str, start_atoms: Ato
         if state.get("rng") is not None:
             rng.bit_generator.state = state["rng"]
         rows = io.read_log(paths["log"])[: int(state["log_rows"])]
+        io.check_log_rows(paths["log"], len(rows), int(state["log_rows"]))
         io.write_log(paths["log"], rows)
         io.truncate_trajectory(paths["trajectory"], int(state["frames"]))
     elif out:
@@ -224,9 +233,11 @@ def _run_variant(name: str, calc: Calculator, description: str, start_atoms: Ato
                 bar = tqdm(total=options["steps"], initial=start_step, desc=name, unit="step", leave=False)
             try:
                 forces = atoms.get_forces(md=True)
-            except Exception as error:  # noqa: BLE001 - any calculator failure ends the variant
+            except NonFiniteOutputError:
                 forces = None
-                failure = _failure(start_step, dt_fs, f"calculator error: {type(error).__name__}: {error}")
+                failure = _failure(start_step, dt_fs, NON_FINITE)
+            except Exception as error:  # noqa: BLE001 - a bug or a model that raises is an error
+                raise step_error(name, start_step, error) from error
             if failure is None and start_step == 0:
                 row = record(atoms, 0, dt_fs, forces, 0.0, options["distance_cutoff"])
                 reason = failure_reason(row, None, n_atoms, forces, **thresholds)
@@ -238,9 +249,14 @@ def _run_variant(name: str, calc: Calculator, description: str, start_atoms: Ato
             while failure is None and step < options["steps"]:
                 try:
                     forces = dynamics.step(forces)
-                except Exception as error:  # noqa: BLE001
-                    failure = _failure(step + 1, dt_fs, f"calculator error: {type(error).__name__}: {error}")
+                except NonFiniteOutputError:
+                    failure = _failure(step + 1, dt_fs, NON_FINITE)
                     break
+                except StructureError as error:  # the integrated positions (coincident, non-finite)
+                    failure = _failure(step + 1, dt_fs, f"the calculator refused the structure: {error}")
+                    break
+                except Exception as error:  # noqa: BLE001 - a bug or a model that raises is an error
+                    raise step_error(name, step + 1, error) from error
                 step += 1
                 dynamics.nsteps += 1
                 if bar is not None:
@@ -353,35 +369,34 @@ def run_md(
     )
     if resume and not any(os.path.exists(io.variant_paths(out, name)["state"]) for name in resolved):
         raise MDError(f"--resume: nothing to resume in '{out}' (no checkpoint of {', '.join(resolved)})")
-    if initial_temperature is None:
-        initial_temperature = temperature
-    start = _initial_velocities(atoms, initial_temperature, seed)
-    options = dict(
-        ensemble=ensemble, steps=int(steps), timestep=float(timestep), temperature=temperature,
-        thermostat=thermostat, friction=float(friction), taut=float(taut), interval=int(interval),
-        checkpoint_every=int(checkpoint_every), seed=int(seed), min_distance=float(min_distance),
-        max_force=float(max_force), max_energy_jump=max_energy_jump, distance_cutoff=float(distance_cutoff),
-    )
-    variant_settings = {
-        name: run_settings(dict(options, initial_temperature=initial_temperature), start, calc, description)
-        for name, (calc, description) in resolved.items()
-    }
-    if resume:
-        _check_resumable(out, resolved, variant_settings)
-    if out:
-        os.makedirs(out, exist_ok=True)
-    results: Dict[str, VariantResult] = {}
-    for name, (calc, description) in resolved.items():
-        results[name] = _run_variant(name, calc, description, start, options, out, resume, progress, callback,
-                                     variant_settings[name])
-    settings = dict(options, initial_temperature=initial_temperature,
-                    variants={name: description for name, (_, description) in resolved.items()})
-    result = MDResult(variants=results, settings=settings)
-    if out:
-        from ase_symdiag.report import write_json
+    with io.run_lock(out):  # one run at a time in an output directory
+        if initial_temperature is None:
+            initial_temperature = temperature
+        start = _initial_velocities(atoms, initial_temperature, seed)
+        options = dict(
+            ensemble=ensemble, steps=int(steps), timestep=float(timestep), temperature=temperature,
+            thermostat=thermostat, friction=float(friction), taut=float(taut), interval=int(interval),
+            checkpoint_every=int(checkpoint_every), seed=int(seed), min_distance=float(min_distance),
+            max_force=float(max_force), max_energy_jump=max_energy_jump, distance_cutoff=float(distance_cutoff),
+        )
+        variant_settings = {
+            name: run_settings(dict(options, initial_temperature=initial_temperature), start, calc, description)
+            for name, (calc, description) in resolved.items()
+        }
+        if resume:
+            _check_resumable(out, resolved, variant_settings)
+        results: Dict[str, VariantResult] = {}
+        for name, (calc, description) in resolved.items():
+            results[name] = _run_variant(name, calc, description, start, options, out, resume, progress, callback,
+                                         variant_settings[name])
+        settings = dict(options, initial_temperature=initial_temperature,
+                        variants={name: description for name, (_, description) in resolved.items()})
+        result = MDResult(variants=results, settings=settings)
+        if out:
+            from ase_symdiag.report import write_json
 
-        if plot:
-            result.plot = os.path.join(out, "md.png")
-            plot_md(results, result.plot)
-        write_json(os.path.join(out, "summary.json"), result.to_dict())
-    return result
+            if plot:
+                result.plot = os.path.join(out, "md.png")
+                plot_md(results, result.plot)
+            write_json(os.path.join(out, "summary.json"), result.to_dict())
+        return result

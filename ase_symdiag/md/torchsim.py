@@ -7,7 +7,13 @@ replica the observables of the ASE runner (:mod:`ase_symdiag.md.runner`: energie
 temperature, total and angular momentum, pressure, minimum distance, largest force,
 same definitions, computed by the same functions) every ``interval`` steps. A replica
 stops at its first failure (the criteria of the ASE runner, plus non-finite forces or
-positions at any step) and leaves the batch; the others go on.
+positions at any step) and leaves the batch; the others go on. An exception in a
+model call is no failure but an error (:class:`MDError` naming the variant and step).
+
+Structures: periodic, finite (a box ASE gave a molecule is dropped, :func:`torchsim_cell`)
+or slabs (``pbc=[True, True, False]``). ASE ``FixAtoms`` and ``FixCom`` are honoured
+through TorchSim's constraints; any other constraint is refused
+(:mod:`ase_symdiag.md.constraints`). One run at a time holds ``out``.
 
 Variants, each a TorchSim model
 (:class:`~ase_symdiag.backends.metatomic.torchsim_model.BatchedMetatomicModel`, the
@@ -68,8 +74,9 @@ import numpy as np
 import torch
 from ase import Atoms, units
 
-from ase_symdiag.md.errors import MDError
-from ase_symdiag.md.io import _fmt
+from ase_symdiag.md import constraints as md_constraints
+from ase_symdiag.md.errors import MDError, step_error
+from ase_symdiag.md.io import _fmt, run_lock
 from ase_symdiag.md.observables import COLUMNS, failure_reason, record, summarize
 from ase_symdiag.md.runner import _initial_velocities
 from ase_symdiag.md.replicas import (
@@ -91,6 +98,17 @@ THERMOSTATS = ("langevin", "bussi")
 # one variant, all replicas in one batch
 
 
+def torchsim_cell(atoms: Atoms) -> np.ndarray:
+    """``atoms``' cell (row vectors, Å) with the vectors along non-periodic directions
+    zeroed, as metatomic-torchsim requires: a molecule centred by ASE
+    (``pbc=False`` with a box) or a slab with vacuum (``pbc=[True, True, False]``) runs
+    as ASE's own builders make it. A non-periodic direction has no images, so the
+    dropped vector changes nothing the model sees."""
+    cell = np.array(atoms.cell, dtype=float)
+    cell[~np.asarray(atoms.pbc, dtype=bool)] = 0.0
+    return cell
+
+
 def _run_variant_batched(name, ts_model, description, start: List[Atoms], temperatures_set: List[float],
                          options: Dict[str, Any], out, resume, progress, callback, trajectories,
                          deterministic: bool = False) -> BatchedVariantResult:
@@ -104,7 +122,8 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
 
     n_rep = len(start)
     n_atoms = len(start[0])
-    periodic = bool(start[0].pbc.all())
+    periodic = bool(start[0].pbc.any())  # as the ASE runner: no angular momentum with any periodic axis
+    pbc = torch.tensor(start[0].pbc, dtype=torch.bool)
     dt = options["timestep"] * units.fs
     device, dtype = ts_model.device, ts_model.dtype
     paths = {}
@@ -116,7 +135,8 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
                 paths[f"traj{r}"] = os.path.join(out, f"{name}.r{r}.traj")
     fingerprint = dict(options, variant=name, description=description, replicas_total=n_rep,
                        temperatures_per_replica=temperatures_set, n_atoms=n_atoms,
-                       numbers=start[0].numbers.tolist(), trajectories=bool(trajectories))
+                       numbers=start[0].numbers.tolist(), trajectories=bool(trajectories),
+                       pbc=start[0].pbc.tolist(), constraints=md_constraints.describe(start[0]))
 
     rows: List[List[Dict[str, float]]] = [[] for _ in range(n_rep)]
     failures: Dict[int, Dict[str, Any]] = {}
@@ -146,9 +166,23 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
 
     # stress of the latest model call (pressure records), per active system
     last_stress: Dict[str, Any] = {"value": None}
+    at_step = {"value": step}  # the step whose model call is running (named by errors)
+
+    def call_model(state):
+        """The model on ``state``; any exception is an error naming the variant and step
+        (non-finite outputs are not exceptions: the per-step check counts them as failures)."""
+        try:
+            return ts_model(state)
+        except Exception as error:  # noqa: BLE001 - a bug or a model that raises is no MD failure
+            raise step_error(name, at_step["value"], error) from error
 
     def evaluate(state):
-        output = ts_model(state)
+        output = call_model(state)
+        if state.constraints and "forces" in output:  # constrained forces, as ASE's get_forces()
+            forces = output["forces"].detach().clone()
+            for constraint in state.constraints:
+                constraint.adjust_forces(state, forces)
+            output = dict(output, forces=forces)
         if "stress" in output:
             last_stress["value"] = output["stress"].detach()
         return output
@@ -162,22 +196,23 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
             return
         saved = ts_model.generator.get_state() if stochastic else None
         for _ in range(2):
-            ts_model(state)
+            call_model(state)
         if saved is not None:
             ts_model.generator.set_state(saved)
 
     def make_state(idx, positions, momenta, energy=None, forces=None):
         numbers = np.concatenate([start[r].numbers for r in idx])
         masses = np.concatenate([start[r].get_masses() for r in idx])
-        cells = np.stack([np.asarray(start[r].cell).T for r in idx])  # column-vector cells
+        cells = np.stack([torchsim_cell(start[r]).T for r in idx])  # column-vector cells
         base = ts.SimState(
             positions=torch.tensor(positions, dtype=dtype, device=device),
             masses=torch.tensor(masses, dtype=dtype, device=device),
             cell=torch.tensor(cells, dtype=dtype, device=device),
-            pbc=bool(periodic),
+            pbc=pbc.to(device),
             atomic_numbers=torch.tensor(numbers, dtype=torch.long, device=device),
             system_idx=torch.arange(len(idx), device=device).repeat_interleave(n_atoms),
         )
+        base.constraints = md_constraints.torchsim_constraints(start[0], len(idx), device)
         warm_up(base)
         if energy is None:
             output = evaluate(base)
@@ -187,6 +222,7 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
             forces = torch.tensor(forces, dtype=dtype, device=device)
         cls = NVTVRescaleState if options["thermostat_kind"] == "bussi" else MDState
         state = cls.from_state(base, momenta=torch.tensor(momenta, dtype=dtype, device=device), energy=energy, forces=forces)
+        state.constraints = base.constraints
         generator = torch.Generator(device=device)
         generator.manual_seed(generator_seed)
         state.rng = generator
@@ -263,6 +299,7 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
             atoms = Atoms(numbers=start[r].numbers, positions=pos[sl], cell=start[r].cell, pbc=start[r].pbc,
                           masses=start[r].get_masses())
             atoms.set_momenta(mom[sl], apply_constraint=False)
+            atoms.set_constraint([c.copy() for c in start[r].constraints])  # degrees of freedom of the temperature
             results = {"energy": float(en[k]), "forces": frc[sl]}
             if stress is not None:
                 results["stress"] = voigt(stress[k])
@@ -326,6 +363,7 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
         gamma = options["friction"] / units.fs
         tau = options["taut"] * units.fs
         while state is not None and step < options["steps"]:
+            at_step["value"] = step + 1
             kT = kT_all[torch.tensor(active, device=device)]
             dt_t = torch.as_tensor(dt, dtype=dtype, device=device)
             if kind == "nve":
@@ -470,8 +508,7 @@ def run_md_batched(
         raise MDError("resume needs an output directory")
     if len(atoms) < 2:
         raise MDError("the batched engine needs at least 2 atoms")
-    if out:
-        os.makedirs(out, exist_ok=True)
+    md_constraints.torchsim_constraints(atoms, 1)  # refuses a constraint TorchSim cannot honour, before any file
 
     if isinstance(variants, str):
         variants = [v.strip() for v in variants.split(",") if v.strip()]
@@ -495,6 +532,7 @@ def run_md_batched(
         symmetrize=str(symmetrize),
     )
     results: Dict[str, BatchedVariantResult] = {}
+    notes: List[str] = []  # warnings for stderr and summary.json
     for name, spec in items:
         if not name or any(c in name for c in "/\\ ") or name.startswith("."):
             raise MDError(f"bad variant name {name!r} (used as a file name)")
@@ -506,26 +544,27 @@ def run_md_batched(
     # deterministic=True TorchScript runs unoptimized throughout (exact whatever the
     # executor does; for PET on the 2-core CPU as fast as the default, 1.69 against
     # 1.75 ms per replica-step in bench/md_throughput.py; on GPUs fusion may matter).
-    with torch.jit.optimized_execution(not deterministic):
-        for name, spec in items:
-            if isinstance(spec, str):
-                ts_model, description = build_variant(spec, model, atoms, symmetrize=symmetrize, seed=seed,
-                                                      batch_size=batch_size, device=device)
-            else:
-                ts_model, description = spec, type(spec).__name__
-            results[name] = _run_variant_batched(name, ts_model, description, start, temperatures_set, options,
-                                                 out, resume, progress, callback, trajectories, deterministic)
-    statistics = survival_statistics(
-        {name: [rep["summary"] for rep in v.replicas] for name, v in results.items()},
-        t_max_ps=steps * timestep / 1000.0, confidence=confidence,
-    )
-    settings = dict(options, replicas=int(replicas), temperatures=temperatures, engine="torchsim",
-                    variants={name: v.description for name, v in results.items()}, n_atoms=len(atoms))
-    result = BatchedMDResult(variants=results, settings=settings, statistics=statistics)
-    if out:
-        write_json(os.path.join(out, "survival.json"), statistics)
-        if plot:
-            result.plot = os.path.join(out, "survival.png")
-            plot_survival(statistics, result.plot)
-        write_json(os.path.join(out, "summary.json"), result.to_dict())
-    return result
+    with run_lock(out):  # one run at a time in an output directory
+        with torch.jit.optimized_execution(not deterministic):
+            for name, spec in items:
+                if isinstance(spec, str):
+                    ts_model, description = build_variant(spec, model, atoms, symmetrize=symmetrize, seed=seed,
+                                                          batch_size=batch_size, device=device, notes=notes)
+                else:
+                    ts_model, description = spec, type(spec).__name__
+                results[name] = _run_variant_batched(name, ts_model, description, start, temperatures_set, options,
+                                                     out, resume, progress, callback, trajectories, deterministic)
+        statistics = survival_statistics(
+            {name: [rep["summary"] for rep in v.replicas] for name, v in results.items()},
+            t_max_ps=steps * timestep / 1000.0, confidence=confidence,
+        )
+        settings = dict(options, replicas=int(replicas), temperatures=temperatures, engine="torchsim",
+                        variants={name: v.description for name, v in results.items()}, n_atoms=len(atoms))
+        result = BatchedMDResult(variants=results, settings=settings, statistics=statistics, warnings=notes)
+        if out:
+            write_json(os.path.join(out, "survival.json"), statistics)
+            if plot:
+                result.plot = os.path.join(out, "survival.png")
+                plot_survival(statistics, result.plot)
+            write_json(os.path.join(out, "summary.json"), result.to_dict())
+        return result

@@ -24,7 +24,7 @@ users run it); for a TorchSim model they are the model itself and
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 from ase import Atoms
@@ -268,16 +268,19 @@ def adaptive_quadrature(model, atoms: Atoms, lmax: int = 3, n_rattled: int = 4, 
 
 
 def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0, batch_size: int = 16,
-                  device: Optional[str] = None, neighbor_skin: float = 0.0, corrected_export: bool = False):
+                  device: Optional[str] = None, neighbor_skin: float = 0.0, corrected_export: bool = False,
+                  notes: Optional[List[str]] = None):
     """``(TorchSim model, description)`` of a named variant of ``model`` (a metatomic
     path or AtomisticModel, or any TorchSim ``ModelInterface``: :func:`torchsim_variant`)
-    for structures like ``atoms`` (periodic or not).
+    for structures like ``atoms`` (periodic, a slab, or finite).
 
     ``corrected_export=True`` builds ``corrected`` from
     :func:`~ase_symdiag.backends.metatomic.corrected.export_corrected` through metatomic-torchsim's
     ``non_conservative`` option (as LAMMPS or i-PI users run it) instead of the
     equivalent, cheaper :class:`CorrectedModel`. ``neighbor_skin``: metatomic-torchsim's
-    Verlet skin; 0 (rebuild every step) keeps each call independent of the history."""
+    Verlet skin; 0 (rebuild every step) keeps each call independent of the history.
+    ``notes``: a list that gets a warning line when ``symmetrize="adaptive"`` finds no
+    candidate meeting the tolerance (the largest candidate is then used, without a claim)."""
     from ase_symdiag.backends.torchsim import is_torchsim_model
 
     if is_torchsim_model(model):
@@ -285,7 +288,8 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
             raise MDError("a TorchSim model runs on the device it was built on; do not pass device")
         if corrected_export:
             raise MDError("corrected_export applies to metatomic models only")
-        return torchsim_variant(kind, model, atoms, symmetrize=symmetrize, seed=seed, batch_size=batch_size)
+        return torchsim_variant(kind, model, atoms, symmetrize=symmetrize, seed=seed, batch_size=batch_size,
+                                notes=notes)
     from metatomic_torchsim import MetatomicModel
 
     from ase_symdiag.backends.metatomic.corrected import export_corrected
@@ -293,9 +297,7 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
     from ase_symdiag.backends.metatomic.export import export_symmetrized
     from ase_symdiag.backends.metatomic.model import ModelHandle
 
-    periodic = bool(atoms.pbc.all())
-    if atoms.pbc.any() and not periodic:
-        raise MDError("the TorchSim engine supports fully periodic or fully finite structures")
+    periodic = bool(atoms.pbc.all())  # stress (pressure) only then: a slab's cell has no volume
     handle = ModelHandle.load(model, device=device)
     options = dict(device=handle.device, compute_stress=periodic, neighbor_skin=neighbor_skin, uncertainty_threshold=None)
 
@@ -314,34 +316,38 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
         note = ""
         if symmetrize == "adaptive":
             choice = adaptive_quadrature(handle, atoms, seed=seed)
-            quadrature, note = choice.quadrature, " adaptive"
+            quadrature, note = choice.quadrature, " adaptive" if choice.met else " adaptive, tolerance NOT met"
+            if not choice.met and notes is not None:
+                notes.append(f"variant '{kind}': no candidate quadrature met the adaptive tolerance; {choice.reason}")
         else:
             quadrature = resolve_quadrature(symmetrize)
         exported = _scripted(export_symmetrized(handle.model, quadrature, batch_size=batch_size))
         return engine_model(exported), f"symmetrized ({quadrature.name}, {quadrature.size} ops{note})"
     if kind == "corrected":
-        what = "net_force" if periodic else "net_force, net_torque"
+        finite = not atoms.pbc.any()  # a net torque only without periodic axes (slabs: net force only)
+        what = "net_force, net_torque" if finite else "net_force"
         if corrected_export:
-            exported = _scripted(export_corrected(handle.model, net_torque=not periodic))
+            exported = _scripted(export_corrected(handle.model, net_torque=finite))
             nc = True if periodic else "forces"
             return MetatomicModel(exported, non_conservative=nc, **options), f"corrected ({what}; export)"
         inner = engine_model(handle.model)
-        return CorrectedModel(inner, net_torque=not periodic), f"corrected ({what})"
+        return CorrectedModel(inner, net_torque=finite), f"corrected ({what})"
     if kind == "stochastic":
         inner = engine_model(handle.model)
         return StochasticRotationModel(inner, seed=seed + 2), "stochastic (1 Haar-random O(3) op per step and replica)"
     raise MDError(f"unknown TorchSim variant {kind!r}; expected one of {', '.join(TORCHSIM_VARIANTS)}")
 
 
-def torchsim_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0, batch_size: int = 16):
+def torchsim_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0, batch_size: int = 16,
+                     notes: Optional[List[str]] = None):
     """``(TorchSim model, description)`` of a named variant of any TorchSim
-    ``ModelInterface`` ``model`` for structures like ``atoms``: ``raw`` the model,
-    ``symmetrized`` :class:`SymmetrizedModel` (``"adaptive"``: the cheapest quadrature
-    from the model's breaking spectrum on ``atoms``), ``corrected``
-    :class:`CorrectedModel`, ``stochastic`` :class:`StochasticRotationModel`."""
+    ``ModelInterface`` ``model`` for structures like ``atoms`` (periodic, a slab, or
+    finite): ``raw`` the model, ``symmetrized`` :class:`SymmetrizedModel`
+    (``"adaptive"``: the cheapest quadrature from the model's breaking spectrum on
+    ``atoms``; a warning goes to ``notes`` when no candidate meets the tolerance),
+    ``corrected`` :class:`CorrectedModel` (net torque only without periodic axes),
+    ``stochastic`` :class:`StochasticRotationModel`."""
     periodic = bool(atoms.pbc.all())
-    if atoms.pbc.any() and not periodic:
-        raise MDError("the TorchSim engine supports fully periodic or fully finite structures")
     if not periodic and model.compute_stress:
         model = FiniteModel(model)  # a stress over zero volume is not a number
     if kind == "raw":
@@ -352,14 +358,17 @@ def torchsim_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int 
         note = ""
         if symmetrize == "adaptive":
             choice = adaptive_quadrature(model, atoms, seed=seed)
-            quadrature, note = choice.quadrature, " adaptive"
+            quadrature, note = choice.quadrature, " adaptive" if choice.met else " adaptive, tolerance NOT met"
+            if not choice.met and notes is not None:
+                notes.append(f"variant '{kind}': no candidate quadrature met the adaptive tolerance; {choice.reason}")
         else:
             quadrature = resolve_quadrature(symmetrize)
         wrapped = SymmetrizedModel(model, quadrature, batch_size=batch_size)
         return wrapped, f"symmetrized ({wrapped.quadrature.name}, {wrapped.quadrature.size} ops{note})"
     if kind == "corrected":
-        what = "net_force" if periodic else "net_force, net_torque"
-        return CorrectedModel(model, net_torque=not periodic), f"corrected ({what})"
+        finite = not atoms.pbc.any()  # a net torque only without periodic axes (slabs: net force only)
+        what = "net_force, net_torque" if finite else "net_force"
+        return CorrectedModel(model, net_torque=finite), f"corrected ({what})"
     if kind == "stochastic":
         return StochasticRotationModel(model, seed=seed + 2), "stochastic (1 Haar-random O(3) op per step and replica)"
     raise MDError(f"unknown TorchSim variant {kind!r}; expected one of {', '.join(TORCHSIM_VARIANTS)}")

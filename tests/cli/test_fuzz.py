@@ -354,3 +354,46 @@ def test_a_full_disk_while_training_is_one_line(full_disk, tmp_path, capfd):
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and err.startswith("ase-symdiag train: error: [Errno 28] No space left on device:")
     assert "checkpoint.pt" in err
+
+
+def _one_error_line(capfd):
+    err = capfd.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("Warp ")]  # warp's no-GPU notice
+    assert len(lines) == 1 and "Traceback" not in err and "error:" in lines[0], err
+    return lines[0]
+
+
+def test_md_torchsim_refuses_a_constraint_it_cannot_honour(equivariant_model, tmp_path, capfd):
+    """FixCartesian (read back from extxyz) has no TorchSim counterpart: exit 2, one line
+    naming it, nothing written (issue 20: the engine ignored constraints without a word)."""
+    pytest.importorskip("torch_sim")
+    from ase.build import bulk
+    from ase.constraints import FixCartesian
+
+    crystal = bulk("Cu", "fcc", a=3.61, cubic=True)
+    crystal.set_constraint(FixCartesian([0], mask=(1, 0, 0)))
+    structure = tmp_path / "constrained.extxyz"
+    ase.io.write(structure, crystal)
+    out = tmp_path / "md-out"
+    code = _run(["md", equivariant_model, str(structure), "--engine", "torchsim", "--steps", "2", "--replicas", "1",
+                 "--out", str(out), "-q"])
+    assert code == 2
+    assert "FixCartesian" in _one_error_line(capfd)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("engine", ["ase", "torchsim"])
+def test_md_into_a_directory_in_use_is_one_line(equivariant_model, places, tmp_path, capfd, engine):
+    """Another md run holds --out: exit 2, one line, no file of this run written
+    (issue 20: both runs exited 0, one's log beside the other's state)."""
+    if engine == "torchsim":
+        pytest.importorskip("torch_sim")
+    from ase_symdiag.md.io import LOCK_FILE, run_lock
+
+    out = tmp_path / "md-out"
+    with run_lock(str(out)):
+        code = _run(["md", equivariant_model, places["structures"], "--engine", engine, "--steps", "2",
+                     "--out", str(out), "-q"])
+    assert code == 2
+    assert "in use by another md run" in _one_error_line(capfd)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]

@@ -29,13 +29,17 @@ import json, sys, warnings
 warnings.filterwarnings("ignore")
 import numpy as np, torch
 torch.set_num_threads(1)
-from ase.build import bulk
+from ase.build import bulk, fcc100
 from ase_symdiag import SymDiagCalculator
 from ase_symdiag.md import lammps_external_md, run_md
 from ase_symdiag.md.runner import _initial_velocities
 
-model = sys.argv[1]
-atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+model, kind = sys.argv[1], sys.argv[2]
+if kind == "slab":
+    atoms = fcc100("Cu", size=(2, 2, 4), vacuum=5.0)  # pbc [True, True, False], orthorhombic
+    atoms.info.clear()
+else:
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
 atoms.rattle(0.05, seed=1)
 start = _initial_velocities(atoms, 300.0, 0)
 engine = lammps_external_md(SymDiagCalculator(model), start, steps=100, timestep=1.0, thermo_every=10)
@@ -73,8 +77,7 @@ def _mpi_alias(tmp_path):
     return None
 
 
-@pytest.fixture(scope="module")
-def lammps_run(tmp_path_factory):
+def _run_lammps(tmp_path_factory, kind):
     if importlib.util.find_spec("lammps") is None:
         pytest.skip("LAMMPS Python module not installed (pip install lammps)")
     alias = _mpi_alias(tmp_path_factory.mktemp("lammps"))
@@ -82,10 +85,28 @@ def lammps_run(tmp_path_factory):
         pytest.skip("MPICH runtime not found (pip install mpich, or apt-get install libmpich12)")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [alias, env.get("LD_LIBRARY_PATH")]))
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, MODEL], capture_output=True, text=True, env=env,
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, MODEL, kind], capture_output=True, text=True, env=env,
                           timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def lammps_run(tmp_path_factory):
+    return _run_lammps(tmp_path_factory, "bulk")
+
+
+def test_lammps_slab_follows_the_ase_engine(tmp_path_factory):
+    """A Cu(100) slab (pbc True, True, False; boundary p p f; it was refused): step-0
+    energy and forces are the calculator's, and 100 NVE steps give the ASE engine's
+    total energies up to the engines' kinetic-energy unit constants (as for the bulk)."""
+    import numpy as np
+
+    run = _run_lammps(tmp_path_factory, "slab")
+    assert abs(run["dE0"]) < 1e-8 and run["dF0"] < 1e-8
+    difference = np.asarray(run["ase_etotal"]) - np.asarray(run["etotal"])
+    assert np.max(np.abs(difference)) < 1e-6
+    assert np.ptp(difference) < 1e-9
 
 
 def test_lammps_step0_matches_calculator(lammps_run):
