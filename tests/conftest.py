@@ -96,13 +96,8 @@ METATRAIN_PET_HYPERS = dict(
 )
 
 
-@pytest.fixture(scope="session")
-def metatrain_pet(model_dir):
-    """A tiny metatrain PET (H, C, O, Cu) with random weights, exported in float64.
-
-    A real metatrain architecture as users have them (``metatrain==2026.4.1``, the
-    ``test`` extra): per-atom ``energy``, ``feature`` and last-layer features.
-    """
+def tiny_metatrain_pet():
+    """The tiny metatrain PET of :func:`metatrain_pet` (seed 0, float64), not exported."""
     import copy
 
     pytest.importorskip("metatrain.pet")
@@ -124,6 +119,25 @@ def metatrain_pet(model_dir):
         model = PET(hypers, info).to(torch.float64)
     finally:
         torch.random.set_rng_state(state)
+    return model
+
+
+@pytest.fixture(scope="session")
+def metatrain_pet(model_dir):
+    """A tiny metatrain PET (H, C, O, Cu) with random weights, exported in float64.
+
+    A real metatrain architecture as users have them (``metatrain==2026.4.1``, the
+    ``test`` extra): per-atom ``energy``, ``feature`` and last-layer features.
+    """
     path = model_dir / "metatrain-pet.pt"
-    model.export().save(str(path))
+    tiny_metatrain_pet().export().save(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def metatrain_pet_checkpoint(model_dir):
+    """The same PET as :func:`metatrain_pet` (same weights) as a metatrain checkpoint
+    (``torch.save(model.get_checkpoint(), path)``, what ``load_model`` reads back)."""
+    path = model_dir / "metatrain-pet.ckpt"
+    torch.save(tiny_metatrain_pet().get_checkpoint(), str(path))
     return str(path)
