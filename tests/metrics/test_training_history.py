@@ -1,61 +1,17 @@
 """Symmetry through training from a real two-epoch ``mtt train`` run of a tiny PET."""
 
 import json
-import warnings
 
 import ase.io
 import numpy as np
-import pytest
 import torch
+from conftest import METATRAIN_PET_HYPERS
 from repo import ROOT
 
 from ase_symdiag.cli.app import main
 
 ETHANOL = ROOT / "models" / "data" / "ethanol-xtb.extxyz"
-#: the tiny PET of tests/conftest.py (METATRAIN_PET_HYPERS), trained
-TINY = dict(d_pet=8, d_head=8, d_node=8, d_feedforward=8, num_heads=1, num_attention_layers=1, num_gnn_layers=2, cutoff=4.0)
-
-
-@pytest.fixture(scope="module")
-def metatrain_run(tmp_path_factory):
-    """``mtt train`` (metatrain's train_model) for 2 epochs on 8 ethanol frames, a
-    checkpoint every epoch: ``(run folder, structures file)``."""
-    pytest.importorskip("metatrain.pet")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # omegaconf's deprecations, at metatrain's import
-        from metatrain.cli.train import train_model
-        from omegaconf import OmegaConf
-
-    root = tmp_path_factory.mktemp("mtt")
-    data = root / "ethanol.extxyz"
-    ase.io.write(data, ase.io.read(ETHANOL, ":8"))
-    run = root / "run"
-    run.mkdir()
-    options = {
-        "seed": 0,
-        "base_precision": 64,
-        "device": "cpu",
-        "architecture": {
-            "name": "pet",
-            "model": TINY,
-            "training": {"batch_size": 4, "num_epochs": 2, "checkpoint_interval": 1, "num_workers": 0},
-        },
-        "training_set": {
-            "systems": {"read_from": str(data), "length_unit": "angstrom"},
-            "targets": {"energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}},
-        },
-        "validation_set": 0.25,
-        "test_set": 0.0,
-        "final_eval": False,
-    }
-    state = torch.random.get_rng_state()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # metatrain's own warnings (no stress in the data, ...)
-        try:
-            train_model(OmegaConf.create(options), output=str(root / "model.pt"), checkpoint_dir=str(run))
-        finally:
-            torch.random.set_rng_state(state)
-    return run, data
+TINY = METATRAIN_PET_HYPERS
 
 
 def test_checkpoints_and_their_weights(metatrain_run):

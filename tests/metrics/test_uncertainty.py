@@ -128,3 +128,23 @@ def test_structure_without_reference_is_named(equivariant_model, cluster):
 
     with pytest.raises(StructureError, match="cluster-13: no reference energy or forces"):
         rotational_uncertainty(equivariant_model, [from_atoms(cluster, "cluster-13")], [None], [None])
+
+
+def test_llpr_uncertainty_is_measured_alongside(metatrain_llpr, tmp_path, capsys):
+    """A metatrain PET wrapped by LLPR: its energy_uncertainty is measured on the same
+    structures as the rotational spread, and is the model's own output."""
+    from ase_symdiag.backends.metatomic.evaluation import evaluate
+    from ase_symdiag.backends.metatomic.model import ModelHandle
+    from ase_symdiag.structures import read_structures
+
+    model, data = metatrain_llpr
+    out = tmp_path / "u.json"
+    assert main(["uncertainty", model, str(data), "--index", ":4", "--quadrature", "O", "-q", "--json", str(out)]) == 0
+    assert "energy: model's energy_uncertainty" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    own = {q["quantity"]: q for q in report["qualities"]}["energy: model's energy_uncertainty"]
+    assert own["n"] == 4 and own["spread_rms"] > 0
+    handle = ModelHandle.load(model)
+    structure = read_structures(str(data), index="0")[0]
+    expected = evaluate(handle, structure, forces=False, stress=False, uncertainty=True).energy_uncertainty[0]
+    assert report["structures"][0]["energy_uncertainty_meV_per_atom"] == pytest.approx(1000 * expected / 9, rel=1e-10)
