@@ -234,7 +234,7 @@ def representation_content(
 
     ``model``: a :class:`ModelHandle`, a metatomic ``.pt`` or a metatrain checkpoint
     (``.ckpt``, every layer of a PET; :mod:`ase_symdiag.backends.metatomic.metatrain`)."""
-    from ase_symdiag.backends.metatomic.metatrain import checkpoint_handle, is_checkpoint
+    from ase_symdiag.backends.metatomic.metatrain import checkpoint_handle, checkpoint_note, is_checkpoint
 
     if isinstance(model, ModelHandle):
         handle = model
@@ -250,7 +250,9 @@ def representation_content(
             matches = [n for n in available if n == layer or n.endswith(layer)]
             if not matches:
                 why = "".join(f" ({n}: {w})" for n, w in skipped.items() if n == layer or n.endswith(layer))
-                raise ModelError(f"{handle.source}: no feature output '{layer}'{why}; available: {available}")
+                note = checkpoint_note(handle)
+                hint = f" ({note[len('note: '):]})" if note else ""
+                raise ModelError(f"{handle.source}: no feature output '{layer}'{why}; available: {available}{hint}")
             resolved += [m for m in matches if m not in resolved]
         layers = resolved
     if not layers:

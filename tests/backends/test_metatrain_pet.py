@@ -206,6 +206,9 @@ def test_representations_command_on_checkpoint_and_export(metatrain_pet_checkpoi
     assert main(["representations", metatrain_pet, *common]) == 0
     out = capsys.readouterr().out
     assert "gnn_layers" not in out.split("note:")[0] and "need the model's checkpoint (.ckpt" in out
+    assert main(["representations", metatrain_pet, *common, "--layers", "gnn_layers.0_node"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no feature output 'gnn_layers.0_node'" in err[0] and "checkpoint (.ckpt" in err[0]
 
 
 @pytest.mark.parametrize(
