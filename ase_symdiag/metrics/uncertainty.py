@@ -13,6 +13,9 @@ reference, and its error with the rotational spread ``std`` over a quadrature
   (``|err| <= k std``; forces per atom: per Cartesian component; forces per
   structure: RMS error against RMS spread). Errors drawn as
   ``N(0, std^2)`` give 0.683, 0.954, 0.997 for k = 1, 2, 3.
+- **baseline**: the same rank correlation for the predicted force magnitude
+  (``|F_i|``, RMS force of a structure): a spread that correlates no better than
+  that says only "large forces, large errors".
 - **calibration curve**: for nominal Gaussian coverages ``p``, the observed fraction
   within ``z_p std`` (``z_p = sqrt(2) erfinv(p)``); a calibrated spread lies on the
   diagonal, an overconfident one (spread too small) below it.
@@ -93,9 +96,14 @@ class SpreadQuality:
     calibration: Tuple[np.ndarray, np.ndarray]
     #: why ``spearman`` is None: "constant" or "round-off" (an equivariant model's spread)
     undefined: Optional[str] = None
+    #: Spearman of the predicted magnitude (|F_i|, RMS force) with the error: the
+    #: baseline a spread must beat to say more than "large forces, large errors"
+    baseline: Optional[float] = None
 
     @classmethod
-    def measure(cls, quantity: str, rank_error, rank_spread, error, spread, round_off: float = 0.0) -> "SpreadQuality":
+    def measure(
+        cls, quantity: str, rank_error, rank_spread, error, spread, round_off: float = 0.0, magnitude=None
+    ) -> "SpreadQuality":
         """Ranks from ``rank_*`` (one value per structure or atom), coverage and
         calibration from the signed ``error`` against ``spread`` (same shapes). A
         spread whose RMS is at most ``round_off`` is the round-off of an equivariant
@@ -108,6 +116,7 @@ class SpreadQuality:
             n=int(np.size(rank_error)),
             spearman=rho,
             undefined=undefined,
+            baseline=None if magnitude is None else spearman(magnitude, rank_error),
             coverage={k: coverage(error, spread, k) for k in COVERAGE_K},
             error_rms=float(np.sqrt(np.mean(np.square(error)))),
             spread_rms=spread_rms,
@@ -116,7 +125,10 @@ class SpreadQuality:
 
     def row(self) -> list:
         rho = f"undefined ({self.undefined})" if self.spearman is None else self.spearman
-        return [self.quantity, self.n, rho] + [self.coverage[k] for k in COVERAGE_K] + [self.error_rms, self.spread_rms]
+        return (
+            [self.quantity, self.n, rho, "-" if self.baseline is None else self.baseline]
+            + [self.coverage[k] for k in COVERAGE_K] + [self.error_rms, self.spread_rms]
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -124,6 +136,7 @@ class SpreadQuality:
             "n": self.n,
             "spearman": self.spearman,
             "spearman_undefined": self.undefined,
+            "spearman_magnitude_baseline": self.baseline,
             "coverage": {f"{k:g}": v for k, v in self.coverage.items()},
             "error_rms": self.error_rms,
             "spread_rms": self.spread_rms,
@@ -145,11 +158,12 @@ class UncertaintyReport:
     def table(self) -> str:
         from ase_symdiag.report import format_table
 
-        headers = ["spread vs error", "n", "spearman"] + [f"within {k:g} std" for k in COVERAGE_K] + ["error RMS", "spread RMS"]
+        headers = ["spread vs error", "n", "spearman", "spearman |F|"] + [f"within {k:g} std" for k in COVERAGE_K] + ["error RMS", "spread RMS"]
         return (
             f"error of the {self.prediction} prediction against the reference, and the spread over "
             f"quadrature {self.quadrature}; {self.n_structures} structures (energies meV/atom, forces meV/A)\n"
             + format_table(headers, [q.row() for q in self.qualities])
+            + "\nspearman |F|: rank correlation of the predicted force magnitude with the error (a baseline)"
             + f"\nerrors drawn as N(0, std^2) would give {', '.join('%.3f' % _gaussian(k) for k in COVERAGE_K)}"
         )
 
@@ -256,11 +270,14 @@ def rotational_uncertainty(
         floor = ROUND_OFF["forces"] * eps * float(np.sqrt(np.mean(np.square(np.concatenate(f_scale)))))
         report.qualities.append(SpreadQuality.measure(
             "forces per atom: rotational std", np.linalg.norm(errors, axis=1), np.linalg.norm(spreads, axis=1), errors, spreads,
-            floor,
+            floor, magnitude=np.linalg.norm(np.concatenate(f_scale), axis=1),
         ))
         rms_error = np.array([np.sqrt(np.mean(e**2)) for e in f_err])
         rms_spread = np.array([np.sqrt(np.mean(s**2)) for s in f_std])
-        report.qualities.append(SpreadQuality.measure("forces per structure (RMS)", rms_error, rms_spread, rms_error, rms_spread, floor))
+        rms_force = np.array([np.sqrt(np.mean(f**2)) for f in f_scale])
+        report.qualities.append(SpreadQuality.measure(
+            "forces per structure (RMS)", rms_error, rms_spread, rms_error, rms_spread, floor, magnitude=rms_force
+        ))
     return report
 
 

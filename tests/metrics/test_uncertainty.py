@@ -57,6 +57,18 @@ def test_spearman_known_cases(rng):
     assert spearman(ties, [1.0, 3.0, 2.0, 4.0]) == pytest.approx(spearmanr(ties, [1.0, 3.0, 2.0, 4.0])[0], abs=1e-12)
 
 
+def test_magnitude_baseline(rng):
+    """Errors that grow with the force magnitude: the magnitude ranks them perfectly,
+    a spread that is independent noise does not."""
+    magnitude = rng.uniform(0.1, 10.0, 500)
+    error = 0.1 * magnitude
+    noise = rng.uniform(0.1, 1.0, 500)
+    quality = SpreadQuality.measure("forces", error, noise, error, noise, magnitude=magnitude)
+    assert quality.baseline == pytest.approx(1.0, abs=1e-12)
+    assert abs(quality.spearman) < 0.15
+    assert SpreadQuality.measure("energy", error, noise, error, noise).baseline is None
+
+
 def test_round_off_spread_has_no_correlation(rng):
     """The spread of an equivariant model is round-off: its ranks are noise and no
     correlation is reported, whatever numbers the noise would give."""
