@@ -1,4 +1,4 @@
-"""Rotational spread as an uncertainty: does it say where the model is wrong?
+"""Rotational spread as an uncertainty: does it say where the model is wrong? (docs/methods.md §8)
 
 For each structure with reference values (energy, forces), the model's prediction
 ``y(x)`` (unrotated, what a user runs; or the symmetrized mean) is compared with the
