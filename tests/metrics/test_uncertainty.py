@@ -105,8 +105,15 @@ def test_shipped_model_end_to_end(tmp_path, capsys):
     calc = SymDiagCalculator(str(ETHANOL_MODEL), symmetrize="O")
     probe = atoms.copy()
     probe.calc = calc
-    probe.get_forces()
+    symmetrized_forces = probe.get_forces()
     std = calc.results["forces_std"]
+    # --prediction symmetrized: the error of the calculator's averaged forces
+    from ase_symdiag.structures import from_atoms
+
+    sym = rotational_uncertainty(str(ETHANOL_MODEL), [from_atoms(atoms)], [energy], [forces], quadrature="O", prediction="symmetrized")
+    assert sym.per_structure[0]["force_error_rms_meV_per_A"] == pytest.approx(
+        1000 * np.sqrt(np.mean((symmetrized_forces - forces) ** 2)), rel=1e-5
+    )
     assert row["force_std_rms_meV_per_A"] == pytest.approx(1000 * np.sqrt(np.mean(std**2)), rel=1e-6)
     # float32 energies of ~300 eV: the batch a copy runs in moves them by ~1e-6 eV
     assert row["energy_std_meV_per_atom"] == pytest.approx(1000 * calc.results["energy_std"] / 9, rel=1e-3)
