@@ -1,9 +1,13 @@
 """Shared fixtures: real exported metatomic models (on disk) and small structures."""
 
+import warnings
+
+import ase.io
 import numpy as np
 import pytest
 import torch
 from ase.build import bulk, fcc111, molecule
+from repo import ROOT
 
 from ase_symdiag.reference.analytic import export_pair_potential
 
@@ -96,13 +100,8 @@ METATRAIN_PET_HYPERS = dict(
 )
 
 
-@pytest.fixture(scope="session")
-def metatrain_pet(model_dir):
-    """A tiny metatrain PET (H, C, O, Cu) with random weights, exported in float64.
-
-    A real metatrain architecture as users have them (``metatrain==2026.4.1``, the
-    ``test`` extra): per-atom ``energy``, ``feature`` and last-layer features.
-    """
+def tiny_metatrain_pet():
+    """The tiny metatrain PET of :func:`metatrain_pet` (seed 0, float64), not exported."""
     import copy
 
     pytest.importorskip("metatrain.pet")
@@ -124,6 +123,107 @@ def metatrain_pet(model_dir):
         model = PET(hypers, info).to(torch.float64)
     finally:
         torch.random.set_rng_state(state)
+    return model
+
+
+@pytest.fixture(scope="session")
+def metatrain_pet(model_dir):
+    """A tiny metatrain PET (H, C, O, Cu) with random weights, exported in float64.
+
+    A real metatrain architecture as users have them (``metatrain==2026.4.1``, the
+    ``test`` extra): per-atom ``energy``, ``feature`` and last-layer features.
+    """
     path = model_dir / "metatrain-pet.pt"
-    model.export().save(str(path))
+    tiny_metatrain_pet().export().save(str(path))
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def metatrain_pet_checkpoint(model_dir):
+    """The same PET as :func:`metatrain_pet` (same weights) as a metatrain checkpoint
+    (``torch.save(model.get_checkpoint(), path)``, what ``load_model`` reads back)."""
+    path = model_dir / "metatrain-pet.ckpt"
+    torch.save(tiny_metatrain_pet().get_checkpoint(), str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def metatrain_run(tmp_path_factory):
+    """``mtt train`` (metatrain's train_model) of the tiny PET (METATRAIN_PET_HYPERS)
+    for 2 epochs on 8 ethanol frames, a checkpoint every epoch: ``(run folder,
+    structures file)``; the final checkpoint is ``model.ckpt`` next to the folder."""
+    pytest.importorskip("metatrain.pet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # omegaconf's deprecations, at metatrain's import
+        from metatrain.cli.train import train_model
+        from omegaconf import OmegaConf
+
+    root = tmp_path_factory.mktemp("mtt")
+    data = root / "ethanol.extxyz"
+    ase.io.write(data, ase.io.read(ROOT / "models" / "data" / "ethanol-xtb.extxyz", ":8"))
+    run = root / "run"
+    run.mkdir()
+    options = {
+        "seed": 0,
+        "base_precision": 64,
+        "device": "cpu",
+        "architecture": {
+            "name": "pet",
+            "model": dict(METATRAIN_PET_HYPERS),
+            "training": {"batch_size": 4, "num_epochs": 2, "checkpoint_interval": 1, "num_workers": 0},
+        },
+        "training_set": {
+            "systems": {"read_from": str(data), "length_unit": "angstrom"},
+            "targets": {"energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}},
+        },
+        "validation_set": 0.25,
+        "test_set": 0.0,
+        "final_eval": False,
+    }
+    state = torch.random.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # metatrain's own warnings (no stress in the data, ...)
+        try:
+            train_model(OmegaConf.create(options), output=str(root / "model.pt"), checkpoint_dir=str(run))
+        finally:
+            torch.random.set_rng_state(state)
+    return run, data
+
+
+@pytest.fixture(scope="session")
+def metatrain_llpr(metatrain_run):
+    """metatrain's LLPR wrapped around the final model of :func:`metatrain_run`
+    (covariance and calibration on the same 8 frames), exported: a PET with
+    ``energy_uncertainty``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from metatrain.cli.train import train_model
+        from omegaconf import OmegaConf
+
+    run, data = metatrain_run
+    folder = run.parent / "llpr"
+    folder.mkdir()
+    options = {
+        "seed": 0,
+        "base_precision": 64,
+        "device": "cpu",
+        "architecture": {
+            "name": "llpr",
+            "training": {"model_checkpoint": str(run.parent / "model.ckpt"), "batch_size": 2, "num_workers": 0},
+        },
+        "training_set": {
+            "systems": {"read_from": str(data), "length_unit": "angstrom"},
+            "targets": {"energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}},
+        },
+        "validation_set": 0.25,
+        "test_set": 0.0,
+        "final_eval": False,
+    }
+    state = torch.random.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            train_model(OmegaConf.create(options), output=str(folder / "llpr.pt"), checkpoint_dir=str(folder))
+        finally:
+            torch.random.set_rng_state(state)
+    return str(folder / "llpr.pt"), data

@@ -26,6 +26,7 @@ from ase_symdiag.cli import (
     spectrum,
     symmetrize,
     train,
+    uncertainty,
 )
 from ase_symdiag.cli.common import ArgumentParser
 
@@ -52,6 +53,7 @@ COMMANDS = [
     md.add_parser,
     train.add_parser,  # train, export
     history.add_parser,  # training-history
+    uncertainty.add_parser,
     pointcloud.add_parser,
     reference_model.add_parser,
 ]

@@ -17,7 +17,8 @@ def add_parser(subparsers) -> None:
             "Character-project the per-atom feature outputs of MODEL (e.g. 'mtt::features::layer0', "
             "metatrain's 'mtt::features::*', 'feature') as functions of the structure's orientation, "
             "and print for each layer the fraction of its mean square in each (lambda, parity) "
-            "channel; 'invariant' is the (0, +) fraction."
+            "channel; 'invariant' is the (0, +) fraction. A metatrain checkpoint (.ckpt) as MODEL "
+            "shows every layer of its PET: each GNN layer's node and edge features and the heads."
         ),
     )
     add_model_structures(p, variant=True)
@@ -30,6 +31,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ase_symdiag.backends.metatomic.metatrain import checkpoint_handle, checkpoint_note, is_checkpoint
     from ase_symdiag.cli.common import load_handle, require_metatomic
     from ase_symdiag.metrics.representations import plot_representations, representation_content
     from ase_symdiag.report import write_json
@@ -43,10 +45,16 @@ def run(args: argparse.Namespace) -> int:
     structures = read_structures(args.structures, index=args.index)
     reports = {}
     for path in [args.model] + ([args.compare] if args.compare else []):
-        handle = require_metatomic(load_handle(args, path), "representations (learned features)")
+        if is_checkpoint(path):
+            handle = checkpoint_handle(path, device=args.device, dtype=args.dtype, variant=args.variant)
+        else:
+            handle = require_metatomic(load_handle(args, path), "representations (learned features)")
         report = representation_content(handle, structures, layers=args.layers, lmax=args.lmax, batch_size=args.batch_size)
         print(f"model {path}")
         print(report.table())
+        note = checkpoint_note(handle)
+        if note:
+            print(note)
         reports[path] = report
     if args.json:
         write_json(args.json, {path: report.to_dict() for path, report in reports.items()})

@@ -12,7 +12,10 @@ exact to ``2 lmax`` (the projection of a band-limited feature is then exact);
 ``unresolved`` is the part above ``lmax``.
 
 Only *learned* per-atom features are layers: outputs named ``feature``/``features``
-or ``mtt::features::*`` with per-atom samples. Auxiliary outputs (``mtt::aux::*``,
+or ``mtt::features::*`` / ``mtt::feature::*`` with per-atom samples, or per-pair
+samples (``atom_pair``: the edge features of metatrain's PET, whose every layer a
+checkpoint exposes through :mod:`ase_symdiag.backends.metatomic.metatrain`; powers
+are then summed over pairs). Auxiliary outputs (``mtt::aux::*``,
 e.g. metatrain's cutoff statistics) and feature outputs without per-atom samples
 are skipped and named (:func:`skipped_outputs`). Fractions are ratios of sums of
 squares, so round-off can put them a few ulp outside [0, 1] (an exactly invariant
@@ -38,6 +41,8 @@ from ase_symdiag.structures import Structure
 FEATURE_PREFIXES = ("mtt::features::", "mtt::feature::")
 #: prefixes of auxiliary outputs (not learned features: statistics, diagnostics)
 AUXILIARY_PREFIXES = ("mtt::aux::",)
+#: sample kinds of layers: per-atom (node) features and per-pair (edge) features
+LAYER_SAMPLE_KINDS = ("atom", "atom_pair")
 
 
 def _looks_like_feature(name: str) -> bool:
@@ -65,7 +70,7 @@ def skipped_outputs(handle: ModelHandle) -> Dict[str, str]:
             continue
         if name.startswith(AUXILIARY_PREFIXES):
             skipped[name] = "auxiliary output, not a learned feature"
-        elif output.sample_kind != "atom":
+        elif output.sample_kind not in LAYER_SAMPLE_KINDS:
             skipped[name] = f"not per-atom (sample_kind '{output.sample_kind}')"
     return skipped
 
@@ -225,8 +230,16 @@ def representation_content(
     batch_size: int = 16,
     progress=None,
 ) -> RepresentationReport:
-    """Character-project every requested feature output of ``model`` on ``structures``."""
-    handle = model if isinstance(model, ModelHandle) else ModelHandle.load(model)
+    """Character-project every requested feature output of ``model`` on ``structures``.
+
+    ``model``: a :class:`ModelHandle`, a metatomic ``.pt`` or a metatrain checkpoint
+    (``.ckpt``, every layer of a PET; :mod:`ase_symdiag.backends.metatomic.metatrain`)."""
+    from ase_symdiag.backends.metatomic.metatrain import checkpoint_handle, checkpoint_note, is_checkpoint
+
+    if isinstance(model, ModelHandle):
+        handle = model
+    else:
+        handle = checkpoint_handle(model) if is_checkpoint(model) else ModelHandle.load(model)
     available = feature_outputs(handle)
     skipped = skipped_outputs(handle)
     if layers is None or len(layers) == 0:
@@ -237,7 +250,9 @@ def representation_content(
             matches = [n for n in available if n == layer or n.endswith(layer)]
             if not matches:
                 why = "".join(f" ({n}: {w})" for n, w in skipped.items() if n == layer or n.endswith(layer))
-                raise ModelError(f"{handle.source}: no feature output '{layer}'{why}; available: {available}")
+                note = checkpoint_note(handle)
+                hint = f" ({note[len('note: '):]})" if note else ""
+                raise ModelError(f"{handle.source}: no feature output '{layer}'{why}; available: {available}{hint}")
             resolved += [m for m in matches if m not in resolved]
         layers = resolved
     if not layers:

@@ -115,3 +115,112 @@ def test_exported_pet_features_are_the_average_of_the_raw_ones(metatrain_pet, pe
     averaged = run_outputs(str(tmp_path / "sym.pt"), ethanol, ["feature"])["feature"]
     assert np.abs(run_outputs(metatrain_pet, ethanol, ["feature"])["feature"] - averaged).max() > 1e-6  # PET's features do turn
     np.testing.assert_allclose(averaged, in_process_average(metatrain_pet, ethanol, "feature", "O"), atol=1e-12)
+
+
+# --- every layer of a metatrain PET, from its checkpoint (issue 22, item 1) ---------------
+
+
+def _layer_names(n_layers: int) -> list:
+    names = []
+    for i in range(n_layers):
+        names += [f"mtt::feature::gnn_layers.{i}_node", f"mtt::feature::gnn_layers.{i}_edge"]
+    return names + ["mtt::feature::node_heads.energy.0", "mtt::feature::edge_heads.energy.0", "feature"]
+
+
+def test_checkpoint_reports_every_layer(metatrain_pet_checkpoint, metatrain_pet, pet_structures):
+    """Each GNN layer (node and edge), the heads and 'feature', in network order; the
+    final 'feature' is the exported model's, weight for weight."""
+    from conftest import METATRAIN_PET_HYPERS
+
+    from ase_symdiag.metrics.representations import representation_content
+    from ase_symdiag.structures import from_atoms
+
+    _, _, ethanol = pet_structures
+    structures = [from_atoms(ethanol)]
+    report = representation_content(metatrain_pet_checkpoint, structures, lmax=1)
+    n_layers = METATRAIN_PET_HYPERS["num_gnn_layers"]
+    assert [layer.layer for layer in report.layers] == _layer_names(n_layers)
+    assert sum(layer.layer.endswith("_node") for layer in report.layers) == n_layers
+    for layer in report.layers:
+        assert layer.n_features == (16 if layer.layer == "feature" else 8) and layer.mean_square > 0  # feature: node + edge
+        # Parseval: the channels and the unresolved rest add up to the mean square
+        assert sum(layer.power.values()) + layer.unresolved == pytest.approx(layer.mean_square, rel=1e-9)
+    exported = representation_content(metatrain_pet, structures, lmax=1).layers
+    assert [layer.layer for layer in exported] == ["feature"]
+    from_checkpoint = report.layers[-1]
+    assert from_checkpoint.mean_square == pytest.approx(exported[0].mean_square, rel=1e-10)
+    assert from_checkpoint.invariant_fraction == pytest.approx(exported[0].invariant_fraction, abs=1e-10)
+
+
+def test_layer_features_per_atom_and_per_pair(metatrain_pet_checkpoint, pet_structures):
+    """Node features are (copies, atoms, d); edge features (copies, pairs, d) with one
+    row per pair of the model's neighbour list, in the same order in every copy."""
+    from ase_symdiag.backends.metatomic.evaluation import build_graphs, evaluate
+    from ase_symdiag.backends.metatomic.metatrain import checkpoint_handle
+    from ase_symdiag.o3.operations import haar_rotations
+    from ase_symdiag.structures import from_atoms
+
+    _, _, ethanol = pet_structures
+    structure = from_atoms(ethanol)
+    handle = checkpoint_handle(metatrain_pet_checkpoint)
+    assert handle.outputs["mtt::feature::gnn_layers.1_edge"].sample_kind == "atom_pair"
+    node, edge = "mtt::feature::gnn_layers.1_node", "mtt::feature::gnn_layers.1_edge"
+    rotations = np.concatenate([np.eye(3)[None], haar_rotations(3, seed=1)])
+    features = evaluate(handle, structure, rotations, forces=False, stress=False, features=[node, edge]).features
+    (graph,) = build_graphs(handle, structure)
+    assert features[node].shape == (4, 9, 8)
+    assert features[edge].shape == (4, len(graph.first), 8)
+    # one copy per call gives the same rows: the order does not depend on the batch
+    single = evaluate(handle, structure, rotations, forces=False, stress=False, features=[edge], batch_size=1)
+    np.testing.assert_allclose(single.features[edge], features[edge], rtol=1e-10, atol=1e-12)
+
+
+def test_pairs_are_ordered_by_their_labels():
+    """Pair samples arrive in any order; each copy's rows come out sorted by label."""
+    import torch
+    from metatensor.torch import Labels, TensorBlock
+
+    from ase_symdiag.backends.metatomic.evaluation import _per_pair
+
+    names = ["system", "first_atom", "second_atom", "cell_shift_a", "cell_shift_b", "cell_shift_c"]
+    pairs = [[0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0]]  # (first, second, shift): rank 2, 0, 1
+    rows = [[s] + p for s in (1, 0) for p in pairs]  # systems and pairs shuffled
+    values = torch.tensor([[10.0 * s + rank] for s in (1, 0) for rank in (2, 0, 1)])
+    block = TensorBlock(values, Labels(names, torch.tensor(rows)), [], Labels(["_"], torch.tensor([[0]])))
+    out = _per_pair(block, 2, "edge").numpy()[..., 0]
+    np.testing.assert_array_equal(out, [[0.0, 1.0, 2.0], [10.0, 11.0, 12.0]])
+
+
+def test_representations_command_on_checkpoint_and_export(metatrain_pet_checkpoint, metatrain_pet, pet_structures, tmp_path, capsys):
+    """A .ckpt shows every layer (table, JSON, heat map); an exported .pt shows
+    'feature' and says that the layers need the checkpoint."""
+    path, _, _ = pet_structures
+    common = [path, "--index", "1", "--lmax", "1", "-q"]
+    plot = tmp_path / "layers.png"
+    assert main(["representations", metatrain_pet_checkpoint, *common, "--json", str(tmp_path / "l.json"), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "gnn_layers.1_edge" in out and "need the model's checkpoint" not in out
+    layers = json.loads((tmp_path / "l.json").read_text())[metatrain_pet_checkpoint]["layers"]
+    assert [layer["layer"] for layer in layers] == _layer_names(2)
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert main(["representations", metatrain_pet, *common]) == 0
+    out = capsys.readouterr().out
+    assert "gnn_layers" not in out.split("note:")[0] and "need the model's checkpoint (.ckpt" in out
+    assert main(["representations", metatrain_pet, *common, "--layers", "gnn_layers.0_node"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no feature output 'gnn_layers.0_node'" in err[0] and "checkpoint (.ckpt" in err[0]
+
+
+@pytest.mark.parametrize(
+    "content, message", [(b"garbage", "could not read '.*' as a metatrain checkpoint: "), (None, "error: checkpoint '.*' does not exist")]
+)
+def test_bad_checkpoint_is_one_line(tmp_path, pet_structures, capsys, content, message):
+    import re
+
+    path, _, _ = pet_structures
+    ckpt = tmp_path / "model.ckpt"
+    if content is not None:
+        ckpt.write_bytes(content)
+    assert main(["representations", str(ckpt), path, "--index", "1", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err

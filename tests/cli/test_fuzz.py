@@ -110,6 +110,13 @@ CASES = [
     ("history-metatomic", ["training-history", "{model}"], "checkpoint"),
     ("history-plot-ext", ["training-history", "{file}", "--plot", "x.unknownext"], "unknown image format"),
     ("history-json-dir", ["training-history", "{file}", "--json", "{dir}"], "is a directory"),
+    ("history-run-no-structures", ["training-history", "{dir}"], "give --structures"),
+    # uncertainty
+    ("uncertainty-no-reference", ["uncertainty", "{model}", "{structures}"], "no reference energy or forces"),
+    ("uncertainty-quadrature", ["uncertainty", "{model}", "{structures}", "--quadrature", "bogus"], "bogus"),
+    ("uncertainty-prediction", ["uncertainty", "{model}", "{structures}", "--prediction", "mean"], "invalid choice"),
+    ("uncertainty-plot-ext", ["uncertainty", "{model}", "{structures}", "--plot", "x.unknownext"], "unknown image format"),
+    ("uncertainty-json-dir", ["uncertainty", "{model}", "{structures}", "--json", "{dir}"], "is a directory"),
 ]
 
 #: a config that would train (but every case above breaks one value)
