@@ -224,24 +224,14 @@ class CorrectedModel(_WrappedModel):
 
     def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
         out = dict(self.inner(state))
+        from ase_symdiag.backends.rigid import remove_net_force, remove_net_torque
+
         forces = out["forces"].to(torch.float64)
         idx = state.system_idx
-        n_sys = state.n_systems
-        counts = torch.bincount(idx, minlength=n_sys).to(torch.float64).unsqueeze(1)
-
-        def per_system_sum(values):
-            return torch.zeros((n_sys,) + values.shape[1:], dtype=values.dtype, device=values.device).index_add(0, idx, values)
-
-        forces = forces - (per_system_sum(forces) / counts)[idx]
+        weights = torch.ones(len(idx), dtype=torch.float64, device=forces.device)
+        forces = remove_net_force(forces, weights, idx, state.n_systems)
         if self.net_torque and not bool(state.pbc.any()):
-            positions = state.positions.to(torch.float64)
-            r = positions - (per_system_sum(positions) / counts)[idx]
-            torque = per_system_sum(torch.linalg.cross(r, forces))
-            eye = torch.eye(3, dtype=torch.float64, device=r.device)
-            inertia = per_system_sum((r * r).sum(dim=1)).reshape(-1, 1, 1) * eye - per_system_sum(
-                r.unsqueeze(2) * r.unsqueeze(1))
-            omega = torch.linalg.pinv(inertia) @ torque.unsqueeze(2)  # minimum norm, as lstsq in NetTorque
-            forces = forces - torch.linalg.cross(omega.squeeze(2)[idx], r)
+            forces = remove_net_torque(forces, state.positions.to(torch.float64), weights, idx, state.n_systems)
         out["forces"] = forces.to(out["forces"].dtype)
         return out
 

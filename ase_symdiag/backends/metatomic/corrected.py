@@ -15,6 +15,7 @@ from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from ase_symdiag.backends.metatomic.blocks import force_map, stress_map
 from ase_symdiag.backends.metatomic.carried import system_copy
+from ase_symdiag.backends.rigid import remove_net_force, remove_net_torque
 from ase_symdiag.backends.metatomic.export import (
     _is_strict_subset, _system_selection, _wrap, direct_outputs, export_symmetrized,
 )
@@ -31,23 +32,6 @@ def _corrected_domain_message() -> str:
 
 
 CORRECTED_DOMAIN_MESSAGE = _corrected_domain_message()
-
-
-def symmetric_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Minimum-norm solution of ``matrix x = rhs`` for a symmetric positive
-    semi-definite 3x3 ``matrix`` (an inertia tensor), through its eigendecomposition.
-
-    A linear molecule's inertia tensor is singular; ``torch.linalg.lstsq`` handles that
-    on CPU (driver ``gelsy``) but not on CUDA, whose only driver (``gels``) assumes
-    full rank. The eigendecomposition works on every device; eigenvalues below
-    ``1e-12`` of the largest are treated as zero (the pseudo-inverse, as numpy's
-    ``lstsq`` does).
-    """
-    values, vectors = torch.linalg.eigh(matrix)
-    cutoff = values.abs().max() * 1e-12
-    safe = torch.where(values.abs() > cutoff, values, torch.ones_like(values))
-    inverse = torch.where(values.abs() > cutoff, 1.0 / safe, torch.zeros_like(values))
-    return vectors @ (inverse * (vectors.T @ rhs))
 
 
 class CorrectedForces(torch.nn.Module):
@@ -138,14 +122,11 @@ class CorrectedForces(torch.nn.Module):
             grad_strain = grads[1]
             if want_forces:
                 assert grad_positions is not None
-                force = -grad_positions
-                force = force - force.mean(dim=0, keepdim=True)
-                if self.net_torque and not bool(system.pbc.any()) and force.shape[0] > 1:
-                    r = positions.detach() - positions.detach().mean(dim=0, keepdim=True)
-                    torque = torch.linalg.cross(r, force).sum(dim=0)
-                    inertia = (r * r).sum() * torch.eye(3, dtype=r.dtype, device=device) - r.T @ r
-                    omega = symmetric_solve(inertia, torque)
-                    force = force - torch.linalg.cross(omega.unsqueeze(0).expand_as(r), r)
+                weights = torch.ones(len(system), dtype=positions.dtype, device=device)
+                one_system = torch.zeros(len(system), dtype=torch.long, device=device)
+                force = remove_net_force(-grad_positions, weights, one_system, 1)
+                if self.net_torque and not bool(system.pbc.any()):
+                    force = remove_net_torque(force, positions.detach(), weights, one_system, 1)
                 forces.append(force.detach())
             if want_stress:
                 assert grad_strain is not None
