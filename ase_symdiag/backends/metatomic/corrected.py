@@ -16,6 +16,7 @@ from metatomic.torch import ModelOutput, NeighborListOptions, System
 from ase_symdiag.backends.metatomic.blocks import force_map, stress_map
 from ase_symdiag.backends.metatomic.carried import system_copy
 from ase_symdiag.backends.rigid import remove_net_force, remove_net_torque
+from ase_symdiag.backends.strain import apply_strain, identity_strain, pair_vectors, stress_from_strain_gradient
 from ase_symdiag.backends.metatomic.export import (
     _is_strict_subset, _system_selection, _wrap, direct_outputs, export_symmetrized,
 )
@@ -102,16 +103,14 @@ class CorrectedForces(torch.nn.Module):
         stresses: List[torch.Tensor] = []
         for system in systems:
             positions = system.positions.detach().requires_grad_(True)
-            strain = torch.eye(3, dtype=positions.dtype, device=device).requires_grad_(True)
-            strained = positions @ strain
-            cell = system.cell.detach() @ strain
+            strain = identity_strain(1, positions.dtype, device)[0]
+            strained, cell = apply_strain(positions, system.cell.detach(), strain)
             vectors: List[torch.Tensor] = []
             for options in self._neighbor_lists:
                 samples = system.get_neighbor_list(options).samples.values
                 first = samples[:, 0].to(torch.long)
                 second = samples[:, 1].to(torch.long)
-                shifts = samples[:, 2:5].to(positions.dtype)
-                vectors.append(strained[second] - strained[first] + shifts @ cell)
+                vectors.append(pair_vectors(strained, first, second, samples[:, 2:5].to(positions.dtype), cell))
             copy = system_copy(
                 system, strained, cell, self._neighbor_lists, vectors, self._input_names, None, self._no_pseudovectors
             )
@@ -131,8 +130,7 @@ class CorrectedForces(torch.nn.Module):
             if want_stress:
                 assert grad_strain is not None
                 volume = torch.abs(torch.linalg.det(system.cell.detach()))
-                stress = grad_strain / volume
-                stresses.append((0.5 * (stress + stress.T)).detach())
+                stresses.append(stress_from_strain_gradient(grad_strain, volume, True).detach())
 
         if want_forces:
             results["non_conservative_force"] = force_map(systems, torch.cat(forces), selected_atoms, "non_conservative_force")
