@@ -30,6 +30,7 @@ import torch
 from ase import Atoms
 
 from ase_symdiag.md.errors import MDError
+from ase_symdiag.o3.torch_operations import haar_rotations
 
 #: variants this engine builds from a model
 TORCHSIM_VARIANTS = ("raw", "symmetrized", "corrected", "stochastic")
@@ -56,18 +57,6 @@ def require_torchsim(metatomic: bool = True) -> None:
 
 # --------------------------------------------------------------------------------------
 # the stochastic-rotation model
-
-
-def haar_rotations(n: int, generator: torch.Generator, improper: bool = True) -> torch.Tensor:
-    """``n`` Haar-random O(3) (or SO(3)) matrices, float64 on the generator's device
-    (QR of a Gaussian matrix with the sign fix of Mezzadri 2007, as
-    :class:`ase_symdiag.corrections.StochasticRotation`)."""
-    z = torch.randn(n, 3, 3, generator=generator, dtype=torch.float64, device=generator.device)
-    q, r = torch.linalg.qr(z)
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
-    if not improper:
-        q = torch.where((torch.linalg.det(q) < 0)[:, None, None], -q, q)
-    return q
 
 
 class _WrappedModel(_ModelBase):
