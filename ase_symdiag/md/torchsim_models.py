@@ -246,6 +246,20 @@ def adaptive_quadrature(model, atoms: Atoms, lmax: int = 3, n_rattled: int = 4, 
     return choose_quadrature(spectra)
 
 
+def _variant_quadrature(model, atoms: Atoms, symmetrize, seed: int, notes: Optional[List[str]]):
+    """``(quadrature, note)`` of the ``symmetrized`` variant: ``symmetrize`` resolved, or
+    for ``"adaptive"`` :func:`adaptive_quadrature` on ``atoms`` (``note`` says so, and
+    ``notes`` gets a warning when no candidate met the tolerance)."""
+    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+
+    if symmetrize != "adaptive":
+        return resolve_quadrature(symmetrize), ""
+    choice = adaptive_quadrature(model, atoms, seed=seed)
+    if not choice.met and notes is not None:
+        notes.append(f"variant 'symmetrized': no candidate quadrature met the adaptive tolerance; {choice.reason}")
+    return choice.quadrature, " adaptive" if choice.met else " adaptive, tolerance NOT met"
+
+
 def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0, batch_size: int = 16,
                   device: Optional[str] = None, neighbor_skin: float = 0.0, corrected_export: bool = False,
                   notes: Optional[List[str]] = None):
@@ -290,16 +304,7 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
     if kind == "raw":
         return engine_model(handle.model), "raw"
     if kind == "symmetrized":
-        from ase_symdiag.metrics.symmetrize import resolve_quadrature
-
-        note = ""
-        if symmetrize == "adaptive":
-            choice = adaptive_quadrature(handle, atoms, seed=seed)
-            quadrature, note = choice.quadrature, " adaptive" if choice.met else " adaptive, tolerance NOT met"
-            if not choice.met and notes is not None:
-                notes.append(f"variant '{kind}': no candidate quadrature met the adaptive tolerance; {choice.reason}")
-        else:
-            quadrature = resolve_quadrature(symmetrize)
+        quadrature, note = _variant_quadrature(handle, atoms, symmetrize, seed, notes)
         exported = _scripted(export_symmetrized(handle.model, quadrature, batch_size=batch_size))
         return engine_model(exported), f"symmetrized ({quadrature.name}, {quadrature.size} ops{note})"
     if kind == "corrected":
@@ -332,16 +337,7 @@ def torchsim_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int 
     if kind == "raw":
         return model, "raw"
     if kind == "symmetrized":
-        from ase_symdiag.metrics.symmetrize import resolve_quadrature
-
-        note = ""
-        if symmetrize == "adaptive":
-            choice = adaptive_quadrature(model, atoms, seed=seed)
-            quadrature, note = choice.quadrature, " adaptive" if choice.met else " adaptive, tolerance NOT met"
-            if not choice.met and notes is not None:
-                notes.append(f"variant '{kind}': no candidate quadrature met the adaptive tolerance; {choice.reason}")
-        else:
-            quadrature = resolve_quadrature(symmetrize)
+        quadrature, note = _variant_quadrature(model, atoms, symmetrize, seed, notes)
         wrapped = SymmetrizedModel(model, quadrature, batch_size=batch_size)
         return wrapped, f"symmetrized ({wrapped.quadrature.name}, {wrapped.quadrature.size} ops{note})"
     if kind == "corrected":
