@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ase_symdiag.metrics.equivariance import calculator_equivariance
+from ase_symdiag.backends.ase import calculator_equivariance
 from ase_symdiag.o3.operations import haar_rotations
 from ase_symdiag.report import format_table
 from ase_symdiag.o3.transforms import back_rotate_vectors

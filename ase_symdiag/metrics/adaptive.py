@@ -44,7 +44,6 @@ import numpy as np
 
 from ase_symdiag.metrics.floors import RELATIVE_FORCE_FLOOR
 from ase_symdiag.metrics.spectrum import OutputSpectrum, StructureSpectrum
-from ase_symdiag.o3.irreps import removed_channels
 from ase_symdiag.o3.quadrature import O3Quadrature, identity_quadrature, lebedev_quadrature, smallest_exact_quadrature
 
 #: metatomic-ase's SymmetrizedCalculator default (l_max = 3, 84 operations)
@@ -90,17 +89,12 @@ RULES: Dict[str, _Rule] = {
 }
 
 
-def killed_channels(quadrature: O3Quadrature, lmax: int) -> set:
-    """Channels (l <= lmax, sigma) that ``quadrature`` averages to exactly zero."""
-    return removed_channels(quadrature.rotations, quadrature.weights, lmax)
-
-
-def residual_power(spectrum_output: OutputSpectrum, quadrature: O3Quadrature, lmax: Optional[int] = None) -> float:
+def residual_power(spectrum_output: OutputSpectrum, quadrature: O3Quadrature) -> float:
     """Leftover breaking power of the average over ``quadrature`` (module docstring).
 
     The O(3) variance of the averaged output: exact for the resolved channels, plus
     the unresolved part and two standard errors counted in full. The units are the
-    spectrum's powers. ``lmax`` is accepted for compatibility and unused.
+    spectrum's powers.
     """
     return spectrum_output.averaged_power(quadrature) + spectrum_output.unresolved_bound
 

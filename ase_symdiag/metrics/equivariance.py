@@ -436,15 +436,3 @@ def errors_report(model: str, dtype: str, device: str, seed: Optional[int], oper
     for structure, prediction in zip(structures, predictions):
         report.structures.append(structure_errors(structure, prediction, operations))
     return report
-
-
-#: the ASE-calculator path moved to :mod:`ase_symdiag.backends.ase`; its names still resolve here
-_MOVED = ("rotated_atoms", "calculator_predictions", "calculator_equivariance")
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        from ase_symdiag.backends import ase as backend
-
-        return getattr(backend, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

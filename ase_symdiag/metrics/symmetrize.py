@@ -55,18 +55,6 @@ def back_rotated(predictions: Predictions, rotations: np.ndarray) -> Dict[str, n
     return out
 
 
-def weighted_mean_std(values: np.ndarray, weights: np.ndarray):
-    """Mean and std over the first axis with weights summing to 1.
-
-    Lebedev orders 13, 25 and 27 have negative weights, so the weighted variance can
-    come out slightly negative: it is clamped at zero.
-    """
-    w = weights.reshape((-1,) + (1,) * (values.ndim - 1))
-    mean = np.sum(w * values, axis=0)
-    variance = np.sum(w * (values - mean) ** 2, axis=0)
-    return mean, np.sqrt(np.clip(variance, 0.0, None))
-
-
 @dataclass
 class SymmetrizedPrediction:
     """Quadrature averages (``mean``) and rotational spreads (``std``) of each output.

@@ -30,8 +30,6 @@ def _corrected_domain_message() -> str:
     )
 
 
-CORRECTED_DOMAIN_MESSAGE = _corrected_domain_message()
-
 
 def symmetric_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     """Minimum-norm solution of ``matrix x = rhs`` for a symmetric positive
@@ -64,7 +62,7 @@ class CorrectedForces(torch.nn.Module):
 
     The net force and torque are global: with ``selected_atoms`` a strict subset of a
     system's atoms (LAMMPS with several MPI ranks) the direct outputs refuse with
-    :data:`CORRECTED_DOMAIN_MESSAGE` rather than remove a per-domain mean.
+    the message of :func:`_corrected_domain_message` rather than remove a per-domain mean.
     """
 
     _neighbor_lists: List[NeighborListOptions]

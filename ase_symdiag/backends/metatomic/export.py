@@ -64,8 +64,6 @@ def _domain_message() -> str:
     )
 
 
-DOMAIN_MESSAGE = _domain_message()
-
 
 
 
