@@ -142,14 +142,12 @@ def same_file(a: str, b: str) -> bool:
 def quadrature_spec(text: str):
     """A quadrature name or degree (``3``, ``O``, ``lebedev:3``), checked at parsing."""
     from ase_symdiag.errors import SymDiagError
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+    from ase_symdiag.o3.quadrature import parse_quadrature
 
-    spec = int(text) if text.strip().isdigit() else text
     try:
-        resolve_quadrature(spec)
-    except (SymDiagError, ValueError) as error:
+        return parse_quadrature(text)
+    except SymDiagError as error:
         raise argparse.ArgumentTypeError(" ".join(str(error).split())) from None
-    return spec
 
 
 def plot_file(text: str) -> str:

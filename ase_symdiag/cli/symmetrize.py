@@ -66,17 +66,18 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ase_symdiag.cli.common import load_handle
     from ase_symdiag.metrics.adaptive import choose_quadrature
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature, symmetrized_prediction
+    from ase_symdiag.metrics.symmetrize import symmetrized_prediction
+    from ase_symdiag.o3.quadrature import resolve_quadrature
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 
     check_outputs({"--export": args.export, "--json": args.json}, {"model": args.model, "structures": args.structures, "extensions folder": args.extensions})
+    quadrature = resolve_quadrature(args.quadrature)  # a bad --quadrature is one line before any work
     handle = load_handle(args)
     structures = read_structures(args.structures, index=args.index)
     data = {"model": handle.source}
     status = 0
-    if args.quadrature is not None:
-        quadrature = resolve_quadrature(args.quadrature)
+    if quadrature is not None:
         print(f"using quadrature '{quadrature.name}' ({quadrature.size} operations, degree {quadrature.degree})")
     else:
         spectra = measure_spectra(args, handle, structures)

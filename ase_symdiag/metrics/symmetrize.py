@@ -28,11 +28,10 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ase_symdiag.errors import UsageError
-
 from ase_symdiag.backends.metatomic.evaluation import Predictions
 from ase_symdiag.backends.metatomic.model import ModelHandle
 from ase_symdiag.o3.quadrature import O3Quadrature
+from ase_symdiag.o3.quadrature import resolve_quadrature  # noqa: F401  (re-exported: its former home)
 from ase_symdiag.structures import Structure
 from ase_symdiag.o3.transforms import back_rotate_tensors, back_rotate_vectors
 
@@ -159,29 +158,3 @@ def symmetrized_prediction(
 
 
 _PREDICTION_FIELDS = ("energy", "forces", "stress", "energies", "direct_forces", "direct_stress", "energy_uncertainty")
-
-
-def resolve_quadrature(spec) -> Optional[O3Quadrature]:
-    """Turn a user's ``symmetrize=`` value into a quadrature.
-
-    ``None``/``False``: no averaging. An int L: the smallest quadrature exact to degree
-    L (with inversion). A string: a printed quadrature name, see
-    :func:`ase_symdiag.o3.quadrature.quadrature_from_name` (``"Oh"``, ``"O"``,
-    ``"O:proper"``, ``"lebedev:3"``, ``"grid:3"``, ``"3"``). An :class:`O3Quadrature`
-    is used as is.
-    """
-    from ase_symdiag.o3 import quadrature as q
-
-    if spec is None or spec is False:
-        return None
-    if isinstance(spec, O3Quadrature):
-        return spec
-    if isinstance(spec, bool):
-        raise UsageError("symmetrize=True is ambiguous: give a degree, e.g. symmetrize=3")
-    if isinstance(spec, (int, np.integer)):
-        if spec < 0:
-            raise UsageError(f"symmetrize={int(spec)}: the degree must be >= 0")
-        return q.quadrature_from_name(str(int(spec)))
-    if isinstance(spec, str):
-        return q.quadrature_from_name(spec)
-    raise UsageError(f"symmetrize={spec!r}: give a degree, a quadrature name (e.g. 'Oh', 'lebedev:3') or an O3Quadrature")

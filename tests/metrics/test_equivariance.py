@@ -226,7 +226,7 @@ def test_metrics_import_no_ase():
 
     from ase.units import GPa
 
-    from ase_symdiag.metrics.equivariance import GPA
+    from ase_symdiag.o3.transforms import GPA
 
     code = (
         "import sys, ase_symdiag.metrics.equivariance, ase_symdiag.metrics.symmetrize, "

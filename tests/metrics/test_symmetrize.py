@@ -5,7 +5,7 @@ import pytest
 
 from ase_symdiag import SymDiagCalculator, SymDiagError, check_equivariance
 from ase_symdiag.o3.quadrature import O3Quadrature, group_quadrature
-from ase_symdiag.metrics.symmetrize import resolve_quadrature
+from ase_symdiag.o3.quadrature import resolve_quadrature
 
 
 def weighted_mean_std(values: np.ndarray, weights: np.ndarray):
