@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from ase_symdiag.cli.common import add_model_structures, check_outputs, output_file, positive_float
-from ase_symdiag.cli.spectrum import check_orientations, lmax_type, measure_spectra
+from ase_symdiag.cli.common import (
+    add_model_structures, check_orientations, check_outputs, lmax_type, output_file, positive_float, show_progress,
+)
 from ase_symdiag.metrics.adaptive import DEFAULT_ENERGY_TOLERANCE, DEFAULT_STRESS_TOLERANCE
 from ase_symdiag.metrics.spectrum import N_CHECK
 
@@ -65,6 +66,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ase_symdiag.cli.common import load_handle
+    from ase_symdiag.drivers.spectrum import measure_spectra
     from ase_symdiag.metrics.adaptive import choose_quadrature
     from ase_symdiag.metrics.symmetrize import symmetrized_prediction
     from ase_symdiag.o3.quadrature import resolve_quadrature
@@ -80,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
     if quadrature is not None:
         print(f"using quadrature '{quadrature.name}' ({quadrature.size} operations, degree {quadrature.degree})")
     else:
-        spectra = measure_spectra(args, handle, structures)
+        spectra = measure_spectra(
+            handle, structures, lmax=args.lmax, batch_size=args.batch_size, n_check=args.check_orientations,
+            progress=show_progress(args.quiet),
+        )
         outputs = ("energy", "forces", "stress") + (("direct_forces", "direct_stress") if args.corrected else ())
         choice = choose_quadrature(
             spectra, args.tolerance, relative_tolerance=args.relative_tolerance,
