@@ -60,7 +60,7 @@ class SymmetrizedCalculator(Calculator):
         from ase_symdiag.backends.dispatch import as_evaluator
         from ase_symdiag.corrections.registry import resolve_corrections
         from ase_symdiag.errors import UsageError
-        from ase_symdiag.metrics.symmetrize import resolve_quadrature
+        from ase_symdiag.o3.quadrature import resolve_quadrature
 
         if batch_size < 1:
             raise UsageError(f"batch_size must be >= 1, got {batch_size}")

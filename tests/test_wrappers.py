@@ -56,7 +56,7 @@ def test_symmetrized_model_equals_the_in_process_average_for_every_system_of_a_b
     """Two different systems in one state, the quadrature split into chunks: each
     system's average equals the library's average of that structure alone."""
     from ase_symdiag.backends.dispatch import symmetrized_prediction
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+    from ase_symdiag.o3.quadrature import resolve_quadrature
     from ase_symdiag.structures import from_atoms
 
     quadrature = resolve_quadrature(3)
@@ -177,7 +177,7 @@ def test_symmetrized_model_bounds_the_atoms_per_inner_call(planted, cluster, chu
     """Two 13-atom systems (26 atoms per operation) x 24 operations: chunks of
     ``chunk_atoms // 26`` operations (default budget 512: 19, evened out to 2 x 12),
     and the same average whatever the chunking."""
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+    from ase_symdiag.o3.quadrature import resolve_quadrature
 
     seen = []
 

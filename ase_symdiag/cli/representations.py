@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ase_symdiag.cli.common import add_model_structures, check_outputs, output_file, plot_file
-from ase_symdiag.cli.spectrum import lmax_type
+from ase_symdiag.cli.common import add_model_structures, check_outputs, lmax_type, output_file, plot_file
 
 
 def add_parser(subparsers) -> None:

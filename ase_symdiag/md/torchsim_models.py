@@ -142,7 +142,7 @@ class SymmetrizedModel(_WrappedModel):
     """
 
     def __init__(self, inner, quadrature=3, *, batch_size: Optional[int] = 16, chunk_atoms: Optional[int] = None) -> None:
-        from ase_symdiag.metrics.symmetrize import resolve_quadrature
+        from ase_symdiag.o3.quadrature import resolve_quadrature
 
         super().__init__(inner)
         resolved = resolve_quadrature(quadrature)
@@ -311,7 +311,7 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
     if kind == "raw":
         return engine_model(handle.model), "raw"
     if kind == "symmetrized":
-        from ase_symdiag.metrics.symmetrize import resolve_quadrature
+        from ase_symdiag.o3.quadrature import resolve_quadrature
 
         note = ""
         if symmetrize == "adaptive":
@@ -353,7 +353,7 @@ def torchsim_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int 
     if kind == "raw":
         return model, "raw"
     if kind == "symmetrized":
-        from ase_symdiag.metrics.symmetrize import resolve_quadrature
+        from ase_symdiag.o3.quadrature import resolve_quadrature
 
         note = ""
         if symmetrize == "adaptive":

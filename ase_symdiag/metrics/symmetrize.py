@@ -28,8 +28,6 @@ from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
-from ase_symdiag.errors import UsageError
-
 from ase_symdiag.backends.samples import Predictions
 from ase_symdiag.o3.quadrature import O3Quadrature
 from ase_symdiag.structures import Structure
@@ -52,18 +50,6 @@ def back_rotated(predictions: Predictions, rotations: np.ndarray) -> Dict[str, n
     if getattr(predictions, "energy_uncertainty", None) is not None:
         out["energy_uncertainty"] = predictions.energy_uncertainty
     return out
-
-
-def weighted_mean_std(values: np.ndarray, weights: np.ndarray):
-    """Mean and std over the first axis with weights summing to 1.
-
-    Lebedev orders 13, 25 and 27 have negative weights, so the weighted variance can
-    come out slightly negative: it is clamped at zero.
-    """
-    w = weights.reshape((-1,) + (1,) * (values.ndim - 1))
-    mean = np.sum(w * values, axis=0)
-    variance = np.sum(w * (values - mean) ** 2, axis=0)
-    return mean, np.sqrt(np.clip(variance, 0.0, None))
 
 
 @dataclass
@@ -183,29 +169,3 @@ def average_chunks(
 
 
 _PREDICTION_FIELDS = ("energy", "forces", "stress", "energies", "direct_forces", "direct_stress", "energy_uncertainty")
-
-
-def resolve_quadrature(spec) -> Optional[O3Quadrature]:
-    """Turn a user's ``symmetrize=`` value into a quadrature.
-
-    ``None``/``False``: no averaging. An int L: the smallest quadrature exact to degree
-    L (with inversion). A string: a printed quadrature name, see
-    :func:`ase_symdiag.o3.quadrature.quadrature_from_name` (``"Oh"``, ``"O"``,
-    ``"O:proper"``, ``"lebedev:3"``, ``"grid:3"``, ``"3"``). An :class:`O3Quadrature`
-    is used as is.
-    """
-    from ase_symdiag.o3 import quadrature as q
-
-    if spec is None or spec is False:
-        return None
-    if isinstance(spec, O3Quadrature):
-        return spec
-    if isinstance(spec, bool):
-        raise UsageError("symmetrize=True is ambiguous: give a degree, e.g. symmetrize=3")
-    if isinstance(spec, (int, np.integer)):
-        if spec < 0:
-            raise UsageError(f"symmetrize={int(spec)}: the degree must be >= 0")
-        return q.quadrature_from_name(str(int(spec)))
-    if isinstance(spec, str):
-        return q.quadrature_from_name(spec)
-    raise UsageError(f"symmetrize={spec!r}: give a degree, a quadrature name (e.g. 'Oh', 'lebedev:3') or an O3Quadrature")

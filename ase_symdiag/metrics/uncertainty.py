@@ -214,7 +214,8 @@ def rotational_uncertainty(
     energy only; a structure without either is an error naming it."""
     from ase_symdiag.backends.metatomic.evaluation import evaluate
     from ase_symdiag.backends.metatomic.model import ModelHandle
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature, symmetrized_prediction
+    from ase_symdiag.metrics.symmetrize import symmetrized_prediction
+    from ase_symdiag.o3.quadrature import resolve_quadrature
 
     if prediction not in PREDICTIONS:
         raise UsageError(f"prediction must be one of {PREDICTIONS}, got '{prediction}'")

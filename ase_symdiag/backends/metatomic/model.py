@@ -25,7 +25,8 @@ import torch
 from ase_symdiag.errors import ModelError
 
 ENERGY = "energy"
-NC_FORCES = "non_conservative_force"
+#: metatomic's standard names of direct (non-conservative) force and stress outputs
+NC_FORCE = "non_conservative_force"
 NC_STRESS = "non_conservative_stress"
 UNCERTAINTY = "energy_uncertainty"
 
@@ -193,7 +194,7 @@ class ModelHandle:
             dtype=torch_dtype,
             source=source,
             energy_key=energy_key,
-            nc_forces_key=_pick(NC_FORCES, outputs, variant),
+            nc_forces_key=_pick(NC_FORCE, outputs, variant),
             nc_stress_key=_pick(NC_STRESS, outputs, variant),
             per_atom_energy=outputs[energy_key].sample_kind == "atom",
             atomic_types=[int(t) for t in capabilities.atomic_types],
