@@ -157,8 +157,9 @@ class BatchedMetatomicModel(_ModelBase if _ModelBase is not None else torch.nn.M
         self._components = [Labels("xyz", torch.tensor([[0], [1], [2]], device=self._device))]
         self._properties = Labels("distance", torch.tensor([[0]], device=self._device))
 
-    def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
-        """Energy, forces and stress of every system of ``state`` (a TorchSim ``SimState``)."""
+    def forward(self, state) -> Dict[str, torch.Tensor]:
+        """Energy, forces and stress of every system of ``state`` (a TorchSim ``SimState``,
+        atoms ordered by system)."""
         if state.positions.dtype != self._dtype:
             raise UsageError(f"state dtype {state.positions.dtype} does not match the model dtype {self._dtype}")
         system_idx = state.system_idx
