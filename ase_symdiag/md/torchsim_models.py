@@ -277,8 +277,10 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
     ``corrected_export=True`` builds ``corrected`` from
     :func:`~ase_symdiag.backends.metatomic.corrected.export_corrected` through metatomic-torchsim's
     ``non_conservative`` option (as LAMMPS or i-PI users run it) instead of the
-    equivalent, cheaper :class:`CorrectedModel`. ``neighbor_skin``: metatomic-torchsim's
-    Verlet skin; 0 (rebuild every step) keeps each call independent of the history.
+    equivalent, cheaper :class:`CorrectedModel`. ``neighbor_skin`` > 0: run metatomic
+    models through metatomic-torchsim's ``MetatomicModel`` with that Verlet skin; 0
+    (default): :class:`~ase_symdiag.backends.metatomic.torchsim_model.BatchedMetatomicModel`,
+    neighbour lists rebuilt every step (each call independent of the history).
     ``notes``: a list that gets a warning line when ``symmetrize="adaptive"`` finds no
     candidate meeting the tolerance (the largest candidate is then used, without a claim)."""
     from ase_symdiag.backends.torchsim import is_torchsim_model
