@@ -13,6 +13,7 @@ import ase_symdiag  # noqa: E402
 from ase_symdiag.backends.torchsim import torchsim_predictions  # noqa: E402
 from ase_symdiag.md.torchsim_models import (  # noqa: E402
     CorrectedModel,
+    ChunkedModel,
     FiniteModel,
     StochasticRotationModel,
     SymmetrizedModel,
@@ -97,12 +98,14 @@ def test_stochastic_model_returns_the_back_rotated_outputs_of_its_rotation(plant
     np.testing.assert_allclose(out["forces"].numpy().reshape(2, -1, 3), back, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind, cls", [("raw", FiniteModel), ("symmetrized", SymmetrizedModel),
+@pytest.mark.parametrize("kind, cls", [("raw", ChunkedModel), ("symmetrized", SymmetrizedModel),
                                         ("corrected", CorrectedModel), ("stochastic", StochasticRotationModel)])
 def test_build_variant_wraps_any_torchsim_model(planted, cluster, kind, cls):
     model, description = build_variant(kind, planted, cluster, symmetrize="O")
     assert isinstance(model, cls) and description.startswith(kind)
     assert not model.compute_stress  # a finite cluster: no stress over zero volume
+    if kind == "raw":  # replicas evaluated in bounded groups, each without a stress
+        assert isinstance(model.inner, FiniteModel)
     out = model(ts.io.atoms_to_state(cluster, torch.device("cpu"), torch.float64))
     assert "stress" not in out and torch.isfinite(out["forces"]).all()
     if kind == "symmetrized":
