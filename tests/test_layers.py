@@ -35,7 +35,7 @@ belong at the reporting edge; a metric module only builds figures on request).
 from __future__ import annotations
 
 import ast
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 

@@ -22,6 +22,7 @@ from typing import Optional, Union
 
 import torch
 
+from ase_symdiag.backends.metatomic.inputs import check_input
 from ase_symdiag.errors import ModelError
 
 ENERGY = "energy"
@@ -299,8 +300,6 @@ def _requested_inputs(model, source: str) -> dict:
     """``{name: ModelOutput}`` of the inputs the model asks for (metatomic >= 0.1.19
     names), checked against what :func:`ase_symdiag.backends.metatomic.inputs.input_arrays`
     can provide."""
-    from ase_symdiag.backends.metatomic.inputs import check_input
-
     method = getattr(model, "requested_inputs", None)
     if method is None:  # pragma: no cover - older metatomic
         return {}
