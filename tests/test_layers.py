@@ -27,9 +27,12 @@ shows the same order; a module may import its own layer and the ones below):
 7. entry points: ``cli``, ``pytest_plugin``, the package ``ase_symdiag`` itself
    (whose public names are resolved lazily from strings).
 
-Two more rules: no metric imports a model library (torch, metatomic, metatrain,
-vesin, torch-sim) even lazily, and none imports matplotlib at module level (plots
-belong at the reporting edge; a metric module only builds figures on request).
+More rules: backends import no metric (they return samples and nothing else; the
+layer order alone would allow it); no metric imports a model library (torch,
+metatomic, metatrain, vesin, torch-sim) even lazily, and none imports matplotlib at
+module level (plots belong at the reporting edge; a metric module only builds figures
+on request); argparse lives in ``cli/`` only; a private name (``_foo``) of the package
+is not imported by another module.
 """
 
 from __future__ import annotations
@@ -177,11 +180,22 @@ def test_every_module_has_a_layer():
     assert [name for name in package_modules() if layer_of(name) is None] == []
 
 
-def test_the_graph_sees_lazy_and_relative_imports(graph):
-    # a function-level import (the drivers import backends inside functions) and a
-    # package-relative one are edges like any other
-    assert "ase_symdiag.backends.dispatch" in graph["ase_symdiag.drivers.equivariance"]
-    assert "ase_symdiag.errors" in graph["ase_symdiag"]
+def test_lazy_and_relative_imports_are_edges(tmp_path):
+    """A function-level import and ``from . import``/``from ..x import`` count, resolved."""
+    path = tmp_path / "planted.py"
+    path.write_text(
+        "from . import quadrature\n"
+        "from ..structures import Structure\n"
+        "def f():\n"
+        "    from ase_symdiag.backends.dispatch import as_evaluator\n"
+    )
+    modules = package_modules()
+    found = imports_of("ase_symdiag.o3.planted", path, modules)
+    assert found == [
+        ("ase_symdiag.o3.quadrature", 1, True),
+        ("ase_symdiag.structures", 2, True),
+        ("ase_symdiag.backends.dispatch", 4, False),
+    ]
 
 
 def test_find_cycle_finds_a_planted_cycle():
@@ -227,6 +241,56 @@ def test_metrics_import_no_model_library_and_plot_only_on_request():
             if root in MODEL_LIBRARIES or (root == "matplotlib" and top):
                 found.append(f"{module}:{line} imports {target}")
     assert found == []
+
+
+def test_backends_import_no_metric(graph):
+    found = [
+        f"{module}:{line} -> {target}"
+        for module, edges in sorted(graph.items())
+        if module.startswith("ase_symdiag.backends")
+        for target, line in sorted(edges.items())
+        if target.startswith("ase_symdiag.metrics")
+    ]
+    assert found == []
+
+
+#: private names still imported across modules, in files another branch is rewriting
+#: (issue 19, one implementation of each piece of physics); remove each as it goes
+PENDING_PRIVATE = {
+    ("ase_symdiag.backends.metatomic.corrected", "ase_symdiag.backends.metatomic.export._is_strict_subset"),
+    ("ase_symdiag.backends.metatomic.corrected", "ase_symdiag.backends.metatomic.export._system_selection"),
+    ("ase_symdiag.backends.metatomic.corrected", "ase_symdiag.backends.metatomic.export._wrap"),
+    ("ase_symdiag.corrections.forces", "ase_symdiag.corrections.base._check_weighting"),
+    ("ase_symdiag.corrections.forces", "ase_symdiag.corrections.base._copy"),
+    ("ase_symdiag.corrections.forces", "ase_symdiag.corrections.base._weights"),
+    ("ase_symdiag.corrections.mixed", "ase_symdiag.corrections.base._copy"),
+    ("ase_symdiag.corrections.point_group", "ase_symdiag.corrections.base._copy"),
+    ("ase_symdiag.corrections.registry", "ase_symdiag.corrections.base._copy"),
+    ("ase_symdiag.corrections.stochastic", "ase_symdiag.corrections.base._copy"),
+    ("ase_symdiag.corrections.stress", "ase_symdiag.corrections.base._copy"),
+    ("ase_symdiag.md.torchsim", "ase_symdiag.md.io._fmt"),
+    ("ase_symdiag.md.torchsim", "ase_symdiag.md.runner._initial_velocities"),
+}
+
+
+def private_imports() -> set:
+    """``{(module, "package.module._name")}`` of every private package name imported by another module."""
+    modules = package_modules()
+    found = set()
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = _base(module, path.name == "__init__.py", node)
+                found |= {
+                    (module, f"{base}.{alias.name}")
+                    for alias in node.names
+                    if base.startswith("ase_symdiag") and alias.name.startswith("_") and not alias.name.startswith("__")
+                }
+    return found
+
+
+def test_no_private_name_crosses_modules():
+    assert private_imports() - PENDING_PRIVATE == set()
 
 
 def test_argparse_lives_in_cli_only():

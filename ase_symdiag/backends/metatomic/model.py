@@ -34,7 +34,9 @@ UNCERTAINTY = "energy_uncertainty"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def _load_file(path: Union[str, pathlib.Path], extensions_directory=None):
+def load_file(path: Union[str, pathlib.Path], extensions_directory=None):
+    """The ``AtomisticModel`` saved at ``path`` (TorchScript extensions from
+    ``extensions_directory``); a :class:`ModelError` in one line if it cannot be read."""
     from metatomic.torch import load_atomistic_model
 
     path = str(path)
@@ -153,7 +155,7 @@ class ModelHandle:
         source = "<object>"
         if isinstance(model, (str, pathlib.PurePath)):
             source = str(model)
-            model = _load_file(model, extensions_directory)
+            model = load_file(model, extensions_directory)
         elif not isinstance(model, torch.nn.Module):
             raise ModelError(
                 f"expected a metatomic model file or AtomisticModel, got {type(model).__name__}"
