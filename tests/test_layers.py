@@ -38,6 +38,8 @@ is not imported by another module.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
@@ -241,6 +243,17 @@ def test_metrics_import_no_model_library_and_plot_only_on_request():
             if root in MODEL_LIBRARIES or (root == "matplotlib" and top):
                 found.append(f"{module}:{line} imports {target}")
     assert found == []
+
+
+def test_importing_every_metric_loads_no_model_library():
+    """The static rule above, at run time: a fresh interpreter that imports every module
+    of ``metrics/`` has loaded neither torch nor metatomic."""
+    names = sorted(name for name in package_modules() if name.startswith("ase_symdiag.metrics"))
+    code = "import sys\n" + "".join(f"import {name}\n" for name in names) + (
+        "print(sorted(m for m in ('torch', 'metatomic', 'metatensor', 'vesin', 'torch_sim') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_backends_import_no_metric(graph):
