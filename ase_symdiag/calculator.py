@@ -11,7 +11,8 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase_symdiag.corrections.registry import correct_prediction, prepare_evaluation
 from ase_symdiag.backends.metatomic.evaluation import evaluate
 from ase_symdiag.backends.metatomic.inputs import input_arrays
-from ase_symdiag.metrics.symmetrize import back_rotated, symmetrized_prediction
+from ase_symdiag.drivers.symmetrize import symmetrized_prediction
+from ase_symdiag.metrics.symmetrize import back_rotated
 from ase_symdiag.backends.metatomic.model import NC_FORCE, NC_STRESS, ModelHandle
 from ase_symdiag.errors import ModelError, UsageError
 from ase_symdiag.structures import from_atoms
@@ -253,11 +254,12 @@ class SymDiagCalculator(Calculator):
         A plain calculator (no averaging, corrections or direct heads) is checked by
         the batched :func:`ase_symdiag.check_equivariance` of its model (``direct``:
         the model's direct heads too); otherwise every rotated copy goes through this
-        calculator (:func:`ase_symdiag.backends.ase.calculator_equivariance`), so the
+        calculator (:func:`ase_symdiag.drivers.equivariance.calculator_equivariance`), so the
         averaged or corrected outputs are what is measured. Same operations as
         ``check_equivariance`` for the same ``n_rotations``, ``seed``, ``rotations``.
         """
-        from ase_symdiag.metrics.equivariance import check_equivariance, check_operations
+        from ase_symdiag.drivers.equivariance import calculator_equivariance, check_equivariance
+        from ase_symdiag.metrics.equivariance import check_operations
 
         if structures is None:
             with self._lock:  # another thread's calculate may be replacing self.atoms
@@ -270,8 +272,6 @@ class SymDiagCalculator(Calculator):
                 self.handle, structures, n_rotations=n_rotations, seed=seed, rotations=rotations,
                 improper=improper, direct=direct, batch_size=batch_size, progress=progress,
             )
-        from ase_symdiag.backends.ase import calculator_equivariance
-
         items = [structures] if hasattr(structures, "get_positions") else list(structures)
         labelled = [(f"{i}:{a.info.get('name') or a.get_chemical_formula()}", a) for i, a in enumerate(items)]
         operations = check_operations(n_rotations, seed, rotations, improper)

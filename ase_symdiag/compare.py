@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ase_symdiag.backends.ase import calculator_equivariance
+from ase_symdiag.drivers.equivariance import calculator_equivariance
 from ase_symdiag.o3.operations import haar_rotations
 from ase_symdiag.o3.quadrature import parse_quadrature
 from ase_symdiag.report import format_table

@@ -30,10 +30,10 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from ase_symdiag.backends.ase import calculator_equivariance
 from ase_symdiag.backends.metatomic.model import ModelHandle
 from ase_symdiag.errors import UsageError
-from ase_symdiag.metrics.equivariance import EquivarianceReport, check_equivariance, check_operations
+from ase_symdiag.drivers.equivariance import calculator_equivariance, check_equivariance, equivariance_with_predictions
+from ase_symdiag.metrics.equivariance import EquivarianceReport, check_operations
 from ase_symdiag.o3.irreps import invariant_counts
 from ase_symdiag.o3.operations import validate_rotations
 from ase_symdiag.report import format_table
@@ -334,8 +334,6 @@ def assert_equivariant(
         )
         dtype = report.dtype
     elif _is_torchsim(calculator_or_model):  # batched as systems of one state
-        from ase_symdiag.backends.dispatch import equivariance_with_predictions
-
         operations = check_operations(n_rotations, seed, rotations)
         report, predictions = equivariance_with_predictions(
             calculator_or_model, [from_atoms(a, label=label) for label, a in labelled], operations, seed=seed,

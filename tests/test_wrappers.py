@@ -56,7 +56,7 @@ def test_symmetrized_model_is_equivariant_to_round_off_up_to_its_degree(planted,
 def test_symmetrized_model_equals_the_in_process_average_for_every_system_of_a_batch(planted, crystal, cluster):
     """Two different systems in one state, the quadrature split into chunks: each
     system's average equals the library's average of that structure alone."""
-    from ase_symdiag.backends.dispatch import symmetrized_prediction
+    from ase_symdiag.drivers.symmetrize import symmetrized_prediction
     from ase_symdiag.o3.quadrature import resolve_quadrature
     from ase_symdiag.structures import from_atoms
 

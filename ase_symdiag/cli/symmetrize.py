@@ -67,8 +67,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ase_symdiag.cli.common import load_handle, model_name, require_metatomic
     from ase_symdiag.drivers.spectrum import measure_spectra
+    from ase_symdiag.drivers.symmetrize import symmetrized_prediction
     from ase_symdiag.metrics.adaptive import choose_quadrature
-    from ase_symdiag.metrics.symmetrize import symmetrized_prediction
     from ase_symdiag.o3.quadrature import resolve_quadrature
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures

@@ -289,8 +289,8 @@ def adaptive_quadrature(model, atoms: Atoms, lmax: int = 3, n_rattled: int = 4, 
     """The cheapest quadrature whose leftover breaking is below 1 % of the RMS force
     (:func:`ase_symdiag.metrics.adaptive.choose_quadrature`) on ``atoms`` and ``n_rattled``
     rattled copies (0.05 Å); returns the :class:`~ase_symdiag.metrics.adaptive.QuadratureChoice`."""
+    from ase_symdiag.drivers.spectrum import structure_spectrum
     from ase_symdiag.metrics.adaptive import choose_quadrature
-    from ase_symdiag.metrics.spectrum import structure_spectrum
     from ase_symdiag.structures import from_atoms
 
     frames = [atoms.copy()]

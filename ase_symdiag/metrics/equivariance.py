@@ -168,7 +168,7 @@ RELATIVE_HEADER = f"dF/max(F,{RELATIVE_FORCE_FLOOR * 1000:g}meV/A)"
 
 @dataclass
 class EquivarianceReport:
-    """Result of :func:`check_equivariance`; ``to_dict()`` for JSON, ``table()`` for people."""
+    """Result of :func:`ase_symdiag.drivers.equivariance.check_equivariance`; ``to_dict()`` for JSON, ``table()`` for people."""
 
     model: str
     dtype: str
@@ -357,36 +357,6 @@ def check_operations(
     if len(operations) == 0:
         raise UsageError("no operations to check: give n_rotations > 0 or rotations")
     return operations
-
-
-def check_equivariance(
-    model,
-    structures,
-    *,
-    n_rotations: int = 8,
-    seed: Optional[int] = 0,
-    rotations: Optional[Sequence] = None,
-    improper: bool = True,
-    direct: bool = True,
-    device: Optional[str] = None,
-    dtype: Optional[str] = None,
-    batch_size: int = 16,
-    progress: bool = False,
-) -> EquivarianceReport:
-    """Check how well ``model`` transforms under O(3) on ``structures``.
-
-    ``model``: a metatomic ``.pt`` path, an AtomisticModel or a ``ModelHandle``, a
-    TorchSim ``ModelInterface`` or an ASE calculator
-    (:func:`ase_symdiag.backends.dispatch.as_evaluator`; the driver lives there).
-    ``structures``: ase.Atoms or a list of them. Uses ``n_rotations`` Haar-random
-    operations from ``seed`` (every second one improper unless ``improper=False``)
-    followed by any ``rotations`` the user passes (validated to be orthogonal).
-    ``direct``: also check the model's non-conservative forces/stress if it has them.
-    """
-    from ase_symdiag.backends.dispatch import check_equivariance as driver
-
-    return driver(model, structures, n_rotations=n_rotations, seed=seed, rotations=rotations, improper=improper,
-                  direct=direct, device=device, dtype=dtype, batch_size=batch_size, progress=progress)
 
 
 def errors_report(model: str, dtype: str, device: str, seed: Optional[int], operations: np.ndarray,

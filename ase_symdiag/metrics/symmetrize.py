@@ -24,13 +24,12 @@ in the Voigt ``yz`` one, which is never larger than their mean.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Tuple
 
 import numpy as np
 
 from ase_symdiag.backends.samples import Predictions
 from ase_symdiag.o3.quadrature import O3Quadrature
-from ase_symdiag.structures import Structure
 from ase_symdiag.o3.transforms import back_rotate_tensors, back_rotate_vectors
 
 
@@ -100,42 +99,6 @@ class _RunningMoments:
             mean[name] = shift + first
             std[name] = np.sqrt(np.clip(self.second[name] - first * first, 0.0, None))
         return mean, std
-
-
-def symmetrized_prediction(
-    model,
-    structure: Structure,
-    quadrature: O3Quadrature,
-    *,
-    forces: bool = True,
-    stress: bool = True,
-    energies: bool = False,
-    direct: bool = False,
-    batch_size: Optional[int] = 16,
-    chunk_atoms: Optional[int] = None,
-    keep_samples: bool = True,
-    progress=None,
-    inputs=None,
-    uncertainty: bool = False,
-) -> SymmetrizedPrediction:
-    """Evaluate all operations of ``quadrature`` chunk by chunk and average them.
-
-    ``model``: anything :func:`ase_symdiag.backends.dispatch.as_evaluator` takes (a
-    metatomic model or handle, a TorchSim model, an ASE calculator). The driver lives
-    in :func:`ase_symdiag.backends.dispatch.symmetrized_prediction`, the averaging in
-    :func:`average_chunks`. With ``keep_samples=False`` peak memory is that of one
-    chunk (:func:`~ase_symdiag.backends.metatomic.evaluation.chunk_size` copies),
-    independent of the number of operations. ``keep_samples=True`` also returns every
-    ``g(R_k)`` (spectra). ``inputs``/``uncertainty`` (metatomic models): see
-    :func:`~ase_symdiag.backends.metatomic.evaluation.evaluate`.
-    """
-    from ase_symdiag.backends.dispatch import symmetrized_prediction as driver
-
-    return driver(
-        model, structure, quadrature, forces=forces, stress=stress, energies=energies, direct=direct,
-        batch_size=batch_size, chunk_atoms=chunk_atoms, keep_samples=keep_samples, progress=progress,
-        inputs=inputs, uncertainty=uncertainty,
-    )
 
 
 def average_chunks(

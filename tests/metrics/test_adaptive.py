@@ -19,7 +19,8 @@ from ase_symdiag import ModelHandle
 from ase_symdiag.backends.metatomic.evaluation import evaluate
 from ase_symdiag.metrics.adaptive import choose_quadrature, residual_power
 from ase_symdiag.o3.transforms import GPA
-from ase_symdiag.metrics.spectrum import StructureSpectrum, output_spectrum, structure_spectrum
+from ase_symdiag.drivers.spectrum import structure_spectrum
+from ase_symdiag.metrics.spectrum import StructureSpectrum, output_spectrum
 from ase_symdiag.metrics.symmetrize import back_rotated
 from ase_symdiag.o3.irreps import channel_basis
 from ase_symdiag.o3.quadrature import group_quadrature, haar_random, quadrature_from_name, smallest_exact_quadrature

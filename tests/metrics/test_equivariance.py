@@ -194,7 +194,7 @@ def test_spectrum_and_check_share_the_force_normalisation(broken_model, cluster)
     from ase_symdiag import ModelHandle
     from ase_symdiag.metrics.adaptive import residual_power
     from ase_symdiag.metrics.spectrum import StructureSpectrum, output_spectrum, spectrum_table
-    from ase_symdiag.metrics.symmetrize import symmetrized_prediction
+    from ase_symdiag.drivers.symmetrize import symmetrized_prediction
     from ase_symdiag.o3.quadrature import group_quadrature, identity_quadrature
     from ase_symdiag.structures import from_atoms
 

@@ -150,7 +150,7 @@ def test_streamed_average_equals_the_stored_samples(broken_model, crystal, chunk
     from ase_symdiag import ModelHandle
     from ase_symdiag.backends.metatomic.evaluation import chunk_size
     from ase_symdiag.structures import from_atoms
-    from ase_symdiag.metrics.symmetrize import symmetrized_prediction
+    from ase_symdiag.drivers.symmetrize import symmetrized_prediction
 
     handle = ModelHandle.load(broken_model)
     structure = from_atoms(crystal)
@@ -215,7 +215,7 @@ def test_voigt_stress_spread_differs_from_per_entry_spread_for_asymmetric_stress
 
 def test_calculator_stress_std_is_the_voigt_spread(broken_model, crystal):
     from ase_symdiag import ModelHandle
-    from ase_symdiag.metrics.symmetrize import symmetrized_prediction
+    from ase_symdiag.drivers.symmetrize import symmetrized_prediction
     from ase_symdiag.o3.transforms import voigt_from_tensor
     from ase_symdiag.structures import from_atoms
 
