@@ -22,9 +22,9 @@ _LAZY = {
     "SymDiagCalculator": "ase_symdiag.calculator",
     "EquivarianceReport": "ase_symdiag.metrics.equivariance",
     # every form of model: metatomic file/model/handle, TorchSim ModelInterface, ASE calculator
-    "check_equivariance": "ase_symdiag.backends.dispatch",
-    "structure_spectrum": "ase_symdiag.backends.dispatch",
-    "symmetrized_prediction": "ase_symdiag.backends.dispatch",
+    "check_equivariance": "ase_symdiag.drivers.equivariance",
+    "structure_spectrum": "ase_symdiag.drivers.spectrum",
+    "symmetrized_prediction": "ase_symdiag.drivers.symmetrize",
     "as_evaluator": "ase_symdiag.backends.dispatch",
     "SymmetrizedCalculator": "ase_symdiag.wrappers",
     "SymmetrizedModel": "ase_symdiag.md.torchsim_models",

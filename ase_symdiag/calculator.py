@@ -11,9 +11,10 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase_symdiag.corrections.registry import correct_prediction, prepare_evaluation
 from ase_symdiag.backends.metatomic.evaluation import evaluate
 from ase_symdiag.backends.metatomic.inputs import input_arrays
-from ase_symdiag.metrics.symmetrize import back_rotated, symmetrized_prediction
-from ase_symdiag.backends.metatomic.model import ModelHandle
-from ase_symdiag.errors import UsageError
+from ase_symdiag.drivers.symmetrize import symmetrized_prediction
+from ase_symdiag.metrics.symmetrize import back_rotated
+from ase_symdiag.backends.metatomic.model import NC_FORCE, NC_STRESS, ModelHandle
+from ase_symdiag.errors import ModelError, UsageError
 from ase_symdiag.structures import from_atoms
 from ase_symdiag.o3.transforms import voigt_from_tensor
 
@@ -30,7 +31,7 @@ class SymDiagCalculator(Calculator):
     ``symmetrize``: average over an O(3) quadrature (a degree such as ``3``, or
     ``"lebedev:3"``, ``"grid:3"``, ``"O"``, ``"I"``, or an
     :class:`~ase_symdiag.o3.quadrature.O3Quadrature`; see
-    :func:`~ase_symdiag.metrics.symmetrize.resolve_quadrature`). Forces are back-rotated with
+    :func:`~ase_symdiag.o3.quadrature.resolve_quadrature`). Forces are back-rotated with
     ``F(Rx) R`` and stress with ``R^T S(Rx) R`` before the weighted average; the
     rotational standard deviations go to ``results["energy_std"]``,
     ``["forces_std"]``, ``["stress_std"]`` (Voigt) and ``["energies_std"]``. All rotated
@@ -93,10 +94,10 @@ class SymDiagCalculator(Calculator):
         directory: str = ".",
     ) -> None:
         from ase_symdiag.corrections.registry import resolve_corrections
-        from ase_symdiag.metrics.symmetrize import resolve_quadrature
+        from ase_symdiag.o3.quadrature import resolve_quadrature
 
         if non_conservative not in (True, False, "forces", "stress"):
-            raise ValueError(
+            raise UsageError(
                 f"non_conservative must be True, False, 'forces' or 'stress', got {non_conservative!r}"
             )
         self._lock = threading.RLock()
@@ -108,20 +109,20 @@ class SymDiagCalculator(Calculator):
         direct_forces = non_conservative in (True, "forces")
         direct_stress = non_conservative in (True, "stress")
         if direct_forces and not self.handle.has_direct_forces:
-            raise ValueError(
+            raise ModelError(
                 f"non_conservative={non_conservative!r}: model '{self.handle.source}' has no "
-                "'non_conservative_force' output"
+                f"'{NC_FORCE}' output"
             )
         if direct_stress and not self.handle.has_direct_stress:
-            raise ValueError(
+            raise ModelError(
                 f"non_conservative={non_conservative!r}: model '{self.handle.source}' has no "
-                "'non_conservative_stress' output"
+                f"'{NC_STRESS}' output"
             )
         self._direct_forces = direct_forces
         self._direct_stress = direct_stress
         self.quadrature = resolve_quadrature(symmetrize)
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
         if chunk_atoms is not None and chunk_atoms < 1:
             raise UsageError(f"chunk_atoms must be >= 1, got {chunk_atoms}")
@@ -253,25 +254,24 @@ class SymDiagCalculator(Calculator):
         A plain calculator (no averaging, corrections or direct heads) is checked by
         the batched :func:`ase_symdiag.check_equivariance` of its model (``direct``:
         the model's direct heads too); otherwise every rotated copy goes through this
-        calculator (:func:`ase_symdiag.backends.ase.calculator_equivariance`), so the
+        calculator (:func:`ase_symdiag.drivers.equivariance.calculator_equivariance`), so the
         averaged or corrected outputs are what is measured. Same operations as
         ``check_equivariance`` for the same ``n_rotations``, ``seed``, ``rotations``.
         """
-        from ase_symdiag.metrics.equivariance import check_equivariance, check_operations
+        from ase_symdiag.drivers.equivariance import calculator_equivariance, check_equivariance
+        from ase_symdiag.metrics.equivariance import check_operations
 
         if structures is None:
             with self._lock:  # another thread's calculate may be replacing self.atoms
                 current = self.atoms
                 if current is None:
-                    raise ValueError("no structures given and the calculator has no atoms yet")
+                    raise UsageError("no structures given and the calculator has no atoms yet")
                 structures = current.copy()
         if self.plain:
             return check_equivariance(
                 self.handle, structures, n_rotations=n_rotations, seed=seed, rotations=rotations,
                 improper=improper, direct=direct, batch_size=batch_size, progress=progress,
             )
-        from ase_symdiag.backends.ase import calculator_equivariance
-
         items = [structures] if hasattr(structures, "get_positions") else list(structures)
         labelled = [(f"{i}:{a.info.get('name') or a.get_chemical_formula()}", a) for i, a in enumerate(items)]
         operations = check_operations(n_rotations, seed, rotations, improper)

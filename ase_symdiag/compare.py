@@ -17,8 +17,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ase_symdiag.metrics.equivariance import calculator_equivariance
+from ase_symdiag.drivers.equivariance import calculator_equivariance
 from ase_symdiag.o3.operations import haar_rotations
+from ase_symdiag.o3.quadrature import parse_quadrature
 from ase_symdiag.report import format_table
 from ase_symdiag.o3.transforms import back_rotate_vectors
 
@@ -32,8 +33,7 @@ def parse_variant(spec: str) -> dict:
         if part in ("", "raw"):
             continue
         if part.startswith("sym:"):
-            value = part[4:]
-            kwargs["symmetrize"] = int(value) if value.isdigit() else value
+            kwargs["symmetrize"] = parse_quadrature(part[4:])
         else:
             kwargs["corrections"].append(part)
     return kwargs

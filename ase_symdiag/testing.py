@@ -30,9 +30,10 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from ase_symdiag.backends.ase import calculator_equivariance
 from ase_symdiag.backends.metatomic.model import ModelHandle
-from ase_symdiag.metrics.equivariance import EquivarianceReport, check_equivariance, check_operations
+from ase_symdiag.errors import UsageError
+from ase_symdiag.drivers.equivariance import calculator_equivariance, check_equivariance, equivariance_with_predictions
+from ase_symdiag.metrics.equivariance import EquivarianceReport, check_operations
 from ase_symdiag.o3.irreps import invariant_counts
 from ase_symdiag.o3.operations import validate_rotations
 from ase_symdiag.report import format_table
@@ -96,7 +97,7 @@ def noise_floor(dtype: str, assumptions: Optional[dict] = None) -> Dict[str, flo
     like sqrt(N) and are divided by N, so they only loosen for large structures.
     """
     if dtype not in UNIT_ROUNDOFF:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        raise UsageError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     a = dict(NOISE_ASSUMPTIONS)
     a.update(assumptions or {})
     u = UNIT_ROUNDOFF[dtype]
@@ -137,7 +138,7 @@ def _labelled_atoms(atoms) -> List[tuple]:
     else:
         items = list(atoms)
     if not items:
-        raise ValueError("no structures given")
+        raise UsageError("no structures given")
     return [
         (f"{i}:{a.info.get('name') or a.get_chemical_formula()}", a) for i, a in enumerate(items)
     ]
@@ -333,8 +334,6 @@ def assert_equivariant(
         )
         dtype = report.dtype
     elif _is_torchsim(calculator_or_model):  # batched as systems of one state
-        from ase_symdiag.backends.dispatch import equivariance_with_predictions
-
         operations = check_operations(n_rotations, seed, rotations)
         report, predictions = equivariance_with_predictions(
             calculator_or_model, [from_atoms(a, label=label) for label, a in labelled], operations, seed=seed,
@@ -450,7 +449,7 @@ def assert_symmetrized_equivariant(
     group = validate_rotations(rotations)
     closure = _group_closure_error(group)
     if closure > 1e-6:
-        raise ValueError(
+        raise UsageError(
             f"the {len(group)} rotations do not form a group (a product is {closure:.2g} away "
             "from every element); exact equivariance is only promised for a group average"
         )

@@ -11,7 +11,7 @@ this one needs nothing of the inner model but energy and forces (and stress for
 periodic structures).
 
 Averaging (docs/methods.md §2) and corrections (§6) are the library's single
-implementations: :func:`~ase_symdiag.backends.dispatch.symmetrized_prediction` and
+implementations: :func:`~ase_symdiag.drivers.symmetrize.symmetrized_prediction` and
 :mod:`ase_symdiag.corrections.registry`. Results: ``energy``, ``free_energy`` (eV),
 ``forces`` (eV/Å), ``stress`` (Voigt, eV/Å^3, fully periodic structures) and, when
 averaged, the rotational spreads ``energy_std``, ``forces_std``, ``stress_std``.
@@ -60,7 +60,7 @@ class SymmetrizedCalculator(Calculator):
         from ase_symdiag.backends.dispatch import as_evaluator
         from ase_symdiag.corrections.registry import resolve_corrections
         from ase_symdiag.errors import UsageError
-        from ase_symdiag.metrics.symmetrize import resolve_quadrature
+        from ase_symdiag.o3.quadrature import resolve_quadrature
 
         if batch_size < 1:
             raise UsageError(f"batch_size must be >= 1, got {batch_size}")
@@ -110,8 +110,9 @@ class SymmetrizedCalculator(Calculator):
             self._calculate(atoms, properties, system_changes)
 
     def _calculate(self, atoms, properties, system_changes) -> None:
-        from ase_symdiag.backends.dispatch import ASEEvaluator, symmetrized_prediction
+        from ase_symdiag.backends.dispatch import ASEEvaluator
         from ase_symdiag.corrections.registry import correct_prediction, prepare_evaluation
+        from ase_symdiag.drivers.symmetrize import symmetrized_prediction
         from ase_symdiag.o3.quadrature import identity_quadrature
         from ase_symdiag.o3.transforms import voigt_from_tensor
 

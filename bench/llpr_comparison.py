@@ -4,7 +4,7 @@ A small metatrain PET (d = 32, 2 GNN layers, metatrain's default augmentation) i
 trained on the ethanol data's train/validation split (``bench/pet_study.py``'s
 ``train``), wrapped by metatrain's ``llpr`` (covariance and calibration on the same
 training set), and both uncertainties are measured on the held-out test split by
-:func:`ase_symdiag.metrics.uncertainty.rotational_uncertainty`.
+:func:`ase_symdiag.drivers.uncertainty.rotational_uncertainty`.
 
     python bench/llpr_comparison.py --out /tmp/llpr [--epochs 30]
 """
@@ -27,7 +27,8 @@ def main() -> int:
     from metatrain.cli.train import train_model
     from omegaconf import OmegaConf
 
-    from ase_symdiag.metrics.uncertainty import plot_calibration, reference_values, rotational_uncertainty
+    from ase_symdiag.drivers.uncertainty import rotational_uncertainty
+    from ase_symdiag.metrics.uncertainty import plot_calibration, reference_values
     from ase_symdiag.structures import from_atoms_list
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -160,7 +160,13 @@ def family_rows(args, data) -> list:
     atoms, _, timestep = systems()["cu"]
     n_atoms = len(atoms)
     rows = []
+    from ase_symdiag.md.torchsim_models import ChunkedModel
+
+    models = {}
     for name, model in family_models(args.orb_full).items():
+        models[f"{name}, one call"] = model
+        models[f"{name}, <= 512 atoms a call (ChunkedModel, the md default)"] = ChunkedModel(model)
+    for name, model in models.items():
         jobs = {n: (lambda n=n, model=model: torchsim_seconds_per_step(
             model, atoms, n, steps_for(n * n_atoms, args.steps), timestep, variant=model)) for n in args.counts}
         best = best_of(args.repeat, jobs)

@@ -23,10 +23,10 @@ same seed, same held-out test structures). Variants:
 
 Per run, under ``--out/<data>-<variant>/``: the metatrain run folder, and
 ``study.json`` with the training history (per-layer invariant fraction and output
-breaking of every checkpoint, :func:`ase_symdiag.metrics.training_history.metatrain_history`),
+breaking of every checkpoint, :func:`ase_symdiag.drivers.training_history.metatrain_history`),
 the spectrum of the final model's breaking (``ase-symdiag spectrum``), test errors and
 the rotational spread as an uncertainty
-(:func:`ase_symdiag.metrics.uncertainty.rotational_uncertainty`), and ``md/`` from
+(:func:`ase_symdiag.drivers.uncertainty.rotational_uncertainty`), and ``md/`` from
 ``ase-symdiag md`` (raw and symmetrized, NVT at ``--md-temperature``).
 
 Training runs are long (hours on CPU at the default sizes); ``--smoke`` runs every
@@ -126,8 +126,9 @@ def study(data: str, variant: str, args) -> dict:
     import ase.io
 
     from ase_symdiag.cli.app import main as cli
-    from ase_symdiag.metrics.training_history import metatrain_history
-    from ase_symdiag.metrics.uncertainty import plot_calibration, reference_values, rotational_uncertainty
+    from ase_symdiag.drivers.training_history import metatrain_history
+    from ase_symdiag.drivers.uncertainty import rotational_uncertainty
+    from ase_symdiag.metrics.uncertainty import plot_calibration, reference_values
     from ase_symdiag.structures import from_atoms_list
 
     folder = os.path.join(args.out, f"{data}-{variant}")

@@ -3,7 +3,7 @@
 For every shipped reference PET (models/{ethanol-xtb,cu-emt}-*.pt) the test split of
 its training config (the same seeded split the trainer used: ``split_indices`` of
 its ``split`` and ``seed``) is evaluated by
-:func:`ase_symdiag.metrics.uncertainty.rotational_uncertainty`: Spearman correlation of
+:func:`ase_symdiag.drivers.uncertainty.rotational_uncertainty`: Spearman correlation of
 the rotational spread with the error of the unrotated prediction against the
 reference (per structure and per atom), the fraction of errors within 1, 2, 3 spreads,
 and the calibration curve. The shipped models have no ``energy_uncertainty`` output
@@ -44,7 +44,8 @@ def held_out(name: str):
 def main() -> int:
     import torch
 
-    from ase_symdiag.metrics.uncertainty import plot_calibration, rotational_uncertainty
+    from ase_symdiag.drivers.uncertainty import rotational_uncertainty
+    from ase_symdiag.metrics.uncertainty import plot_calibration
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)

@@ -169,6 +169,8 @@ def card(result: dict, partner: Optional[dict] = None) -> str:
         f"`ase-symdiag train models/{name}.yaml` "
         "(checkpoint and metrics.json in "
         f"`models/{config['output_dir']}`)",
+        f"- test-error and equivariance tables: `python scripts/evaluate_models.py {name}"
+        + (f" --partner {partner['name']}`" if partner else "`"),
         "",
         "## Data",
         "",

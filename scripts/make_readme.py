@@ -67,6 +67,32 @@ def same_transcript(old: str, new: str) -> bool:
     return _normalised(old) == _normalised(new)
 
 
+def _rooted(argument: str) -> str:
+    """``argument`` with an input path (``models/x.pt``, or the path of a model spec
+    ``PREFIX:PATH`` such as ``orb-v3-direct:models/x.ckpt``) made absolute under ROOT;
+    options and anything that is not an existing path are kept as they are."""
+    if argument.startswith("-"):
+        return argument
+    if (ROOT / argument).exists():
+        return str(ROOT / argument)
+    prefix, colon, path = argument.partition(":")
+    if colon and path and (ROOT / path).exists():
+        return f"{prefix}:{ROOT / path}"
+    return argument
+
+
+def _initialise_warp() -> None:
+    """Initialise NVIDIA Warp (imported by torch-sim's kernels when an Orb or MACE model
+    loads) before a command runs, so that its one-time greeting (version, CUDA driver,
+    kernel cache folder: different on every machine) goes to this script's terminal and
+    not into a transcript."""
+    try:
+        import warp
+    except ImportError:
+        return
+    warp.init()
+
+
 def run_command(command: str) -> str:
     """What ``command`` (``ase-symdiag ...``) prints, run in-process from the repository root."""
     import torch
@@ -77,11 +103,12 @@ def run_command(command: str) -> str:
     argv = shlex.split(command)
     if argv[0] != "ase-symdiag":
         raise SystemExit(f"only ase-symdiag commands can be transcribed, got {argv[0]!r}")
+    _initialise_warp()
     out = io.StringIO()
     with tempfile.TemporaryDirectory() as scratch:
         # relative outputs (report.json, *.pt, *.png) go to a scratch folder; inputs
         # are named relative to the repository root
-        argv = [str(ROOT / a) if (ROOT / a).exists() and not a.startswith("-") else a for a in argv[1:]]
+        argv = [_rooted(a) for a in argv[1:]]
         cwd = os.getcwd()
         os.chdir(scratch)
         try:

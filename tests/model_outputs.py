@@ -20,7 +20,7 @@ def run_outputs(model, atoms, names, selected_atoms=None):
 def in_process_average(model, atoms, name, quadrature):
     """``sum_k w_k y(R_k x)`` of the scalar output ``name`` of ``model`` over the named
     ``quadrature``, one metatomic-ase call per rotated copy (finite ``atoms`` only)."""
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+    from ase_symdiag.o3.quadrature import resolve_quadrature
 
     assert not atoms.pbc.any()
     q = resolve_quadrature(quadrature)

@@ -50,6 +50,15 @@ def test_parse_variant():
     assert parse_variant("sym:3") == {"corrections": [], "symmetrize": 3}
 
 
+@pytest.mark.parametrize("variant, match", [("sym:xyz", "unknown quadrature 'xyz'"), ("sym:grid:3:improper", "did you mean"),
+                                            ("sym:lebedev:x", "whole number")])
+def test_parse_variant_checks_the_quadrature(variant, match):
+    from ase_symdiag.errors import UsageError
+
+    with pytest.raises(UsageError, match=match):
+        parse_variant(variant)
+
+
 def test_compare_command(broken_model, labelled_cluster, tmp_path, capsys):
     import ase.io
 

@@ -250,3 +250,68 @@ def test_close_but_distinct_atoms_are_accepted(crystal):
 
     crystal.positions[5] = crystal.positions[0] + crystal.cell[0] + [2 * MIN_DISTANCE, 0, 0]
     assert len(from_atoms(crystal)) == 32
+
+
+def _calculator(model: str, **options) -> SymDiagCalculator:
+    return SymDiagCalculator(model, **options)
+
+
+def _check_without_atoms(model: str) -> None:
+    SymDiagCalculator(model).check_equivariance()
+
+
+def _no_spectra(model: str) -> None:
+    from ase_symdiag.metrics.adaptive import choose_quadrature
+
+    choose_quadrature([])
+
+
+def _no_operations(model: str) -> None:
+    from ase_symdiag.metrics.equivariance import check_operations
+
+    check_operations(0, seed=0)
+
+
+def _testing_dtype(model: str) -> None:
+    from ase_symdiag.testing import noise_floor
+
+    noise_floor("float16")
+
+
+def _testing_no_structures(model: str) -> None:
+    from ase_symdiag.testing import assert_equivariant
+
+    assert_equivariant(model, [])
+
+
+def _testing_not_a_group(model: str) -> None:
+    from ase_symdiag.o3.operations import haar_rotations
+    from ase_symdiag.testing import assert_symmetrized_equivariant
+
+    assert_symmetrized_equivariant(SymDiagCalculator(model), Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.5]]),
+                                   rotations=haar_rotations(3, seed=1, improper=False))
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda model: _calculator(model, non_conservative="yes"), "UsageError", "non_conservative must be"),
+        (lambda model: _calculator(model, non_conservative=True), "ModelError", "has no 'non_conservative_force'"),
+        (lambda model: _calculator(model, non_conservative="stress"), "ModelError", "has no 'non_conservative_stress'"),
+        (lambda model: _calculator(model, batch_size=0), "UsageError", "batch_size must be >= 1"),
+        (_check_without_atoms, "UsageError", "no structures given"),
+        (_no_spectra, "UsageError", "no spectra given"),
+        (_no_operations, "UsageError", "no operations to check"),
+        (_testing_dtype, "UsageError", "dtype must be"),
+        (_testing_no_structures, "UsageError", "no structures given"),
+        (_testing_not_a_group, "UsageError", "do not form a group"),
+    ],
+)
+def test_library_input_errors_are_symdiag_errors(broken_model, call, error, match):
+    """Bad keyword values and empty inputs of the library raise the named SymDiagError
+    subclass (the CLI maps it to exit 2), still a ValueError for existing callers."""
+    import ase_symdiag.errors as errors
+
+    with pytest.raises(getattr(errors, error), match=match) as info:
+        call(broken_model)
+    assert isinstance(info.value, ValueError)

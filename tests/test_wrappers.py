@@ -13,6 +13,7 @@ import ase_symdiag  # noqa: E402
 from ase_symdiag.backends.torchsim import torchsim_predictions  # noqa: E402
 from ase_symdiag.md.torchsim_models import (  # noqa: E402
     CorrectedModel,
+    ChunkedModel,
     FiniteModel,
     StochasticRotationModel,
     SymmetrizedModel,
@@ -55,8 +56,8 @@ def test_symmetrized_model_is_equivariant_to_round_off_up_to_its_degree(planted,
 def test_symmetrized_model_equals_the_in_process_average_for_every_system_of_a_batch(planted, crystal, cluster):
     """Two different systems in one state, the quadrature split into chunks: each
     system's average equals the library's average of that structure alone."""
-    from ase_symdiag.backends.dispatch import symmetrized_prediction
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+    from ase_symdiag.drivers.symmetrize import symmetrized_prediction
+    from ase_symdiag.o3.quadrature import resolve_quadrature
     from ase_symdiag.structures import from_atoms
 
     quadrature = resolve_quadrature(3)
@@ -97,12 +98,14 @@ def test_stochastic_model_returns_the_back_rotated_outputs_of_its_rotation(plant
     np.testing.assert_allclose(out["forces"].numpy().reshape(2, -1, 3), back, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind, cls", [("raw", FiniteModel), ("symmetrized", SymmetrizedModel),
+@pytest.mark.parametrize("kind, cls", [("raw", ChunkedModel), ("symmetrized", SymmetrizedModel),
                                         ("corrected", CorrectedModel), ("stochastic", StochasticRotationModel)])
 def test_build_variant_wraps_any_torchsim_model(planted, cluster, kind, cls):
     model, description = build_variant(kind, planted, cluster, symmetrize="O")
     assert isinstance(model, cls) and description.startswith(kind)
     assert not model.compute_stress  # a finite cluster: no stress over zero volume
+    if kind == "raw":  # replicas evaluated in bounded groups, each without a stress
+        assert isinstance(model.inner, FiniteModel)
     out = model(ts.io.atoms_to_state(cluster, torch.device("cpu"), torch.float64))
     assert "stress" not in out and torch.isfinite(out["forces"]).all()
     if kind == "symmetrized":
@@ -177,7 +180,7 @@ def test_symmetrized_model_bounds_the_atoms_per_inner_call(planted, cluster, chu
     """Two 13-atom systems (26 atoms per operation) x 24 operations: chunks of
     ``chunk_atoms // 26`` operations (default budget 512: 19, evened out to 2 x 12),
     and the same average whatever the chunking."""
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+    from ase_symdiag.o3.quadrature import resolve_quadrature
 
     seen = []
 

@@ -13,7 +13,7 @@ Units: energy eV, forces eV/Å, stress eV/Å^3 (3x3, fully periodic structures o
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional
 
 import numpy as np
 
@@ -68,31 +68,13 @@ def calculator_predictions(calculator, atoms, operations: np.ndarray, *, label: 
     return check_finite(predictions, label=label or atoms.get_chemical_formula(), source=calculator_name(calculator))
 
 
-def calculator_equivariance(
-    calculator,
-    labelled: Sequence[Tuple[str, object]],
-    operations: np.ndarray,
-    *,
-    seed: Optional[int] = None,
-    dtype: str = "float64",
-    device: str = "cpu",
-):
-    """:class:`~ase_symdiag.metrics.equivariance.EquivarianceReport` of any ASE
-    calculator on ``[(label, Atoms), ...]`` under ``operations`` (K, 3, 3).
-
-    The slow, general path (one ASE call per operation). Returns the report and the
-    predictions of each structure (K+1 evaluations, the unrotated structure first).
-    """
-    from ase_symdiag.metrics.equivariance import errors_report
-    from ase_symdiag.structures import from_atoms
-
-    with_identity = np.concatenate([np.eye(3)[None], operations])
-    structures, predictions = [], []
-    for label, atoms in labelled:
-        structures.append(from_atoms(atoms, label=label))
-        predictions.append(calculator_predictions(calculator, atoms, with_identity, label=label))
-    report = errors_report(calculator_name(calculator), dtype, device, seed, operations, structures, predictions)
-    return report, predictions
+def is_ase_calculator(model) -> bool:
+    """Whether ``model`` is an ASE calculator (an ``ase`` ``BaseCalculator``)."""
+    try:
+        from ase.calculators.calculator import BaseCalculator
+    except ImportError:  # pragma: no cover - ASE is a dependency
+        return False
+    return isinstance(model, BaseCalculator)
 
 
-__all__ = ["calculator_equivariance", "calculator_name", "calculator_predictions", "rotated_atoms"]
+__all__ = ["calculator_name", "calculator_predictions", "is_ase_calculator", "rotated_atoms"]

@@ -1,4 +1,4 @@
-"""Any model -> rotated-frame samples, and the drivers that evaluate then measure.
+"""Any model -> rotated-frame samples: the backend selector.
 
 Every backend implements ONE interface, :class:`Evaluator`: ``chunks(structure,
 rotations, ...)`` yields ``(start, stop, {name: float64 array})`` in the rotated frame
@@ -12,15 +12,15 @@ for whatever the user holds:
   user's) -> :class:`TorchSimEvaluator` (the copies are one batch of systems);
 - an ASE calculator -> :class:`ASEEvaluator` (one call per operation).
 
-The drivers :func:`check_equivariance`, :func:`symmetrized_prediction` and
-:func:`structure_spectrum` take any of these and hand the samples to the pure
-metrics of :mod:`ase_symdiag.metrics`, which never evaluate a model themselves.
+Backends return samples and nothing else; the drivers of :mod:`ase_symdiag.drivers`
+evaluate through an Evaluator and hand the samples to the pure metrics of
+:mod:`ase_symdiag.metrics`, which never evaluate a model themselves.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -181,6 +181,7 @@ def as_evaluator(model, *, device: Optional[str] = None, dtype: Optional[str] = 
     calculator. ``device``/``dtype`` apply to metatomic models only (a TorchSim model
     or an ASE calculator runs as it was built; passing them is a :class:`UsageError`).
     Anything else is a :class:`ModelError`."""
+    from ase_symdiag.backends.ase import is_ase_calculator
     from ase_symdiag.backends.metatomic.model import ModelHandle
     from ase_symdiag.backends.torchsim import is_torchsim_model
 
@@ -188,7 +189,7 @@ def as_evaluator(model, *, device: Optional[str] = None, dtype: Optional[str] = 
         return model
     if isinstance(model, ModelHandle):
         return MetatomicEvaluator(model)
-    if is_torchsim_model(model) or _is_ase_calculator(model):
+    if is_torchsim_model(model) or is_ase_calculator(model):
         if device is not None or dtype is not None:
             raise UsageError(
                 f"device/dtype apply to metatomic models; build the {type(model).__name__} on the device "
@@ -203,184 +204,10 @@ def as_evaluator(model, *, device: Optional[str] = None, dtype: Optional[str] = 
     )
 
 
-def _is_ase_calculator(model) -> bool:
-    try:
-        from ase.calculators.calculator import BaseCalculator
-    except ImportError:  # pragma: no cover - ASE is a dependency
-        return False
-    return isinstance(model, BaseCalculator)
-
-
-# --------------------------------------------------------------------------------------
-# drivers: evaluate with any backend, then compute the metrics
-
-
-def check_equivariance(
-    model,
-    structures,
-    *,
-    n_rotations: int = 8,
-    seed: Optional[int] = 0,
-    rotations: Optional[Sequence] = None,
-    improper: bool = True,
-    direct: bool = True,
-    device: Optional[str] = None,
-    dtype: Optional[str] = None,
-    batch_size: int = 16,
-    progress: bool = False,
-):
-    """:class:`~ase_symdiag.metrics.equivariance.EquivarianceReport` of any model
-    (:func:`as_evaluator`) on ``structures`` (Atoms or a list): ``n_rotations``
-    Haar-random operations from ``seed`` (every second improper unless
-    ``improper=False``), then any ``rotations`` given (validated). The unrotated
-    structure is evaluated with its copies (index 0). ``direct``: also the model's
-    direct forces/stress if it returns them. Definitions: docs/methods.md §1."""
-    from ase_symdiag.metrics.equivariance import check_operations
-
-    operations = check_operations(n_rotations, seed, rotations, improper)
-    report, _ = equivariance_with_predictions(
-        as_evaluator(model, device=device, dtype=dtype), structures, operations, seed=seed, direct=direct,
-        batch_size=batch_size, progress=progress,
-    )
-    return report
-
-
-def equivariance_with_predictions(
-    model,
-    structures,
-    operations: np.ndarray,
-    *,
-    seed: Optional[int] = None,
-    direct: bool = True,
-    batch_size: int = 16,
-    progress: bool = False,
-):
-    """``(EquivarianceReport, [Predictions per structure])`` of any model under
-    ``operations`` (K, 3, 3); each Predictions holds K+1 evaluations, the unrotated
-    structure first (what :func:`check_equivariance` reports; failure messages read
-    the per-atom forces from them)."""
-    from ase_symdiag.metrics.equivariance import as_structures, errors_report
-
-    evaluator = as_evaluator(model)
-    given = [structures] if isinstance(structures, Structure) or hasattr(structures, "get_positions") else list(structures)
-    items = as_structures(given)
-    evaluators = [
-        ASEEvaluator(evaluator.calculator, template=original)  # an ASE calculator sees the user's atoms
-        if isinstance(evaluator, ASEEvaluator) and hasattr(original, "get_positions") else evaluator
-        for original in given
-    ]
-    for item in items:
-        evaluator.check(item)
-    with_identity = np.concatenate([np.eye(3)[None], operations])
-    bar = _progress_bar(len(items) * len(with_identity), progress)
-    predictions: List[Predictions] = []
-    try:
-        for item, evaluator_of_item in zip(items, evaluators):
-            predictions.append(evaluator_of_item.predictions(
-                item, with_identity, forces=True, stress=True, direct=direct, batch_size=batch_size,
-                progress=bar.update if bar is not None else None,
-            ))
-    finally:
-        if bar is not None:
-            bar.close()
-    report = errors_report(evaluator.name, evaluator.dtype, evaluator.device, seed, operations, items, predictions)
-    return report, predictions
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="model evaluations", unit="eval", leave=False)
-
-
-def symmetrized_prediction(
-    model,
-    structure: Structure,
-    quadrature,
-    *,
-    forces: bool = True,
-    stress: bool = True,
-    energies: bool = False,
-    direct: bool = False,
-    batch_size: Optional[int] = 16,
-    chunk_atoms: Optional[int] = None,
-    keep_samples: bool = True,
-    progress=None,
-    inputs: Optional[Mapping] = None,
-    uncertainty: bool = False,
-):
-    """Average any model over ``quadrature``, chunk by chunk
-    (:func:`ase_symdiag.metrics.symmetrize.average_chunks`: with ``keep_samples=False``
-    peak memory is one chunk's). ``inputs``/``uncertainty``: metatomic models only
-    (:func:`~ase_symdiag.backends.metatomic.evaluation.evaluate`)."""
-    from ase_symdiag.metrics.symmetrize import average_chunks
-
-    evaluator = as_evaluator(model)
-    extra = {}
-    if inputs is not None or uncertainty:
-        if not isinstance(evaluator, MetatomicEvaluator):
-            raise UsageError("inputs= and uncertainty= are options of metatomic models")
-        extra = dict(inputs=inputs, uncertainty=uncertainty)
-    chunks = evaluator.chunks(
-        structure, np.asarray(quadrature.rotations), forces=forces, stress=stress, energies=energies,
-        direct=direct, batch_size=batch_size, chunk_atoms=chunk_atoms, progress=progress, **extra,
-    )
-    return average_chunks(chunks, quadrature, keep_samples=keep_samples)
-
-
-def structure_spectrum(
-    model,
-    structure,
-    lmax: int = 4,
-    *,
-    quadrature=None,
-    direct: bool = True,
-    batch_size: int = 16,
-    progress=None,
-    n_check: Optional[int] = None,
-    seed: Optional[int] = 0,
-):
-    """The breaking spectrum of any model on ``structure`` (a ``Structure`` or an
-    ``ase.Atoms``) up to ``lmax``
-    (:func:`ase_symdiag.metrics.spectrum.spectrum_from_samples`): evaluated on
-    ``quadrature`` (default the smallest exact to ``2 lmax``) and ``n_check``
-    Haar-random check orientations (default
-    :data:`~ase_symdiag.metrics.spectrum.N_CHECK`; 0: none). Returns the spectrum and
-    the :class:`~ase_symdiag.metrics.symmetrize.SymmetrizedPrediction` on the quadrature."""
-    from ase_symdiag.metrics.spectrum import N_CHECK, spectrum_from_samples, spectrum_quadrature
-    from ase_symdiag.metrics.symmetrize import back_rotated
-    from ase_symdiag.o3.quadrature import haar_random
-
-    if not isinstance(structure, Structure):  # an ase.Atoms
-        from ase_symdiag.structures import from_atoms
-
-        structure = from_atoms(structure, label=structure.get_chemical_formula())
-    n_check = N_CHECK if n_check is None else int(n_check)
-    if n_check == 1 or n_check < 0:
-        raise ValueError("n_check must be 0 or >= 2 (the standard error needs two orientations)")
-    evaluator = as_evaluator(model)
-    quadrature = spectrum_quadrature(lmax, quadrature)
-    prediction = symmetrized_prediction(
-        evaluator, structure, quadrature, energies=False, direct=direct, batch_size=batch_size, progress=progress
-    )
-    checks = {}
-    if n_check:
-        rotations = haar_random(n_check, seed, improper=quadrature.improper).rotations
-        checked = evaluator.predictions(structure, rotations, direct=direct, batch_size=batch_size)
-        checks = {name: (rotations, values) for name, values in back_rotated(checked, rotations).items()}
-    return spectrum_from_samples(structure, prediction, lmax, checks), prediction
-
-
 __all__ = [
     "ASEEvaluator",
     "Evaluator",
     "MetatomicEvaluator",
     "TorchSimEvaluator",
     "as_evaluator",
-    "check_equivariance",
-    "equivariance_with_predictions",
-    "structure_spectrum",
-    "symmetrized_prediction",
 ]

@@ -29,12 +29,6 @@ from typing import Optional, Union
 from ase_symdiag.errors import ModelError
 
 _DTYPES = ("float32", "float64")
-#: architecture names of ``orb-v3-direct:CKPT`` specs -> the orb-models function that builds them
-#: (here, so that reading a spec imports neither orb-models nor torch-sim)
-ORB_ARCHITECTURES = {
-    "orb-v3-direct": "orb_v3_direct_architecture",
-    "orb-v3-conservative": "orb_v3_conservative_architecture",
-}
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 #: prefixes of names that orb-models' or mace's loaders would download
@@ -56,6 +50,16 @@ def _no_download(spec: str, what: str) -> ModelError:
         f"'{spec}' names {what}; ase-symdiag downloads nothing at run time: download the "
         "file yourself and pass its local path (orb-v3-direct:CKPT, orb-v3-conservative:CKPT, mace:FILE)"
     )
+
+
+def _is_orb_architecture(name: str) -> bool:
+    """Whether ``name`` is a key of :data:`ase_symdiag.backends.orb.ARCHITECTURES`; the Orb
+    backend (torch, torch-sim) is imported only for names that look like one."""
+    if not name.startswith("orb-"):
+        return False
+    from ase_symdiag.backends.orb import ARCHITECTURES
+
+    return name in ARCHITECTURES
 
 
 def load_orb(architecture: str, path: str, *, device: Optional[str] = None, dtype: Optional[str] = None):
@@ -111,10 +115,10 @@ def load_callable(spec: str):
     except Exception as error:  # the user's code: report it in one line
         first = (str(error).strip().splitlines() or [""])[0]
         raise ModelError(f"'{spec}': calling {attribute}() failed: {type(error).__name__}: {first}") from None
-    from ase_symdiag.backends.dispatch import _is_ase_calculator
+    from ase_symdiag.backends.ase import is_ase_calculator
     from ase_symdiag.backends.torchsim import is_torchsim_model
 
-    if not (_is_ase_calculator(model) or is_torchsim_model(model)):
+    if not (is_ase_calculator(model) or is_torchsim_model(model)):
         raise ModelError(
             f"'{spec}': {attribute}() returned a {type(model).__name__}, expected an ASE "
             "calculator or a TorchSim ModelInterface"
@@ -140,7 +144,7 @@ def load_model(
     _torch_dtype(dtype)  # a bad dtype is an error for every family
     architecture, colon, rest = text.partition(":")
     metatomic_only = variant is not None or extensions_directory is not None
-    if colon and architecture in ORB_ARCHITECTURES:
+    if colon and _is_orb_architecture(architecture):
         _only_metatomic(text, variant, extensions_directory)
         return load_orb(architecture, rest, device=device, dtype=dtype)
     if colon and architecture == "mace" or text.endswith(".model") and not colon:
@@ -173,4 +177,4 @@ def _only_metatomic(spec: str, variant, extensions_directory) -> None:
         raise ModelError(f"'{spec}': --extensions applies to metatomic models only")
 
 
-__all__ = ["ORB_ARCHITECTURES", "load_callable", "load_model", "load_orb"]
+__all__ = ["load_callable", "load_model", "load_orb"]

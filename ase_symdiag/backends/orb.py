@@ -25,7 +25,6 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from ase_symdiag.backends.loading import ORB_ARCHITECTURES
 from ase_symdiag.errors import ModelError
 
 try:  # the batched interface; torch-sim is an optional dependency
@@ -38,7 +37,10 @@ DEFAULT_RADIUS = 6.0
 DEFAULT_MAX_NEIGHBORS = 120
 
 #: architecture names of the command line (``orb-v3-direct:PATH``) -> orb-models builder
-ARCHITECTURES = ORB_ARCHITECTURES
+ARCHITECTURES = {
+    "orb-v3-direct": "orb_v3_direct_architecture",
+    "orb-v3-conservative": "orb_v3_conservative_architecture",
+}
 
 
 def default_system_config():

@@ -42,7 +42,7 @@ def model_name(model) -> str:
     return str(getattr(model, "description", None) or getattr(model, "source", None) or type(model).__name__)
 
 
-def _state(model, structure: Structure, rotations: np.ndarray):
+def rotated_state(model, structure: Structure, rotations: np.ndarray):
     """A SimState of ``structure`` rotated by each of ``rotations`` (B, 3, 3), one system each."""
     import torch
     import torch_sim as ts
@@ -111,7 +111,7 @@ def torchsim_chunks(
     for start in range(0, n_ops, step):
         stop = min(start + step, n_ops)
         n_batch = stop - start
-        state = _state(model, structure, rotations[start:stop])
+        state = rotated_state(model, structure, rotations[start:stop])
         try:
             out = model(state)
         except ModelEvaluationError:
@@ -178,4 +178,4 @@ def torchsim_predictions(
                     label=structure.label or "structure", source=model_name(model))
 
 
-__all__ = ["is_torchsim_model", "model_name", "torchsim_chunks", "torchsim_predictions"]
+__all__ = ["is_torchsim_model", "model_name", "rotated_state", "torchsim_chunks", "torchsim_predictions"]

@@ -175,8 +175,9 @@ def equigrad_line(results) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_symdiag.metrics.equigrad import equigrad, report_dict
-    from ase_symdiag.metrics.equivariance import check_equivariance
+    from ase_symdiag.drivers.equigrad import equigrad
+    from ase_symdiag.metrics.equigrad import report_dict
+    from ase_symdiag.drivers.equivariance import check_equivariance
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 

@@ -14,6 +14,7 @@ import sys
 from typing import Callable, Mapping, NoReturn, Optional
 
 from ase_symdiag.errors import UsageError
+from ase_symdiag.o3.quadrature import MAX_DEGREE
 
 #: file endings matplotlib can write (checked before any work is done)
 PLOT_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
@@ -142,14 +143,33 @@ def same_file(a: str, b: str) -> bool:
 def quadrature_spec(text: str):
     """A quadrature name or degree (``3``, ``O``, ``lebedev:3``), checked at parsing."""
     from ase_symdiag.errors import SymDiagError
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+    from ase_symdiag.o3.quadrature import parse_quadrature
 
-    spec = int(text) if text.strip().isdigit() else text
     try:
-        resolve_quadrature(spec)
-    except (SymDiagError, ValueError) as error:
+        return parse_quadrature(text)
+    except SymDiagError as error:
         raise argparse.ArgumentTypeError(" ".join(str(error).split())) from None
-    return spec
+
+
+#: the largest --lmax a command accepts: the spectrum needs a quadrature exact to 2*LMAX,
+#: and ``o3.quadrature.MAX_DEGREE`` is the largest degree that builds in reasonable time
+MAX_LMAX = MAX_DEGREE // 2
+
+
+def lmax_type(text: str) -> int:
+    """An --lmax: an integer from 0 to MAX_LMAX."""
+    value = nonnegative_int(text)
+    if value > MAX_LMAX:
+        raise argparse.ArgumentTypeError(f"--lmax {value} is beyond what can be computed in reasonable time (at most {MAX_LMAX})")
+    return value
+
+
+def check_orientations(text: str) -> int:
+    """0 (no check) or at least 2 Haar-random check orientations."""
+    value = nonnegative_int(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError("--check-orientations must be 0 or >= 2 (a standard error needs two)")
+    return value
 
 
 def plot_file(text: str) -> str:

@@ -47,13 +47,11 @@ def check_variant(variant: str) -> None:
     """Raise a one-line usage error for an empty or unknown variant (before any work)."""
     from ase_symdiag.compare import parse_variant
     from ase_symdiag.errors import SymDiagError
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature
 
     if not variant or any(not part.strip() for part in variant.split("+")):
         raise usage(f"--variants: empty variant name in {variant!r} (use e.g. 'raw,sym:2,net_force')")
-    kwargs = parse_variant(variant)
     try:
-        resolve_quadrature(kwargs.get("symmetrize"))
+        kwargs = parse_variant(variant)  # checks the quadrature (o3.quadrature.parse_quadrature)
         if kwargs.get("corrections"):
             from ase_symdiag.corrections import resolve_corrections
 

@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     """Print (and optionally write and plot) the history of each run, labelled by the
     checkpoint's folder name (the folder's name for a metatrain run)."""
     from ase_symdiag.cli.common import usage
-    from ase_symdiag.metrics.training_history import OUTPUT_COLUMNS, metatrain_history
+    from ase_symdiag.drivers.training_history import metatrain_history
+    from ase_symdiag.metrics.training_history import OUTPUT_COLUMNS
     from ase_symdiag.reference.checkpoints import CheckpointError
     from ase_symdiag.reference.probes import plot_probe_history, probe_history
     from ase_symdiag.report import format_table, write_json

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ase_symdiag.cli.common import check_outputs, nonnegative_int, output_file, plot_file, positive_int
-from ase_symdiag.cli.spectrum import lmax_type
+from ase_symdiag.cli.common import check_outputs, lmax_type, nonnegative_int, output_file, plot_file, positive_int
 
 
 def add_parser(subparsers) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ase_symdiag.cli.common import add_model_structures, check_outputs, output_file, plot_file
-from ase_symdiag.cli.spectrum import lmax_type
+from ase_symdiag.cli.common import add_model_structures, check_outputs, lmax_type, output_file, plot_file
 
 
 def add_parser(subparsers) -> None:
@@ -33,7 +32,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ase_symdiag.backends.metatomic.metatrain import checkpoint_handle, checkpoint_note, is_checkpoint
     from ase_symdiag.cli.common import load_handle, require_metatomic
-    from ase_symdiag.metrics.representations import plot_representations, representation_content
+    from ase_symdiag.drivers.representations import representation_content
+    from ase_symdiag.metrics.representations import plot_representations
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 

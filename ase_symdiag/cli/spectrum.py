@@ -4,27 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ase_symdiag.cli.common import add_model_structures, check_outputs, nonnegative_int, output_file, plot_file, show_progress
+from ase_symdiag.cli.common import (
+    add_model_structures, check_orientations, check_outputs, lmax_type, output_file, plot_file, show_progress,
+)
 from ase_symdiag.metrics.spectrum import N_CHECK
-
-#: the largest --lmax a command accepts: the spectrum needs a quadrature exact to 2*LMAX,
-#: and degree 10 is the largest that builds in reasonable time (``o3.quadrature.MAX_DEGREE``)
-MAX_LMAX = 5
-
-
-def lmax_type(text: str) -> int:
-    value = nonnegative_int(text)
-    if value > MAX_LMAX:
-        raise argparse.ArgumentTypeError(f"--lmax {value} is beyond what can be computed in reasonable time (at most {MAX_LMAX})")
-    return value
-
-
-def check_orientations(text: str) -> int:
-    """0 (no check) or at least 2 Haar-random check orientations."""
-    value = nonnegative_int(text)
-    if value == 1:
-        raise argparse.ArgumentTypeError("--check-orientations must be 0 or >= 2 (a standard error needs two)")
-    return value
 
 
 def add_parser(subparsers) -> None:
@@ -50,31 +33,9 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def measure_spectra(args: argparse.Namespace, handle, structures) -> list:
-    """The spectrum of every structure, with a progress bar on a terminal."""
-    from ase_symdiag.metrics.spectrum import structure_spectrum
-
-    bar = None
-    if show_progress(args.quiet):
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc="spectrum", unit="structure", total=len(structures), leave=False)
-    spectra = []
-    for structure in structures:
-        spectrum, _ = structure_spectrum(
-            handle, structure, lmax=args.lmax, batch_size=args.batch_size,
-            n_check=getattr(args, "check_orientations", N_CHECK),
-        )
-        spectra.append(spectrum)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return spectra
-
-
 def run(args: argparse.Namespace) -> int:
     from ase_symdiag.cli.common import load_handle, model_name
+    from ase_symdiag.drivers.spectrum import measure_spectra
     from ase_symdiag.metrics.spectrum import plot_spectra, spectrum_table
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
@@ -82,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
     check_outputs({"--json": args.json, "--plot": args.plot}, {"model": args.model, "structures": args.structures, "extensions folder": args.extensions})
     handle = load_handle(args)
     structures = read_structures(args.structures, index=args.index)
-    spectra = measure_spectra(args, handle, structures)
+    spectra = measure_spectra(
+        handle, structures, lmax=args.lmax, batch_size=args.batch_size, n_check=args.check_orientations,
+        progress=show_progress(args.quiet),
+    )
     print(spectrum_table(spectra))
     if args.json:
         write_json(args.json, {"model": model_name(handle), "spectra": [s.to_dict() for s in spectra]})

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from ase_symdiag.cli.common import add_model_structures, check_outputs, output_file, positive_float
-from ase_symdiag.cli.spectrum import check_orientations, lmax_type, measure_spectra
+from ase_symdiag.cli.common import (
+    add_model_structures, check_orientations, check_outputs, lmax_type, output_file, positive_float, show_progress,
+)
 from ase_symdiag.metrics.adaptive import DEFAULT_ENERGY_TOLERANCE, DEFAULT_STRESS_TOLERANCE
 from ase_symdiag.metrics.spectrum import N_CHECK
 
@@ -65,23 +66,28 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ase_symdiag.cli.common import load_handle, model_name, require_metatomic
+    from ase_symdiag.drivers.spectrum import measure_spectra
+    from ase_symdiag.drivers.symmetrize import symmetrized_prediction
     from ase_symdiag.metrics.adaptive import choose_quadrature
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature, symmetrized_prediction
+    from ase_symdiag.o3.quadrature import resolve_quadrature
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 
     check_outputs({"--export": args.export, "--json": args.json}, {"model": args.model, "structures": args.structures, "extensions folder": args.extensions})
+    quadrature = resolve_quadrature(args.quadrature)  # a bad --quadrature is one line before any work
     handle = load_handle(args)
     structures = read_structures(args.structures, index=args.index)
     if args.export:  # before any work: exports are TorchScript metatomic models
         require_metatomic(handle, "--export")
     data = {"model": model_name(handle)}
     status = 0
-    if args.quadrature is not None:
-        quadrature = resolve_quadrature(args.quadrature)
+    if quadrature is not None:
         print(f"using quadrature '{quadrature.name}' ({quadrature.size} operations, degree {quadrature.degree})")
     else:
-        spectra = measure_spectra(args, handle, structures)
+        spectra = measure_spectra(
+            handle, structures, lmax=args.lmax, batch_size=args.batch_size, n_check=args.check_orientations,
+            progress=show_progress(args.quiet),
+        )
         outputs = ("energy", "forces", "stress") + (("direct_forces", "direct_stress") if args.corrected else ())
         choice = choose_quadrature(
             spectra, args.tolerance, relative_tolerance=args.relative_tolerance,

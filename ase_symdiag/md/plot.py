@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Sequence
-
-if TYPE_CHECKING:
-    from ase_symdiag.md.runner import VariantResult
+from typing import Any, Dict, Mapping, Sequence
 
 
 def summary_table(summaries: Sequence[Dict[str, Any]]) -> str:
@@ -26,8 +23,9 @@ def summary_table(summaries: Sequence[Dict[str, Any]]) -> str:
     return format_table(headers, rows)
 
 
-def plot_md(results: Mapping[str, "VariantResult"], path: str) -> None:
-    """Energy (meV/atom from the start), temperature (K), pressure (GPa; |L| in amu Å²/fs
+def plot_md(results: Mapping[str, Any], path: str) -> None:
+    """``results``: ``{variant: md.runner.VariantResult}`` (the runner imports this
+    module, so the type is named, not imported). Energy (meV/atom from the start), temperature (K), pressure (GPa; |L| in amu Å²/fs
     for finite systems) and minimum distance (Å) against time (ps), one curve per
     variant, a cross where a variant failed; written atomically to ``path``."""
     import matplotlib

@@ -446,7 +446,7 @@ def run_md_batched(
     Maxwell-Boltzmann velocities at that temperature (and, in NVT, that target).
     ``ensemble`` ``"nve"`` or ``"nvt"`` with ``thermostat`` ``"langevin"`` (friction
     1/fs) or ``"bussi"`` (``taut`` fs). ``symmetrize``: quadrature of the symmetrized
-    variant (anything :func:`~ase_symdiag.symmetrize.resolve_quadrature` takes, or
+    variant (anything :func:`~ase_symdiag.o3.quadrature.resolve_quadrature` takes, or
     ``"adaptive"``). Failure thresholds and ``interval``/``checkpoint_every`` as in
     :func:`ase_symdiag.md.run_md`. ``callback(name, step, state)`` after every step.
     ``deterministic``: run TorchScript models unoptimized (bit-exact resume whatever

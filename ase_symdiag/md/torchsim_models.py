@@ -131,7 +131,7 @@ class SymmetrizedModel(_WrappedModel):
     """
 
     def __init__(self, inner, quadrature=3, *, batch_size: Optional[int] = 16, chunk_atoms: Optional[int] = None) -> None:
-        from ase_symdiag.metrics.symmetrize import resolve_quadrature
+        from ase_symdiag.o3.quadrature import resolve_quadrature
 
         super().__init__(inner)
         resolved = resolve_quadrature(quadrature)
@@ -179,6 +179,41 @@ class SymmetrizedModel(_WrappedModel):
         if has_stress:
             result["stress"] = stress
         return result
+
+
+class ChunkedModel(_WrappedModel):
+    """``inner`` evaluated on consecutive groups of a state's systems with at most
+    ``chunk_atoms`` atoms per call (default
+    :data:`~ase_symdiag.backends.metatomic.evaluation.CHUNK_ATOMS`; at least one
+    system per call), outputs joined in system order.
+
+    On a CPU a model's cost per atom grows with the atoms in one call (measured on
+    metatomic models: 3.9 ms/atom for 64 x Cu108 in one call against ~1 ms/atom at
+    432-864 atoms; bench/md_throughput.py), so the many replicas of a stability run are
+    evaluated in bounded groups. Systems are independent, so the outputs are those of
+    ``inner`` on the whole state up to the round-off of a different batch shape.
+    """
+
+    #: outputs with one row per system; every other output has one row per atom
+    PER_SYSTEM = ("energy", "stress", "direct_stress", "energy_uncertainty")
+
+    def __init__(self, inner, chunk_atoms: Optional[int] = None) -> None:
+        super().__init__(inner)
+        self.chunk_atoms = chunk_atoms
+
+    def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
+        from ase_symdiag.backends.metatomic.torchsim_model import system_chunks
+
+        counts = state.n_atoms_per_system.tolist()
+        ranges = system_chunks(counts, self.chunk_atoms)
+        if len(ranges) <= 1:
+            return dict(self.inner(state))
+        parts: Dict[str, list] = {}
+        for first, stop in ranges:
+            out = self.inner(state[list(range(first, stop))])
+            for name, value in out.items():
+                parts.setdefault(name, []).append(value)
+        return {name: torch.cat(values) for name, values in parts.items()}
 
 
 class FiniteModel(_WrappedModel):
@@ -233,8 +268,8 @@ def adaptive_quadrature(model, atoms: Atoms, lmax: int = 3, n_rattled: int = 4, 
     """The cheapest quadrature whose leftover breaking is below 1 % of the RMS force
     (:func:`ase_symdiag.metrics.adaptive.choose_quadrature`) on ``atoms`` and ``n_rattled``
     rattled copies (0.05 Å); returns the :class:`~ase_symdiag.metrics.adaptive.QuadratureChoice`."""
+    from ase_symdiag.drivers.spectrum import structure_spectrum
     from ase_symdiag.metrics.adaptive import choose_quadrature
-    from ase_symdiag.metrics.spectrum import structure_spectrum
     from ase_symdiag.structures import from_atoms
 
     frames = [atoms.copy()]
@@ -250,7 +285,7 @@ def _variant_quadrature(model, atoms: Atoms, symmetrize, seed: int, notes: Optio
     """``(quadrature, note)`` of the ``symmetrized`` variant: ``symmetrize`` resolved, or
     for ``"adaptive"`` :func:`adaptive_quadrature` on ``atoms`` (``note`` says so, and
     ``notes`` gets a warning when no candidate met the tolerance)."""
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+    from ase_symdiag.o3.quadrature import resolve_quadrature
 
     if symmetrize != "adaptive":
         return resolve_quadrature(symmetrize), ""
@@ -270,8 +305,10 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
     ``corrected_export=True`` builds ``corrected`` from
     :func:`~ase_symdiag.backends.metatomic.corrected.export_corrected` through metatomic-torchsim's
     ``non_conservative`` option (as LAMMPS or i-PI users run it) instead of the
-    equivalent, cheaper :class:`CorrectedModel`. ``neighbor_skin``: metatomic-torchsim's
-    Verlet skin; 0 (rebuild every step) keeps each call independent of the history.
+    equivalent, cheaper :class:`CorrectedModel`. ``neighbor_skin`` > 0: run metatomic
+    models through metatomic-torchsim's ``MetatomicModel`` with that Verlet skin; 0
+    (default): :class:`~ase_symdiag.backends.metatomic.torchsim_model.BatchedMetatomicModel`,
+    neighbour lists rebuilt every step (each call independent of the history).
     ``notes``: a list that gets a warning line when ``symmetrize="adaptive"`` finds no
     candidate meeting the tolerance (the largest candidate is then used, without a claim)."""
     from ase_symdiag.backends.torchsim import is_torchsim_model
@@ -334,6 +371,8 @@ def torchsim_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int 
     periodic = bool(atoms.pbc.all())
     if not periodic and model.compute_stress:
         model = FiniteModel(model)  # a stress over zero volume is not a number
+    if kind != "symmetrized":  # SymmetrizedModel bounds its own calls (copies x systems)
+        model = ChunkedModel(model)
     if kind == "raw":
         return model, "raw"
     if kind == "symmetrized":

@@ -42,10 +42,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ase_symdiag.errors import UsageError
 from ase_symdiag.metrics.floors import RELATIVE_FORCE_FLOOR
 from ase_symdiag.metrics.spectrum import OutputSpectrum, StructureSpectrum
-from ase_symdiag.o3.irreps import removed_channels
 from ase_symdiag.o3.quadrature import O3Quadrature, identity_quadrature, lebedev_quadrature, smallest_exact_quadrature
+from ase_symdiag.o3.transforms import GPA
 
 #: metatomic-ase's SymmetrizedCalculator default (l_max = 3, 84 operations)
 DEFAULT_LMAX = 3
@@ -53,8 +54,6 @@ DEFAULT_LMAX = 3
 DEFAULT_ENERGY_TOLERANCE = 0.1
 #: default tolerance on the stress, GPa (RMS over orientations of the Frobenius norm)
 DEFAULT_STRESS_TOLERANCE = 0.01
-#: GPa per eV/Å^3
-GPA_PER_EV_PER_A3 = 160.21766208
 #: the outputs checked by default
 DEFAULT_OUTPUTS = ("energy", "forces", "stress")
 
@@ -76,7 +75,7 @@ _FORCE = _Rule(
 )
 _STRESS = _Rule(
     "stress_rms_frobenius_GPa", "GPa", "RMS over orientations of the Frobenius norm",
-    lambda power, n: GPA_PER_EV_PER_A3 * float(np.sqrt(max(power, 0.0))),
+    lambda power, n: float(np.sqrt(max(power, 0.0))) / GPA,
 )
 RULES: Dict[str, _Rule] = {
     "energy": _Rule(
@@ -90,17 +89,12 @@ RULES: Dict[str, _Rule] = {
 }
 
 
-def killed_channels(quadrature: O3Quadrature, lmax: int) -> set:
-    """Channels (l <= lmax, sigma) that ``quadrature`` averages to exactly zero."""
-    return removed_channels(quadrature.rotations, quadrature.weights, lmax)
-
-
-def residual_power(spectrum_output: OutputSpectrum, quadrature: O3Quadrature, lmax: Optional[int] = None) -> float:
+def residual_power(spectrum_output: OutputSpectrum, quadrature: O3Quadrature) -> float:
     """Leftover breaking power of the average over ``quadrature`` (module docstring).
 
     The O(3) variance of the averaged output: exact for the resolved channels, plus
     the unresolved part and two standard errors counted in full. The units are the
-    spectrum's powers. ``lmax`` is accepted for compatibility and unused.
+    spectrum's powers.
     """
     return spectrum_output.averaged_power(quadrature) + spectrum_output.unresolved_bound
 
@@ -225,14 +219,14 @@ def choose_quadrature(
     skipped there). Residuals and their units: module docstring.
     """
     if not spectra:
-        raise ValueError("no spectra given")
+        raise UsageError("no spectra given")
     lmax = min(s.lmax for s in spectra)
     checked = [name for name in outputs if any(name in s.outputs for s in spectra)]
     if "forces" not in checked and "energy" not in checked:
-        raise ValueError(f"none of {list(outputs)} in the spectra")
+        raise UsageError(f"none of {list(outputs)} in the spectra")
     unknown = [name for name in checked if name not in RULES]
     if unknown:
-        raise ValueError(f"no tolerance rule for {unknown}; known: {sorted(RULES)}")
+        raise UsageError(f"no tolerance rule for {unknown}; known: {sorted(RULES)}")
     # (output, structure index, spectrum, limit)
     entries = []
     texts = {}

@@ -20,8 +20,8 @@ i.e. ``G = M - M^T``, so ``e = (G_12, G_20, G_01)`` (:func:`from_rotational_grad
 How it is computed: by autograd where the model allows it (Orb models:
 :meth:`~ase_symdiag.backends.orb.OrbModel.rotational_grad`), otherwise by central
 finite differences of six rotated evaluations, ``e_n ≈ (E(R_n(h)x) - E(R_n(-h)x)) / 2h``
-(error O(h^2) plus round-off over h), through any backend. This module's pure part
-imports no ASE and no torch.
+(error O(h^2) plus round-off over h), through any backend
+(:mod:`ase_symdiag.drivers.equigrad`). This module imports no ASE and no torch.
 """
 
 from __future__ import annotations
@@ -92,61 +92,13 @@ def report_dict(results: List[StructureEquigrad]) -> dict:
     return {"definition": DEFINITION, "max_eV_per_rad": worst, "structures": [r.to_dict() for r in results]}
 
 
-def structure_equigrad(model, structure, *, step: Optional[float] = None, method: str = "auto") -> StructureEquigrad:
-    """e of ``structure`` (a validated :class:`~ase_symdiag.structures.Structure`) for any
-    model :func:`~ase_symdiag.backends.dispatch.as_evaluator` accepts (or an Evaluator).
-
-    ``method``: "autograd" (Orb models), "finite-difference" (any model) or "auto"
-    (autograd where available). ``step``: rad, default :data:`STEP` of the model's dtype.
-    Raises :class:`~ase_symdiag.errors.UsageError` for an unknown method or autograd on a
-    model without it, and ModelEvaluationError for non-finite energies.
-    """
-    from ase_symdiag.backends.dispatch import TorchSimEvaluator, as_evaluator
-    from ase_symdiag.errors import ModelEvaluationError, UsageError
-
-    if method not in ("auto", "autograd", "finite-difference"):
-        raise UsageError(f"equigrad method must be 'auto', 'autograd' or 'finite-difference', got '{method}'")
-    evaluator = as_evaluator(model)
-    inner = evaluator.model if isinstance(evaluator, TorchSimEvaluator) else None
-    has_autograd = inner is not None and hasattr(inner, "rotational_grad")
-    if method == "autograd" and not has_autograd:
-        raise UsageError(f"{evaluator.name}: no autograd equigrad for this model; use method='finite-difference'")
-    label = structure.label or "structure"
-    if has_autograd and method != "finite-difference":
-        from ase_symdiag.backends.torchsim import _state
-
-        vector = from_rotational_grad(inner.rotational_grad(_state(inner, structure, np.eye(3)[None]))[0].cpu().numpy())
-        used, used_step = "autograd", None
-    else:
-        used_step = float(step if step is not None else STEP.get(evaluator.dtype, STEP["float32"]))
-        if not used_step > 0:
-            raise UsageError(f"equigrad step must be > 0 rad, got {used_step}")
-        energies = evaluator.predictions(structure, axis_rotations(used_step), forces=False, stress=False).energy
-        vector = central_difference(energies, used_step)
-        used = "finite-difference"
-    if not np.all(np.isfinite(vector)):
-        raise ModelEvaluationError(f"model '{evaluator.name}' gave a non-finite equigrad for {label}")
-    return StructureEquigrad(label, len(structure), vector.tolist(), float(np.linalg.norm(vector)), used, used_step)
-
-
-def equigrad(model, structures, *, step: Optional[float] = None, method: str = "auto") -> List[StructureEquigrad]:
-    """:func:`structure_equigrad` of every structure (ase.Atoms, a Structure, or a list)."""
-    from ase_symdiag.backends.dispatch import as_evaluator
-    from ase_symdiag.metrics.equivariance import as_structures
-
-    evaluator = as_evaluator(model)
-    return [structure_equigrad(evaluator, item, step=step, method=method) for item in as_structures(structures)]
-
-
 __all__ = [
     "DEFINITION",
     "STEP",
     "StructureEquigrad",
     "axis_rotations",
     "central_difference",
-    "equigrad",
     "from_forces",
     "from_rotational_grad",
     "report_dict",
-    "structure_equigrad",
 ]

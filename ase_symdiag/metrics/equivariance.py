@@ -34,16 +34,12 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ase_symdiag.backends.samples import Predictions
-from ase_symdiag.errors import StructureError
+from ase_symdiag.errors import StructureError, UsageError
 from ase_symdiag.metrics.floors import RELATIVE_FORCE_FLOOR, RELATIVE_STRESS_FLOOR
 from ase_symdiag.o3.operations import haar_rotations, validate_rotations
-from ase_symdiag.o3.transforms import rotate_tensors, rotate_vectors
+from ase_symdiag.o3.transforms import GPA, rotate_tensors, rotate_vectors
 from ase_symdiag.report import format_table
 from ase_symdiag.structures import Structure, from_atoms_list
-
-#: 1 GPa in eV/Å^3: 1e9 Pa * 1e-30 m^3/Å^3 / 1.6021766208e-19 J/eV (CODATA 2014, the
-#: value of ``ase.units.GPa``, bit for bit); a constant so that the metrics import no ASE
-GPA = 1.0 / 160.21766208
 
 #: what every summary key means (written next to the summary in the JSON report)
 SUMMARY_DEFINITIONS = {
@@ -172,7 +168,7 @@ RELATIVE_HEADER = f"dF/max(F,{RELATIVE_FORCE_FLOOR * 1000:g}meV/A)"
 
 @dataclass
 class EquivarianceReport:
-    """Result of :func:`check_equivariance`; ``to_dict()`` for JSON, ``table()`` for people."""
+    """Result of :func:`ase_symdiag.drivers.equivariance.check_equivariance`; ``to_dict()`` for JSON, ``table()`` for people."""
 
     model: str
     dtype: str
@@ -354,43 +350,13 @@ def check_operations(
 ) -> np.ndarray:
     """The operations of a check, (K, 3, 3): ``n_rotations`` Haar-random ones from
     ``seed`` (every second improper unless ``improper=False``), then the validated
-    ``rotations``. Raises ``ValueError`` when there are none."""
+    ``rotations``. Raises :class:`UsageError` when there are none."""
     operations = haar_rotations(n_rotations, seed, improper=improper)
     if rotations is not None:
         operations = np.concatenate([operations, validate_rotations(rotations)])
     if len(operations) == 0:
-        raise ValueError("no operations to check: give n_rotations > 0 or rotations")
+        raise UsageError("no operations to check: give n_rotations > 0 or rotations")
     return operations
-
-
-def check_equivariance(
-    model,
-    structures,
-    *,
-    n_rotations: int = 8,
-    seed: Optional[int] = 0,
-    rotations: Optional[Sequence] = None,
-    improper: bool = True,
-    direct: bool = True,
-    device: Optional[str] = None,
-    dtype: Optional[str] = None,
-    batch_size: int = 16,
-    progress: bool = False,
-) -> EquivarianceReport:
-    """Check how well ``model`` transforms under O(3) on ``structures``.
-
-    ``model``: a metatomic ``.pt`` path, an AtomisticModel or a ``ModelHandle``, a
-    TorchSim ``ModelInterface`` or an ASE calculator
-    (:func:`ase_symdiag.backends.dispatch.as_evaluator`; the driver lives there).
-    ``structures``: ase.Atoms or a list of them. Uses ``n_rotations`` Haar-random
-    operations from ``seed`` (every second one improper unless ``improper=False``)
-    followed by any ``rotations`` the user passes (validated to be orthogonal).
-    ``direct``: also check the model's non-conservative forces/stress if it has them.
-    """
-    from ase_symdiag.backends.dispatch import check_equivariance as driver
-
-    return driver(model, structures, n_rotations=n_rotations, seed=seed, rotations=rotations, improper=improper,
-                  direct=direct, device=device, dtype=dtype, batch_size=batch_size, progress=progress)
 
 
 def errors_report(model: str, dtype: str, device: str, seed: Optional[int], operations: np.ndarray,
@@ -401,15 +367,3 @@ def errors_report(model: str, dtype: str, device: str, seed: Optional[int], oper
     for structure, prediction in zip(structures, predictions):
         report.structures.append(structure_errors(structure, prediction, operations))
     return report
-
-
-#: the ASE-calculator path moved to :mod:`ase_symdiag.backends.ase`; its names still resolve here
-_MOVED = ("rotated_atoms", "calculator_predictions", "calculator_equivariance")
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        from ase_symdiag.backends import ase as backend
-
-        return getattr(backend, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

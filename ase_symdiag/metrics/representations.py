@@ -26,16 +26,12 @@ layer printed ``1 - invariant = -6.66e-16``): the invariant fraction and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List
 
 import numpy as np
 
-from ase_symdiag.errors import ModelError
-from ase_symdiag.backends.metatomic.evaluation import evaluate
-from ase_symdiag.backends.metatomic.model import ModelHandle
-from ase_symdiag.o3.quadrature import O3Quadrature, smallest_exact_quadrature
-from ase_symdiag.metrics.spectrum import Channel, _key, channel_powers
-from ase_symdiag.structures import Structure
+from ase_symdiag.metrics.spectrum import Channel, channel_key, channel_powers
+from ase_symdiag.o3.quadrature import O3Quadrature
 
 #: prefixes of learned feature outputs
 FEATURE_PREFIXES = ("mtt::features::", "mtt::feature::")
@@ -49,8 +45,9 @@ def _looks_like_feature(name: str) -> bool:
     return name in ("feature", "features") or name.startswith(FEATURE_PREFIXES + AUXILIARY_PREFIXES)
 
 
-def feature_outputs(handle: ModelHandle) -> List[str]:
-    """Learned per-atom feature outputs a model exposes (``feature``, ``mtt::features::*``)."""
+def feature_outputs(handle: Any) -> List[str]:
+    """Learned per-atom feature outputs a model exposes (``feature``, ``mtt::features::*``);
+    ``handle``: anything with ``outputs``, ``{name: metatomic ModelOutput}`` (a ModelHandle)."""
     names = []
     skipped = skipped_outputs(handle)
     for name in handle.outputs:
@@ -62,8 +59,9 @@ def feature_outputs(handle: ModelHandle) -> List[str]:
     return names
 
 
-def skipped_outputs(handle: ModelHandle) -> Dict[str, str]:
-    """Feature-like outputs that are not learned per-atom features: ``{name: why}``."""
+def skipped_outputs(handle: Any) -> Dict[str, str]:
+    """Feature-like outputs that are not learned per-atom features: ``{name: why}``;
+    ``handle`` as for :func:`feature_outputs`."""
     skipped = {}
     for name, output in handle.outputs.items():
         if not _looks_like_feature(name):
@@ -118,7 +116,7 @@ class LayerContent:
             "mean_square": self.mean_square,
             "invariant_fraction": self.invariant_fraction,
             "one_minus_invariant": self.breaking_fraction,
-            "fractions": {_key(c): f for c, f in self.fractions.items()},
+            "fractions": {channel_key(c): f for c, f in self.fractions.items()},
             "unresolved_fraction": self.unresolved / self.mean_square if self.mean_square > 0 else 0.0,
             "per_feature_invariant_fraction": (
                 self.per_feature[(0, 1)] / np.maximum(sum(self.per_feature.values()), 1e-300)
@@ -151,7 +149,7 @@ class RepresentationReport:
         from ase_symdiag.report import format_table
 
         channels = [(l, s) for l in range(self.lmax + 1) for s in (1, -1)]
-        headers = ["layer", "features", "invariant", "1 - invariant"] + [_key(c) for c in channels if c != (0, 1)] + [f">{self.lmax}"]
+        headers = ["layer", "features", "invariant", "1 - invariant"] + [channel_key(c) for c in channels if c != (0, 1)] + [f">{self.lmax}"]
         rows = []
         for layer in self.layers:
             fractions = layer.fractions
@@ -220,63 +218,6 @@ class LayerAccumulator:
         return out
 
 
-def representation_content(
-    model,
-    structures: Sequence[Structure],
-    *,
-    layers: Optional[Sequence[str]] = None,
-    lmax: int = 3,
-    quadrature: Optional[O3Quadrature] = None,
-    batch_size: int = 16,
-    progress=None,
-) -> RepresentationReport:
-    """Character-project every requested feature output of ``model`` on ``structures``.
-
-    ``model``: a :class:`ModelHandle`, a metatomic ``.pt`` or a metatrain checkpoint
-    (``.ckpt``, every layer of a PET; :mod:`ase_symdiag.backends.metatomic.metatrain`)."""
-    from ase_symdiag.backends.metatomic.metatrain import checkpoint_handle, checkpoint_note, is_checkpoint
-
-    if isinstance(model, ModelHandle):
-        handle = model
-    else:
-        handle = checkpoint_handle(model) if is_checkpoint(model) else ModelHandle.load(model)
-    available = feature_outputs(handle)
-    skipped = skipped_outputs(handle)
-    if layers is None or len(layers) == 0:
-        layers = available
-    else:
-        resolved = []
-        for layer in layers:
-            matches = [n for n in available if n == layer or n.endswith(layer)]
-            if not matches:
-                why = "".join(f" ({n}: {w})" for n, w in skipped.items() if n == layer or n.endswith(layer))
-                note = checkpoint_note(handle)
-                hint = f" ({note[len('note: '):]})" if note else ""
-                raise ModelError(f"{handle.source}: no feature output '{layer}'{why}; available: {available}{hint}")
-            resolved += [m for m in matches if m not in resolved]
-        layers = resolved
-    if not layers:
-        also = f" (skipped: {', '.join(skipped)})" if skipped else ""
-        raise ModelError(
-            f"{handle.source}: the model exposes no per-atom feature outputs (learned features are "
-            f"'feature' or 'mtt::features::*' with per-atom samples){also}"
-        )
-    if quadrature is None:
-        quadrature = smallest_exact_quadrature(2 * lmax)
-    elif quadrature.degree < 2 * lmax:
-        raise ValueError(f"quadrature '{quadrature.name}' is exact to degree {quadrature.degree}, lmax={lmax} needs {2 * lmax}")
-
-    accumulator = LayerAccumulator(quadrature, lmax)
-    for structure in structures:
-        prediction = evaluate(
-            handle, structure, quadrature.rotations, forces=False, stress=False,
-            features=layers, batch_size=batch_size, progress=progress,
-        )
-        for name in layers:
-            accumulator.add(name, prediction.features[name])
-    return RepresentationReport(handle.source, lmax, quadrature.name, len(structures), accumulator.contents(), skipped)
-
-
 def plot_representations(reports: Dict[str, RepresentationReport], path: str) -> None:
     """Heat map(s): layers x channels, colour = fraction of the mean square (log scale)."""
     import matplotlib
@@ -297,7 +238,7 @@ def plot_representations(reports: Dict[str, RepresentationReport], path: str) ->
         channels = [(l, s) for l in range(report.lmax + 1) for s in (1, -1)]
         data = np.array([[max(layer.fractions.get(c, 0.0), 1e-16) for c in channels] for layer in report.layers])
         image = ax.imshow(data, norm=LogNorm(vmin=1e-8, vmax=1.0), cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(channels)), [_key(c) for c in channels])
+        ax.set_xticks(range(len(channels)), [channel_key(c) for c in channels])
         ax.set_yticks(range(len(report.layers)), [layer.layer.split("::")[-1] for layer in report.layers])
         ax.set_xlabel("(lambda, parity)")
         ax.set_title(title, fontsize=9)

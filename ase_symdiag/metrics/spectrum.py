@@ -16,7 +16,7 @@ quadrature is exact to degree ``2 lambda_max`` and g is band-limited (docs/metho
 the quadrature* can miss breaking it cannot resolve (the two operations of ``Ci``
 see nothing of a lambda = 2 term). The part of the breaking not attributed to the
 channels ``lambda <= lambda_max``, ``unresolved``, is therefore measured at
-independent Haar-random check orientations R_j (:func:`structure_spectrum`, 32 by
+independent Haar-random check orientations R_j (:func:`ase_symdiag.drivers.spectrum.structure_spectrum`, 32 by
 default): ``unresolved`` is the sample variance over the R_j (unbiased, ddof = 1) of
 ``h = g - g_fit``, with ``g_fit`` the channel expansion up to ``lambda_max`` fitted on
 the quadrature. It is an unbiased estimate of the O(3) variance of h: the power above
@@ -198,12 +198,13 @@ class OutputSpectrum:
                 f"sqrt(variance / {self.components}): RMS per component over items and components"
                 if self.components > 1 else "sqrt(variance)"
             ),
-            "power": {_key(c): p for c, p in self.power.items()},
-            "per_element": {el: {_key(c): p for c, p in v.items()} for el, v in self.per_element.items()},
+            "power": {channel_key(c): p for c, p in self.power.items()},
+            "per_element": {el: {channel_key(c): p for c, p in v.items()} for el, v in self.per_element.items()},
         }
 
 
-def _key(channel: Channel) -> str:
+def channel_key(channel: Channel) -> str:
+    """How reports name a channel ``(lambda, parity)``: ``"1+"``, ``"2-"``."""
     l, s = channel
     return f"{l}{'+' if s > 0 else '-'}"
 
@@ -328,7 +329,7 @@ def spectrum_table(spectra: List[StructureSpectrum]) -> str:
         return ""
     lmax = spectra[0].lmax
     channels = [(l, s) for l in range(lmax + 1) for s in (1, -1) if (l, s) != (0, 1)]
-    headers = ["structure", "output", "rms breaking"] + [_key(c) for c in channels] + [f">{lmax}"]
+    headers = ["structure", "output", "rms breaking"] + [channel_key(c) for c in channels] + [f">{lmax}"]
     rows = []
     for spectrum in spectra:
         for name, out in spectrum.outputs.items():
@@ -396,35 +397,6 @@ def plot_spectra(spectra: List[StructureSpectrum], path: str) -> None:
 
     atomic_savefig(fig, path)
     plt.close(fig)
-
-
-def structure_spectrum(
-    model,
-    structure,
-    lmax: int = 4,
-    *,
-    quadrature: Optional[O3Quadrature] = None,
-    direct: bool = True,
-    batch_size: int = 16,
-    progress=None,
-    n_check: int = N_CHECK,
-    seed: Optional[int] = 0,
-) -> Tuple[StructureSpectrum, "object"]:
-    """Evaluate ``structure`` on a quadrature exact to ``2 lmax`` and decompose every output.
-
-    ``model``: anything :func:`ase_symdiag.backends.dispatch.as_evaluator` takes (the
-    driver is :func:`ase_symdiag.backends.dispatch.structure_spectrum`).
-    ``n_check`` Haar-random orientations (``seed``; half of them improper) measure
-    what the channels ``<= lmax`` do not explain (``unresolved``, module docstring);
-    ``n_check=0`` falls back to the variance over the quadrature, which cannot see
-    breaking the quadrature does not resolve. Returns the spectrum and the
-    :class:`~ase_symdiag.metrics.symmetrize.SymmetrizedPrediction` it was computed
-    from (its mean is the symmetrized prediction on that quadrature).
-    """
-    from ase_symdiag.backends.dispatch import structure_spectrum as driver
-
-    return driver(model, structure, lmax, quadrature=quadrature, direct=direct, batch_size=batch_size,
-                  progress=progress, n_check=n_check, seed=seed)
 
 
 def spectrum_quadrature(lmax: int, quadrature: Optional[O3Quadrature] = None) -> O3Quadrature:

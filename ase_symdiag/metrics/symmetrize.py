@@ -24,15 +24,12 @@ in the Voigt ``yz`` one, which is never larger than their mean.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Tuple
 
 import numpy as np
 
-from ase_symdiag.errors import UsageError
-
 from ase_symdiag.backends.samples import Predictions
 from ase_symdiag.o3.quadrature import O3Quadrature
-from ase_symdiag.structures import Structure
 from ase_symdiag.o3.transforms import back_rotate_tensors, back_rotate_vectors
 
 
@@ -52,18 +49,6 @@ def back_rotated(predictions: Predictions, rotations: np.ndarray) -> Dict[str, n
     if getattr(predictions, "energy_uncertainty", None) is not None:
         out["energy_uncertainty"] = predictions.energy_uncertainty
     return out
-
-
-def weighted_mean_std(values: np.ndarray, weights: np.ndarray):
-    """Mean and std over the first axis with weights summing to 1.
-
-    Lebedev orders 13, 25 and 27 have negative weights, so the weighted variance can
-    come out slightly negative: it is clamped at zero.
-    """
-    w = weights.reshape((-1,) + (1,) * (values.ndim - 1))
-    mean = np.sum(w * values, axis=0)
-    variance = np.sum(w * (values - mean) ** 2, axis=0)
-    return mean, np.sqrt(np.clip(variance, 0.0, None))
 
 
 @dataclass
@@ -116,42 +101,6 @@ class _RunningMoments:
         return mean, std
 
 
-def symmetrized_prediction(
-    model,
-    structure: Structure,
-    quadrature: O3Quadrature,
-    *,
-    forces: bool = True,
-    stress: bool = True,
-    energies: bool = False,
-    direct: bool = False,
-    batch_size: Optional[int] = 16,
-    chunk_atoms: Optional[int] = None,
-    keep_samples: bool = True,
-    progress=None,
-    inputs=None,
-    uncertainty: bool = False,
-) -> SymmetrizedPrediction:
-    """Evaluate all operations of ``quadrature`` chunk by chunk and average them.
-
-    ``model``: anything :func:`ase_symdiag.backends.dispatch.as_evaluator` takes (a
-    metatomic model or handle, a TorchSim model, an ASE calculator). The driver lives
-    in :func:`ase_symdiag.backends.dispatch.symmetrized_prediction`, the averaging in
-    :func:`average_chunks`. With ``keep_samples=False`` peak memory is that of one
-    chunk (:func:`~ase_symdiag.backends.metatomic.evaluation.chunk_size` copies),
-    independent of the number of operations. ``keep_samples=True`` also returns every
-    ``g(R_k)`` (spectra). ``inputs``/``uncertainty`` (metatomic models): see
-    :func:`~ase_symdiag.backends.metatomic.evaluation.evaluate`.
-    """
-    from ase_symdiag.backends.dispatch import symmetrized_prediction as driver
-
-    return driver(
-        model, structure, quadrature, forces=forces, stress=stress, energies=energies, direct=direct,
-        batch_size=batch_size, chunk_atoms=chunk_atoms, keep_samples=keep_samples, progress=progress,
-        inputs=inputs, uncertainty=uncertainty,
-    )
-
-
 def average_chunks(
     chunks: Iterable[Tuple[int, int, Dict[str, np.ndarray]]], quadrature: O3Quadrature, *, keep_samples: bool = True
 ) -> SymmetrizedPrediction:
@@ -183,29 +132,3 @@ def average_chunks(
 
 
 _PREDICTION_FIELDS = ("energy", "forces", "stress", "energies", "direct_forces", "direct_stress", "energy_uncertainty")
-
-
-def resolve_quadrature(spec) -> Optional[O3Quadrature]:
-    """Turn a user's ``symmetrize=`` value into a quadrature.
-
-    ``None``/``False``: no averaging. An int L: the smallest quadrature exact to degree
-    L (with inversion). A string: a printed quadrature name, see
-    :func:`ase_symdiag.o3.quadrature.quadrature_from_name` (``"Oh"``, ``"O"``,
-    ``"O:proper"``, ``"lebedev:3"``, ``"grid:3"``, ``"3"``). An :class:`O3Quadrature`
-    is used as is.
-    """
-    from ase_symdiag.o3 import quadrature as q
-
-    if spec is None or spec is False:
-        return None
-    if isinstance(spec, O3Quadrature):
-        return spec
-    if isinstance(spec, bool):
-        raise UsageError("symmetrize=True is ambiguous: give a degree, e.g. symmetrize=3")
-    if isinstance(spec, (int, np.integer)):
-        if spec < 0:
-            raise UsageError(f"symmetrize={int(spec)}: the degree must be >= 0")
-        return q.quadrature_from_name(str(int(spec)))
-    if isinstance(spec, str):
-        return q.quadrature_from_name(spec)
-    raise UsageError(f"symmetrize={spec!r}: give a degree, a quadrature name (e.g. 'Oh', 'lebedev:3') or an O3Quadrature")

@@ -1,7 +1,7 @@
 """Symmetry through training, from the checkpoints of a metatrain run (issue 22).
 
 ``mtt train`` writes ``model_<epoch>.ckpt`` every ``checkpoint_interval`` epochs. For
-each of them, :func:`metatrain_history` loads the weights *of that epoch* (metatrain's
+each of them, :func:`ase_symdiag.drivers.training_history.metatrain_history` loads the weights *of that epoch* (metatrain's
 ``restart`` context, :mod:`ase_symdiag.backends.metatomic.metatrain`) and measures on
 the given structures
 
@@ -18,9 +18,7 @@ The layer history has the shape of the reference trainer's probes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
-
-from ase_symdiag.structures import Structure
+from typing import Dict, List, Optional, Tuple
 
 #: ``(summary key of the equivariance check, column name)`` of the output breaking
 OUTPUT_COLUMNS = (
@@ -66,41 +64,3 @@ class TrainingHistory:
     def output_rows(self) -> List[list]:
         """``[run, epoch, energy, forces, stress]`` rows, one per epoch."""
         return [[self.run, row.epoch] + [getattr(row, key) for key, _ in OUTPUT_COLUMNS] for row in self.outputs]
-
-
-def metatrain_history(
-    directory: str,
-    structures: Sequence[Structure],
-    *,
-    run: Optional[str] = None,
-    lmax: int = 2,
-    n_rotations: int = 8,
-    seed: int = 0,
-    batch_size: int = 16,
-    device: Optional[str] = None,
-    progress: Optional[Callable[[str], None]] = None,
-) -> TrainingHistory:
-    """Layer content and output breaking of every ``model_<epoch>.ckpt`` under ``directory``.
-
-    ``lmax``: largest angular channel resolved for the layers (quadrature exact to
-    ``2 lmax``); ``n_rotations``/``seed``: operations of the output check. ``progress``
-    is called with each checkpoint's path before it is measured.
-    """
-    import os
-
-    from ase_symdiag.backends.metatomic.metatrain import checkpoint_handle, training_checkpoints
-    from ase_symdiag.metrics.equivariance import check_equivariance
-    from ase_symdiag.metrics.representations import representation_content
-
-    run = run or os.path.basename(os.path.abspath(directory))
-    history = TrainingHistory(run=run, lmax=lmax, n_rotations=n_rotations, n_structures=len(structures))
-    for epoch, path in training_checkpoints(directory):
-        if progress is not None:
-            progress(path)
-        handle = checkpoint_handle(path, weights="epoch", device=device)
-        report = representation_content(handle, structures, lmax=lmax, batch_size=batch_size)
-        for layer in report.layers:
-            history.layers.setdefault(layer.layer, []).append((epoch, layer.invariant_fraction))
-        summary = check_equivariance(handle, structures, n_rotations=n_rotations, seed=seed, batch_size=batch_size).summary()
-        history.outputs.append(EpochBreaking(epoch, path, *(summary[key] for key, _ in OUTPUT_COLUMNS)))
-    return history

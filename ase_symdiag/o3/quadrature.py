@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Optional, Union
 
 import numpy as np
 
@@ -351,3 +352,36 @@ def quadrature_from_name(name: str) -> O3Quadrature:
         f"unknown quadrature {name!r}: use a degree (3), 'Ci', 'D2h', 'Th', 'Oh', 'Ih' (or 'O' for 'Oh'), "
         "'O:proper' for proper rotations only, 'lebedev:3' or 'grid:3'"
     )
+
+
+def resolve_quadrature(spec) -> Optional[O3Quadrature]:
+    """Turn a user's ``symmetrize=`` value into a quadrature.
+
+    ``None``/``False``: no averaging. An int L: the smallest quadrature exact to degree
+    L (with inversion). A string: a printed quadrature name, see
+    :func:`quadrature_from_name` (``"Oh"``, ``"O"``,
+    ``"O:proper"``, ``"lebedev:3"``, ``"grid:3"``, ``"3"``). An :class:`O3Quadrature`
+    is used as is.
+    """
+    if spec is None or spec is False:
+        return None
+    if isinstance(spec, O3Quadrature):
+        return spec
+    if isinstance(spec, bool):
+        raise UsageError("symmetrize=True is ambiguous: give a degree, e.g. symmetrize=3")
+    if isinstance(spec, (int, np.integer)):
+        if spec < 0:
+            raise UsageError(f"symmetrize={int(spec)}: the degree must be >= 0")
+        return quadrature_from_name(str(int(spec)))
+    if isinstance(spec, str):
+        return quadrature_from_name(spec)
+    raise UsageError(f"symmetrize={spec!r}: give a degree, a quadrature name (e.g. 'Oh', 'lebedev:3') or an O3Quadrature")
+
+
+def parse_quadrature(text: str) -> Union[int, str]:
+    """A user's quadrature text (``"3"``, ``"O"``, ``"lebedev:3"``), checked with
+    :func:`resolve_quadrature`: digits as an int degree, anything else as the name.
+    Raises :class:`~ase_symdiag.errors.UsageError` naming the problem."""
+    spec: Union[int, str] = int(text) if text.strip().isdigit() else text
+    resolve_quadrature(spec)
+    return spec

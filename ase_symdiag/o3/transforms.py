@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+#: 1 GPa in eV/Å^3: 1e9 Pa * 1e-30 m^3/Å^3 / 1.6021766208e-19 J/eV (CODATA 2014, the
+#: value of ``ase.units.GPa``, bit for bit); stress in eV/Å^3 divided by it is in GPa
+GPA = 1.0 / 160.21766208
+
 
 def rotate_vectors(vectors, rotations):
     """``v R^T`` for vectors (K, N, 3) and rotations (K, 3, 3)."""

@@ -8,7 +8,7 @@ The functions mirror the atomistic ones and share their arithmetic:
 :func:`equivariance_errors` (:mod:`ase_symdiag.metrics.equivariance`), :func:`output_spectra`
 (:func:`ase_symdiag.metrics.spectrum.output_spectrum`)
 and :func:`layer_content` (same aggregation as
-:func:`ase_symdiag.metrics.representations.representation_content`, returning its
+:func:`ase_symdiag.drivers.representations.representation_content`, returning its
 :class:`~ase_symdiag.metrics.representations.RepresentationReport`). ``tests/pointcloud/test_pointcloud.py``
 checks that they give the atomistic numbers on a metatomic model to 1e-10.
 """
@@ -32,7 +32,7 @@ from ase_symdiag.backends.pointcloud import (
 )
 from ase_symdiag.errors import UsageError
 from ase_symdiag.metrics.representations import LayerAccumulator, RepresentationReport
-from ase_symdiag.metrics.spectrum import OutputSpectrum, _key, output_spectrum
+from ase_symdiag.metrics.spectrum import OutputSpectrum, channel_key, output_spectrum
 from ase_symdiag.o3.operations import haar_rotations, validate_rotations
 from ase_symdiag.o3.quadrature import O3Quadrature, smallest_exact_quadrature
 
@@ -220,7 +220,7 @@ def spectra_table(spectra: Dict[str, Dict[str, OutputSpectrum]], lmax: int) -> s
     from ase_symdiag.report import format_table
 
     channels = [(l, s) for l in range(lmax + 1) for s in (1, -1) if (l, s) != (0, 1)]
-    headers = ["model", "output", "rms", "rms breaking", "breaking/rms"] + [_key(c) for c in channels] + [f">{lmax}"]
+    headers = ["model", "output", "rms", "rms breaking", "breaking/rms"] + [channel_key(c) for c in channels] + [f">{lmax}"]
     rows = []
     for label, outputs in spectra.items():
         for name, out in outputs.items():
@@ -260,7 +260,7 @@ def layer_content(
     when the row order is chosen invariantly) as functions of the orientation.
 
     ``clouds``: one ``(positions, decorations)`` pair or a list of them. Aggregation
-    as :func:`ase_symdiag.metrics.representations.representation_content`: powers summed over
+    as :func:`ase_symdiag.drivers.representations.representation_content`: powers summed over
     rows and averaged over clouds; the features are not transformed.
     """
     if isinstance(clouds, tuple) and len(clouds) == 2 and isinstance(clouds[0], (np.ndarray, torch.Tensor)) and clouds[0].ndim == 2:

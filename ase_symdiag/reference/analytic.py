@@ -21,13 +21,14 @@ so tests and users exercise exactly the path a production model takes.
 """
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Final, List, Optional, Sequence
 
 import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from ase_symdiag.backends.metatomic.blocks import atom_samples, force_map, selection_mask, single_block_map, stress_map
+from ase_symdiag.backends.metatomic.model import NC_FORCE, NC_STRESS
 
 #: Morse parameters for copper (Girifalco & Weizer 1959), eV and Å
 CU_MORSE = {"depth": 0.3429, "alpha": 1.3588, "r0": 2.866}
@@ -35,6 +36,10 @@ CU_MORSE = {"depth": 0.3429, "alpha": 1.3588, "r0": 2.866}
 
 class PairPotential(torch.nn.Module):
     """Smooth Morse pair potential with optional planted symmetry breaking."""
+
+    #: metatomic's output names, as TorchScript constants
+    nc_force: Final[str] = NC_FORCE
+    nc_stress: Final[str] = NC_STRESS
 
     def __init__(
         self,
@@ -119,7 +124,7 @@ class PairPotential(torch.nn.Module):
             n = len(system)
             per_atom = torch.zeros(n, dtype=dtype, device=device).index_add(0, first, 0.5 * u)
             energies.append(per_atom)
-            if "non_conservative_force" in outputs:
+            if self.nc_force in outputs:
                 f = torch.zeros((n, 3), dtype=dtype, device=device).index_add(0, first, grad)
                 coordination = torch.zeros(n, dtype=dtype, device=device).index_add(0, first, fc)
                 weight = coordination - coordination.mean()
@@ -130,7 +135,7 @@ class PairPotential(torch.nn.Module):
                 r2 = (d**2).sum(dim=1)
                 channels = torch.stack([fc, fc * proj, fc * (proj**2 - r2 / 3.0)], dim=1)
                 planted.append(torch.zeros((n, 3), dtype=dtype, device=device).index_add(0, first, channels))
-            if "non_conservative_stress" in outputs:
+            if self.nc_stress in outputs:
                 virial = 0.5 * d.T @ grad
                 volume = torch.abs(torch.linalg.det(system.cell))
                 stresses.append(virial / volume)
@@ -161,8 +166,8 @@ class PairPotential(torch.nn.Module):
             )
             results["energy"] = single_block_map(block, device)
 
-        if "non_conservative_force" in outputs:
-            results["non_conservative_force"] = force_map(systems, torch.cat(forces), selected_atoms, "non_conservative_force")
+        if self.nc_force in outputs:
+            results[self.nc_force] = force_map(systems, torch.cat(forces), selected_atoms, self.nc_force)
 
         if "mtt::features::planted" in outputs:
             block = TensorBlock(
@@ -173,8 +178,8 @@ class PairPotential(torch.nn.Module):
             )
             results["mtt::features::planted"] = single_block_map(block, device)
 
-        if "non_conservative_stress" in outputs:
-            results["non_conservative_stress"] = stress_map(torch.stack(stresses), "non_conservative_stress")
+        if self.nc_stress in outputs:
+            results[self.nc_stress] = stress_map(torch.stack(stresses), self.nc_stress)
         return results
 
 
@@ -198,8 +203,8 @@ def export_pair_potential(
         module = module.to(torch.float32)
     outputs = {"energy": ModelOutput(unit="eV", sample_kind="atom")}
     if module.direct:
-        outputs["non_conservative_force"] = ModelOutput(unit="eV/Angstrom", sample_kind="atom")
-        outputs["non_conservative_stress"] = ModelOutput(unit="eV/Angstrom^3", sample_kind="system")
+        outputs[NC_FORCE] = ModelOutput(unit="eV/Angstrom", sample_kind="atom")
+        outputs[NC_STRESS] = ModelOutput(unit="eV/Angstrom^3", sample_kind="system")
     if module.features:
         outputs["mtt::features::planted"] = ModelOutput(sample_kind="atom")
     capabilities = ModelCapabilities(

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from ase_symdiag.backends.metatomic.model import NC_FORCE
 from ase_symdiag.reference.samples import Sample, collate
 
 
@@ -44,8 +45,8 @@ def predict(
     out = model.compute(vectors, batch["first"], batch["second"], batch["reverse"], batch["species"])
     energy = torch.zeros(n_systems, dtype=dtype).index_add(0, batch["atom_system"], out["energy"])
     result = {"energy": energy}
-    if "non_conservative_force" in out:
-        result["direct_forces"] = out["non_conservative_force"]
+    if NC_FORCE in out:
+        result["direct_forces"] = out[NC_FORCE]
     inputs = ([positions] if forces else []) + ([strain] if want_strain else [])
     if inputs:
         grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph)

@@ -33,17 +33,17 @@ structure and reused under rotations).
 """
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Final, List, Optional, Sequence
 
 import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from ase_symdiag.backends.metatomic.blocks import single_block_map
+from ase_symdiag.backends.metatomic.model import NC_FORCE
 from ase_symdiag.errors import ModelError
 
 ENERGY = "energy"
-NC_FORCES = "non_conservative_force"
 FEATURES_PREFIX = "mtt::features::layer"
 
 #: default hyper-parameters (small enough to train on one CPU core in minutes)
@@ -135,6 +135,9 @@ class CutoffAttentionBlock(torch.nn.Module):
 
 class PET(torch.nn.Module):
     """Unconstrained point-edge transformer energy model (see module docstring)."""
+
+    #: metatomic's output names, as TorchScript constants
+    nc_force: Final[str] = NC_FORCE
 
     def __init__(
         self,
@@ -290,7 +293,7 @@ class PET(torch.nn.Module):
             per_edge = fc.unsqueeze(1) * (out[:, :1] * unit + out[:, 1:])
             per_edge = per_edge / self.neighbor_norm.to(dtype)
             forces = torch.zeros(n_atoms, 3, dtype=dtype, device=device).index_add(0, centers, per_edge)
-            results["non_conservative_force"] = forces * self.energy_scale.to(dtype)
+            results[self.nc_force] = forces * self.energy_scale.to(dtype)
         return results
 
     def forward(
@@ -381,14 +384,14 @@ class PET(torch.nn.Module):
                     properties=Labels(["energy"], torch.tensor([[0]], device=device)),
                 )
                 results[name] = single_block_map(block, device)
-            elif name == "non_conservative_force":
+            elif name == self.nc_force:
                 if not self.direct_forces:
                     raise ValueError("this model has no direct force head")
                 block = TensorBlock(
-                    values=computed["non_conservative_force"][keep].reshape(-1, 3, 1),
+                    values=computed[self.nc_force][keep].reshape(-1, 3, 1),
                     samples=atom_samples,
                     components=[Labels(["xyz"], torch.arange(3, device=device).reshape(-1, 1))],
-                    properties=Labels(["non_conservative_force"], torch.tensor([[0]], device=device)),
+                    properties=Labels([self.nc_force], torch.tensor([[0]], device=device)),
                 )
                 results[name] = single_block_map(block, device)
             elif name.startswith("mtt::features::layer"):
@@ -466,7 +469,7 @@ def export_pet(
         parameter.requires_grad_(False)
     outputs = {ENERGY: ModelOutput(unit="eV", sample_kind="atom")}
     if module.direct_forces:
-        outputs[NC_FORCES] = ModelOutput(unit="eV/Angstrom", sample_kind="atom")
+        outputs[NC_FORCE] = ModelOutput(unit="eV/Angstrom", sample_kind="atom")
     for k in range(module.n_layers):
         outputs[FEATURES_PREFIX + str(k)] = ModelOutput(unit="", sample_kind="atom")
     capabilities = ModelCapabilities(

@@ -21,10 +21,10 @@ def probe_representations(model: torch.nn.Module, structures: Sequence, lmax: in
     """Per-layer symmetry content of ``model`` (a :class:`~ase_symdiag.reference.pet.PET`) on ``structures``.
 
     The model is exported in memory and analysed by
-    :func:`ase_symdiag.metrics.representations.representation_content` on the smallest
+    :func:`ase_symdiag.drivers.representations.representation_content` on the smallest
     quadrature exact to ``2 lmax``. Returns ``{layer: {"invariant_fraction", "fractions"}}``.
     """
-    from ase_symdiag.metrics.representations import representation_content
+    from ase_symdiag.drivers.representations import representation_content
     from ase_symdiag.reference.pet import export_pet
 
     was_training = model.training

@@ -6,13 +6,8 @@ import torch
 from ase.calculators.emt import EMT
 
 import ase_symdiag
-from ase_symdiag.backends.dispatch import (
-    ASEEvaluator,
-    MetatomicEvaluator,
-    TorchSimEvaluator,
-    as_evaluator,
-    symmetrized_prediction,
-)
+from ase_symdiag.backends.dispatch import ASEEvaluator, MetatomicEvaluator, TorchSimEvaluator, as_evaluator
+from ase_symdiag.drivers.symmetrize import symmetrized_prediction
 from ase_symdiag.errors import ModelError, UsageError
 from ase_symdiag.o3.quadrature import lebedev_quadrature
 from ase_symdiag.structures import from_atoms
@@ -81,10 +76,11 @@ def test_wrapped_metatomic_calculator_per_rotation_equals_batched(broken_model, 
 
 
 def test_top_level_names_resolve_to_the_general_drivers():
-    from ase_symdiag.backends import dispatch
+    from ase_symdiag.drivers import equivariance, spectrum, symmetrize
 
-    assert ase_symdiag.check_equivariance is dispatch.check_equivariance
-    assert ase_symdiag.structure_spectrum is dispatch.structure_spectrum
+    assert ase_symdiag.check_equivariance is equivariance.check_equivariance
+    assert ase_symdiag.structure_spectrum is spectrum.structure_spectrum
+    assert ase_symdiag.symmetrized_prediction is symmetrize.symmetrized_prediction
 
 
 def test_ase_calculator_is_checked_on_the_users_atoms(cluster):

@@ -132,7 +132,7 @@ def test_checkpoint_reports_every_layer(metatrain_pet_checkpoint, metatrain_pet,
     final 'feature' is the exported model's, weight for weight."""
     from conftest import METATRAIN_PET_HYPERS
 
-    from ase_symdiag.metrics.representations import representation_content
+    from ase_symdiag.drivers.representations import representation_content
     from ase_symdiag.structures import from_atoms
 
     _, _, ethanol = pet_structures

@@ -60,7 +60,8 @@ def test_batch_equals_orb_calculator_one_structure_at_a_time(kind, which, reques
 def test_random_orb_is_found_breaking(crystal, ethanol):
     """Random Orb-v3 (direct heads, no built-in symmetry) breaks O(3): the check sees it
     on forces and stress, and the spectrum puts non-zero power in breaking channels."""
-    from ase_symdiag.backends.dispatch import check_equivariance, structure_spectrum
+    from ase_symdiag.drivers.equivariance import check_equivariance
+    from ase_symdiag.drivers.spectrum import structure_spectrum
     from ase_symdiag.structures import from_atoms
 
     model = small_orb("direct")
@@ -79,7 +80,7 @@ def test_random_orb_is_found_breaking(crystal, ethanol):
 def test_averaged_orb_is_equivariant_up_to_its_degree(degree):
     """Averaging random Orb over a quadrature exact to ``degree`` leaves no breaking in
     the channels l <= degree (round-off), where the raw model has plenty."""
-    from ase_symdiag.backends.dispatch import structure_spectrum
+    from ase_symdiag.drivers.spectrum import structure_spectrum
     from ase_symdiag.md.torchsim_models import SymmetrizedModel
     from ase_symdiag.structures import from_atoms
 
@@ -135,7 +136,7 @@ def test_batched_path_equals_the_per_rotation_ase_path(crystal, ethanol):
     rotation at a time (orb's own ASE route) gives the same errors per operation."""
     from orb_models.forcefield.calculator import ORBCalculator
 
-    from ase_symdiag.backends.dispatch import check_equivariance
+    from ase_symdiag.drivers.equivariance import check_equivariance
 
     batched = check_equivariance(small_orb("direct"), [crystal, ethanol], n_rotations=3)
     calculator = ORBCalculator(small_orb_regressor("direct"), device="cpu")  # same seed, same weights
@@ -154,7 +155,7 @@ def test_batched_path_equals_the_per_rotation_ase_path(crystal, ethanol):
 @pytest.mark.filterwarnings(ORB_NUMPY_WARNING)
 def test_the_real_size_architecture_is_found_breaking(ethanol):
     """orb_v3_direct_architecture() at its real size (25.6 M random weights), float32."""
-    from ase_symdiag.backends.dispatch import check_equivariance
+    from ase_symdiag.drivers.equivariance import check_equivariance
     from ase_symdiag.backends.orb import OrbModel, build_architecture
 
     torch.manual_seed(0)

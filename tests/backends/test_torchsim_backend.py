@@ -39,7 +39,7 @@ def test_equivariant_torchsim_model_passes_at_round_off(equivariant, fixture, re
 
 @pytest.mark.parametrize("fixture", ["crystal", "cluster"])
 def test_planted_breaking_found_with_its_planted_size(planted, fixture, request):
-    from ase_symdiag.metrics.equivariance import check_equivariance
+    from ase_symdiag.drivers.equivariance import check_equivariance
 
     atoms = request.getfixturevalue(fixture)
     report = check_equivariance(planted, atoms, n_rotations=6, seed=1)
@@ -134,7 +134,7 @@ def test_adaptive_choice_on_a_torchsim_model(cluster, b, cheapest):
     """A lambda = 1 odd-parity term alone is removed by the inversion (Ci, 2 ops); an
     added lambda = 2 even term needs a quadrature exact to degree 2."""
     from ase_symdiag.metrics.adaptive import choose_quadrature
-    from ase_symdiag.metrics.spectrum import structure_spectrum
+    from ase_symdiag.drivers.spectrum import structure_spectrum
 
     model = PlantedModel(lennard_jones(), a=A, b=b)
     spectrum, _ = structure_spectrum(model, from_atoms(cluster), lmax=2, n_check=4)

@@ -191,6 +191,13 @@ def test_symmetrize_bad_quadrature(broken_model, structures_file, capsys):
     assert "unknown quadrature 'nonsense'" in capsys.readouterr().err
 
 
+def test_symmetrize_bad_quadrature_is_refused_before_the_model_is_read(tmp_path, structures_file, capsys):
+    """--quadrature is checked (o3.quadrature.resolve_quadrature) before the model is loaded."""
+    assert main(["symmetrize", str(tmp_path / "missing.pt"), structures_file, "--quadrature", "nonsense", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown quadrature 'nonsense'" in err and "missing.pt" not in err
+
+
 def test_representations_command(tmp_path, structures_file, capsys):
     from ase_symdiag.reference.analytic import export_pair_potential
 

@@ -48,3 +48,38 @@ def test_symmetrized_variant_removes_the_planted_net_force(tmp_path):
                             steps=20, timestep=2.0, interval=20, plot=False, symmetrize="Ci")
     momentum = {name: v.replicas[0]["records"]["momentum"][-1] for name, v in result.variants.items()}
     assert momentum["raw"] > 0.1 and momentum["symmetrized"] < 1e-9
+
+
+def test_chunked_model_equals_one_call_and_bounds_every_call():
+    """ChunkedModel: the outputs of one call on the whole state, from calls of at most
+    ``chunk_atoms`` atoms (systems kept whole, in order)."""
+    import torch
+    import torch_sim as ts
+    from ase.build import bulk
+
+    from ase_symdiag.md.torchsim_models import ChunkedModel
+
+    inner = PlantedModel(lennard_jones(), a=0.02, b=0.01)
+    sizes = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.device, self.dtype, self.compute_stress = inner.device, inner.dtype, inner.compute_stress
+
+        def forward(self, state):
+            sizes.append(int(state.n_atoms))
+            return inner(state)
+
+    crystals = []
+    for k, repeat in enumerate([(2, 2, 2), (1, 1, 2), (2, 2, 2), (1, 2, 2)]):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(repeat)
+        atoms.rattle(0.05, seed=k)
+        crystals.append(atoms)
+    state = ts.io.atoms_to_state(crystals, device=inner.device, dtype=inner.dtype)
+    whole = inner(state)
+    chunked = ChunkedModel(Counting(), chunk_atoms=40)(state)
+    assert sizes and max(sizes) <= 40 and sum(sizes) == state.n_atoms and len(sizes) > 1
+    assert set(chunked) == set(whole)
+    for name in whole:
+        np.testing.assert_allclose(chunked[name].detach().numpy(), whole[name].detach().numpy(), rtol=1e-12, atol=1e-12)

@@ -5,12 +5,12 @@ import pytest
 
 from ase_symdiag import ModelError, ModelHandle
 from ase_symdiag.reference.analytic import export_pair_potential
+from ase_symdiag.drivers.representations import representation_content
 from ase_symdiag.metrics.representations import (
     LayerContent,
     RepresentationReport,
     feature_outputs,
     plot_representations,
-    representation_content,
     skipped_outputs,
 )
 from ase_symdiag.structures import from_atoms

@@ -8,9 +8,11 @@ import planted
 from conftest import BIAS, KAPPA
 
 from ase_symdiag import ModelHandle, SymDiagCalculator
-from ase_symdiag.metrics.adaptive import choose_quadrature, killed_channels
+from ase_symdiag.metrics.adaptive import choose_quadrature
+from ase_symdiag.o3.irreps import removed_channels
 from ase_symdiag.o3.quadrature import group_quadrature, haar_random, smallest_exact_quadrature
-from ase_symdiag.metrics.spectrum import channel_powers, plot_spectra, spectrum_table, structure_spectrum
+from ase_symdiag.drivers.spectrum import structure_spectrum
+from ase_symdiag.metrics.spectrum import channel_powers, plot_spectra, spectrum_table
 from ase_symdiag.structures import from_atoms
 
 
@@ -130,7 +132,7 @@ def test_adaptive_choice(broken_model, crystal, cluster):
     spectra = [structure_spectrum(handle, from_atoms(a), lmax=3)[0] for a in (crystal, cluster)]
     tight = choose_quadrature(spectra)
     # the planted term is pure (2, +): the cheapest set killing it is T with inversion (24 ops)
-    assert (2, 1) in killed_channels(tight.quadrature, 3)
+    assert (2, 1) in removed_channels(tight.quadrature.rotations, tight.quadrature.weights, 3)
     assert tight.quadrature.size == 24 and tight.met
     assert tight.outputs["forces"].residual < 1e-8 and tight.saving == pytest.approx(84 / 24)
     loose = choose_quadrature(spectra, tolerance=1e3, energy_tolerance=1e6, stress_tolerance=1e6)
@@ -165,4 +167,5 @@ def test_table_and_plot(broken_model, crystal, tmp_path, monkeypatch):
 
 def test_random_sets_are_not_exact():
     # half of the operations are improper, so only the pseudoscalar (0, -) averages out
-    assert killed_channels(haar_random(20, seed=1), 2) == {(0, -1)}
+    random = haar_random(20, seed=1)
+    assert removed_channels(random.rotations, random.weights, 2) == {(0, -1)}

@@ -5,7 +5,16 @@ import pytest
 
 from ase_symdiag import SymDiagCalculator, SymDiagError, check_equivariance
 from ase_symdiag.o3.quadrature import O3Quadrature, group_quadrature
-from ase_symdiag.metrics.symmetrize import resolve_quadrature, weighted_mean_std
+from ase_symdiag.o3.quadrature import resolve_quadrature
+
+
+def weighted_mean_std(values: np.ndarray, weights: np.ndarray):
+    """Reference two-pass mean and std over the first axis (weights summing to 1; a
+    slightly negative variance from negative Lebedev weights is clamped at zero)."""
+    w = weights.reshape((-1,) + (1,) * (values.ndim - 1))
+    mean = np.sum(w * values, axis=0)
+    variance = np.sum(w * (values - mean) ** 2, axis=0)
+    return mean, np.sqrt(np.clip(variance, 0.0, None))
 
 
 @pytest.mark.parametrize("l_max", [1, 3])
@@ -141,7 +150,7 @@ def test_streamed_average_equals_the_stored_samples(broken_model, crystal, chunk
     from ase_symdiag import ModelHandle
     from ase_symdiag.backends.metatomic.evaluation import chunk_size
     from ase_symdiag.structures import from_atoms
-    from ase_symdiag.metrics.symmetrize import symmetrized_prediction, weighted_mean_std
+    from ase_symdiag.drivers.symmetrize import symmetrized_prediction
 
     handle = ModelHandle.load(broken_model)
     structure = from_atoms(crystal)
@@ -206,7 +215,7 @@ def test_voigt_stress_spread_differs_from_per_entry_spread_for_asymmetric_stress
 
 def test_calculator_stress_std_is_the_voigt_spread(broken_model, crystal):
     from ase_symdiag import ModelHandle
-    from ase_symdiag.metrics.symmetrize import symmetrized_prediction
+    from ase_symdiag.drivers.symmetrize import symmetrized_prediction
     from ase_symdiag.o3.transforms import voigt_from_tensor
     from ase_symdiag.structures import from_atoms
 

@@ -33,7 +33,7 @@ def test_checkpoints_and_their_weights(metatrain_run):
 
 
 def test_history_of_a_metatrain_run(metatrain_run):
-    from ase_symdiag.metrics.training_history import metatrain_history
+    from ase_symdiag.drivers.training_history import metatrain_history
     from ase_symdiag.structures import read_structures
 
     run, data = metatrain_run

@@ -9,13 +9,13 @@ import pytest
 from repo import ROOT
 
 from ase_symdiag.cli.app import main
+from ase_symdiag.drivers.uncertainty import rotational_uncertainty
 from ase_symdiag.metrics.uncertainty import (
     CALIBRATION_LEVELS,
     SpreadQuality,
     calibration_curve,
     coverage,
     reference_values,
-    rotational_uncertainty,
     spearman,
 )
 

@@ -225,3 +225,21 @@ def test_smallest_exact_quadrature():
     for d in range(0, 7):
         q = smallest_exact_quadrature(d)
         assert q.degree >= d and exactness_degree(q) >= d
+
+
+@pytest.mark.parametrize("text, spec, size", [("3", 3, 48), ("O", "O", 48), ("lebedev:3", "lebedev:3", 84),
+                                              ("I:proper", "I:proper", 60)])
+def test_parse_quadrature(text, spec, size):
+    from ase_symdiag.o3.quadrature import parse_quadrature, resolve_quadrature
+
+    assert parse_quadrature(text) == spec
+    assert resolve_quadrature(spec).size == size
+
+
+@pytest.mark.parametrize("text", ["bogus", "T+", "lebedev:x", "grid:3:improper", ""])
+def test_parse_quadrature_refuses(text):
+    from ase_symdiag.errors import UsageError
+    from ase_symdiag.o3.quadrature import parse_quadrature
+
+    with pytest.raises(UsageError):
+        parse_quadrature(text)

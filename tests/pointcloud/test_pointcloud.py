@@ -18,8 +18,8 @@ from ase_symdiag.pointcloud.diagnostics import (
 )
 from ase_symdiag.o3.quadrature import smallest_exact_quadrature
 from ase_symdiag.reference.analytic import export_pair_potential
-from ase_symdiag.metrics.representations import representation_content
-from ase_symdiag.metrics.spectrum import structure_spectrum
+from ase_symdiag.drivers.representations import representation_content
+from ase_symdiag.drivers.spectrum import structure_spectrum
 from ase_symdiag.structures import Structure, from_atoms
 
 KAPPA = 0.01

@@ -7,7 +7,7 @@ unit over its length unit (and its cube). Both corrections are global: the modul
 refuses a strict ``selected_atoms`` subset (LAMMPS with several MPI ranks).
 """
 
-from typing import Dict, List, Optional
+from typing import Dict, Final, List, Optional
 
 import torch
 from metatensor.torch import Labels, TensorMap
@@ -15,6 +15,7 @@ from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from ase_symdiag.backends.metatomic.blocks import force_map, stress_map
 from ase_symdiag.backends.metatomic.carried import system_copy
+from ase_symdiag.backends.metatomic.model import NC_FORCE, NC_STRESS
 from ase_symdiag.backends.rigid import remove_net_force, remove_net_torque
 from ase_symdiag.backends.strain import apply_strain, identity_strain, pair_vectors, stress_from_strain_gradient
 from ase_symdiag.backends.metatomic.export import (
@@ -32,9 +33,6 @@ def _corrected_domain_message() -> str:
     )
 
 
-CORRECTED_DOMAIN_MESSAGE = _corrected_domain_message()
-
-
 class CorrectedForces(torch.nn.Module):
     """Adds corrected direct outputs to an inner metatomic module's energy.
 
@@ -49,8 +47,12 @@ class CorrectedForces(torch.nn.Module):
 
     The net force and torque are global: with ``selected_atoms`` a strict subset of a
     system's atoms (LAMMPS with several MPI ranks) the direct outputs refuse with
-    :data:`CORRECTED_DOMAIN_MESSAGE` rather than remove a per-domain mean.
+    the message of :func:`_corrected_domain_message` rather than remove a per-domain mean.
     """
+
+    #: metatomic's output names, as TorchScript constants
+    nc_force: Final[str] = NC_FORCE
+    nc_stress: Final[str] = NC_STRESS
 
     _neighbor_lists: List[NeighborListOptions]
     _inputs: Dict[str, ModelOutput]
@@ -91,8 +93,8 @@ class CorrectedForces(torch.nn.Module):
         if "energy" in outputs:
             energy_request: Dict[str, ModelOutput] = {"energy": outputs["energy"]}
             results["energy"] = self.inner(systems, energy_request, selected_atoms)["energy"]
-        want_forces = "non_conservative_force" in outputs
-        want_stress = "non_conservative_stress" in outputs
+        want_forces = self.nc_force in outputs
+        want_stress = self.nc_stress in outputs
         if not (want_forces or want_stress):
             return results
         for s, system in enumerate(systems):
@@ -133,9 +135,9 @@ class CorrectedForces(torch.nn.Module):
                 stresses.append(stress_from_strain_gradient(grad_strain, volume, True).detach())
 
         if want_forces:
-            results["non_conservative_force"] = force_map(systems, torch.cat(forces), selected_atoms, "non_conservative_force")
+            results[self.nc_force] = force_map(systems, torch.cat(forces), selected_atoms, self.nc_force)
         if want_stress:
-            results["non_conservative_stress"] = stress_map(torch.stack(stresses), "non_conservative_stress")
+            results[self.nc_stress] = stress_map(torch.stack(stresses), self.nc_stress)
         return results
 
 

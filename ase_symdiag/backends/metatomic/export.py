@@ -36,7 +36,7 @@ grid only, while any quadrature can be used here, e.g. the 24-operation T_h grou
 degree 2 or the 120-operation I_h group for degree 5 (its grid needs 36-48 and 168).
 """
 
-from typing import Dict, List, Optional
+from typing import Dict, Final, List, Optional
 
 import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
@@ -46,13 +46,11 @@ from ase_symdiag.backends.metatomic.blocks import atom_samples, force_map, selec
 from ase_symdiag.backends.metatomic.carried import Accumulator, assemble, is_carried, system_copy
 from ase_symdiag.backends.metatomic.evaluation import CHUNK_ATOMS
 from ase_symdiag.backends.metatomic.inputs import PSEUDOVECTOR_INPUTS
+from ase_symdiag.backends.metatomic.model import NC_FORCE, NC_STRESS
 from ase_symdiag.backends.strain import strain_gradient, stress_from_strain_gradient
 
 #: atoms per inner call (copies x atoms): the calculator's budget
 DEFAULT_CHUNK_ATOMS = CHUNK_ATOMS
-
-NC_FORCE = "non_conservative_force"
-NC_STRESS = "non_conservative_stress"
 
 
 def _domain_message() -> str:
@@ -64,8 +62,6 @@ def _domain_message() -> str:
         "under domain decomposition) with a symmetrized export, or run on a single MPI rank"
     )
 
-
-DOMAIN_MESSAGE = _domain_message()
 
 
 
@@ -88,6 +84,10 @@ class SymmetrizedEnergy(torch.nn.Module):
     """Quadrature average of an inner metatomic module's energy (system or per-atom),
     evaluated chunk by chunk (see the module docstring), with optional direct
     outputs ``non_conservative_force``/``non_conservative_stress`` of the average."""
+
+    #: metatomic's output names, as TorchScript constants
+    nc_force: Final[str] = NC_FORCE
+    nc_stress: Final[str] = NC_STRESS
 
     #: inner outputs averaged alongside the energy (see ase_symdiag.backends.metatomic.carried)
     carried: List[str]
@@ -142,8 +142,8 @@ class SymmetrizedEnergy(torch.nn.Module):
     ) -> Dict[str, TensorMap]:
         results: Dict[str, TensorMap] = {}
         want_energy = "energy" in outputs
-        want_forces = "non_conservative_force" in outputs
-        want_stress = "non_conservative_stress" in outputs
+        want_forces = self.nc_force in outputs
+        want_stress = self.nc_stress in outputs
         extra: Dict[str, ModelOutput] = {}
         for name in self.carried:
             if name in outputs:
@@ -194,9 +194,9 @@ class SymmetrizedEnergy(torch.nn.Module):
             )
             results["energy"] = single_block_map(block, device)
         if want_forces:
-            results["non_conservative_force"] = force_map(systems, torch.cat(forces), selected_atoms, "non_conservative_force")
+            results[self.nc_force] = force_map(systems, torch.cat(forces), selected_atoms, self.nc_force)
         if want_stress:
-            results["non_conservative_stress"] = stress_map(torch.stack(stresses), "non_conservative_stress")
+            results[self.nc_stress] = stress_map(torch.stack(stresses), self.nc_stress)
         for name, accumulators in averaged.items():
             results[name] = assemble(accumulators, systems[0].positions.dtype)
         return results
@@ -350,7 +350,7 @@ def export_symmetrized(
     save to ``path`` (only once the saved file has been loaded back and evaluated,
     :func:`~ase_symdiag.backends.metatomic.exporting.save_checked`).
 
-    ``quadrature`` is anything :func:`ase_symdiag.metrics.symmetrize.resolve_quadrature`
+    ``quadrature`` is anything :func:`ase_symdiag.o3.quadrature.resolve_quadrature`
     accepts. The exported model has the output ``energy`` (per-atom capable if the
     inner model is) and the averages of the inner model's ``energy_uncertainty`` and
     learned features (:mod:`ase_symdiag.backends.metatomic.carried`); the inner
@@ -372,7 +372,7 @@ def export_symmetrized(
 
     from ase_symdiag.errors import UsageError
     from ase_symdiag.backends.metatomic.exporting import export_handle
-    from ase_symdiag.metrics.symmetrize import resolve_quadrature
+    from ase_symdiag.o3.quadrature import resolve_quadrature
 
     handle = export_handle(model, dtype)
     q = resolve_quadrature(quadrature)

@@ -31,12 +31,12 @@ def export_handle(model, dtype: Optional[str]):
 
     Exports average and differentiate the plain ``energy`` output: a model with
     energy variants only, or a handle of a variant, is a :class:`ModelError`."""
-    from ase_symdiag.backends.metatomic.model import ENERGY, ModelHandle, _load_file, variants_of
+    from ase_symdiag.backends.metatomic.model import ENERGY, ModelHandle, load_file, variants_of
 
     source = "<object>"
     if isinstance(model, (str, pathlib.PurePath)):
         source = str(model)
-        model = _load_file(model)
+        model = load_file(model)
     if not isinstance(model, ModelHandle) and hasattr(model, "capabilities"):
         outputs = model.capabilities().outputs
         if ENERGY not in outputs and variants_of(ENERGY, outputs):

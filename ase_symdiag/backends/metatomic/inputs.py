@@ -9,15 +9,24 @@ structure, magnetic moments as pseudo-vectors (:func:`rotated_inputs`).
 
 from __future__ import annotations
 
-from typing import Dict, Mapping
+from typing import Any, Dict, Mapping, Protocol
 
 import numpy as np
 import torch
 
-from ase_symdiag.backends.metatomic.model import ModelHandle
 from ase_symdiag.errors import ModelError, StructureError
 
-__all__ = ["PSEUDOVECTOR_INPUTS", "VECTOR_INPUTS", "check_input", "input_arrays", "input_tensormap", "rotated_inputs"]
+
+class InputSource(Protocol):
+    """What the functions here read of a model (a
+    :class:`~ase_symdiag.backends.metatomic.model.ModelHandle`, which imports this
+    module to check the inputs its model requests)."""
+
+    requested_inputs: Mapping[str, Any]  # {name: metatomic ModelOutput}
+    dtype: torch.dtype
+    device: torch.device
+
+__all__ = ["PSEUDOVECTOR_INPUTS", "VECTOR_INPUTS", "InputSource", "check_input", "input_arrays", "input_tensormap", "rotated_inputs"]
 
 
 #: per-atom inputs: name -> (properties name, unit, ASE getter, default for a bare structure)
@@ -72,7 +81,7 @@ def check_input(name: str, option, source: str = "model") -> None:
     )
 
 
-def input_arrays(handle: ModelHandle, atoms=None, numbers=None) -> Dict[str, np.ndarray]:
+def input_arrays(handle: InputSource, atoms=None, numbers=None) -> Dict[str, np.ndarray]:
     """The inputs ``handle``'s model requests, as arrays: per-atom (N,) or (N, 3),
     per-system (1,). Read from the ASE ``atoms`` as metatomic-ase does (masses,
     velocities, momenta, charges, ``atoms.info["charge"]``, ...), or, without atoms,
@@ -115,7 +124,7 @@ def input_arrays(handle: ModelHandle, atoms=None, numbers=None) -> Dict[str, np.
     return arrays
 
 
-def input_tensormap(handle: ModelHandle, name: str, values: torch.Tensor):
+def input_tensormap(handle: InputSource, name: str, values: torch.Tensor):
     """One system's input ``name`` (values (N,), (N, 3) or (1,)) as metatomic-ase builds it."""
     from metatensor.torch import Labels, TensorBlock, TensorMap
 
@@ -146,7 +155,7 @@ def input_tensormap(handle: ModelHandle, name: str, values: torch.Tensor):
     return tensor
 
 
-def rotated_inputs(handle: ModelHandle, arrays: Mapping[str, np.ndarray], rot: torch.Tensor) -> Dict[str, torch.Tensor]:
+def rotated_inputs(handle: InputSource, arrays: Mapping[str, np.ndarray], rot: torch.Tensor) -> Dict[str, torch.Tensor]:
     """``{name: (B, ...)}``: each input in the frame of each of the ``B`` operations."""
     out = {}
     det = torch.linalg.det(rot)

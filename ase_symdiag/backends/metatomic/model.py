@@ -22,17 +22,21 @@ from typing import Optional, Union
 
 import torch
 
+from ase_symdiag.backends.metatomic.inputs import check_input
 from ase_symdiag.errors import ModelError
 
 ENERGY = "energy"
-NC_FORCES = "non_conservative_force"
+#: metatomic's standard names of direct (non-conservative) force and stress outputs
+NC_FORCE = "non_conservative_force"
 NC_STRESS = "non_conservative_stress"
 UNCERTAINTY = "energy_uncertainty"
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def _load_file(path: Union[str, pathlib.Path], extensions_directory=None):
+def load_file(path: Union[str, pathlib.Path], extensions_directory=None):
+    """The ``AtomisticModel`` saved at ``path`` (TorchScript extensions from
+    ``extensions_directory``); a :class:`ModelError` in one line if it cannot be read."""
     from metatomic.torch import load_atomistic_model
 
     path = str(path)
@@ -151,7 +155,7 @@ class ModelHandle:
         source = "<object>"
         if isinstance(model, (str, pathlib.PurePath)):
             source = str(model)
-            model = _load_file(model, extensions_directory)
+            model = load_file(model, extensions_directory)
         elif not isinstance(model, torch.nn.Module):
             raise ModelError(
                 f"expected a metatomic model file or AtomisticModel, got {type(model).__name__}"
@@ -193,7 +197,7 @@ class ModelHandle:
             dtype=torch_dtype,
             source=source,
             energy_key=energy_key,
-            nc_forces_key=_pick(NC_FORCES, outputs, variant),
+            nc_forces_key=_pick(NC_FORCE, outputs, variant),
             nc_stress_key=_pick(NC_STRESS, outputs, variant),
             per_atom_energy=outputs[energy_key].sample_kind == "atom",
             atomic_types=[int(t) for t in capabilities.atomic_types],
@@ -298,8 +302,6 @@ def _requested_inputs(model, source: str) -> dict:
     """``{name: ModelOutput}`` of the inputs the model asks for (metatomic >= 0.1.19
     names), checked against what :func:`ase_symdiag.backends.metatomic.inputs.input_arrays`
     can provide."""
-    from ase_symdiag.backends.metatomic.inputs import check_input
-
     method = getattr(model, "requested_inputs", None)
     if method is None:  # pragma: no cover - older metatomic
         return {}

@@ -17,10 +17,10 @@ many systems at once:
   (default :data:`ase_symdiag.backends.metatomic.evaluation.CHUNK_ATOMS`; the chunks of
   equal-size systems are evened out by
   :func:`~ase_symdiag.backends.metatomic.evaluation.chunk_size`). Measured on one CPU
-  thread: the shipped Cu PET costs about 3.5x more per atom on 64 x 108 atoms in ONE
-  call than in calls of about 4 systems (bench/md_throughput.py, docs/md_stability.md),
-  while metatomic-torchsim's per-system Python loop and vesin take about 1.5 % of such
-  a call. ``chunk_atoms=0`` puts the whole batch in one call.
+  thread: the shipped Cu PET costs 3-4x more per atom on 64 x 108 atoms in ONE call
+  than in calls of about 4 systems (an MD step of 64 replicas: 10.7 s against 3.8 s,
+  bench/md_throughput.py, docs/md_stability.md), while metatomic-torchsim's
+  per-system Python loop and vesin take about 1.6 % of such a call. ``chunk_atoms=0`` puts the whole batch in one call.
 
 Units (metatomic-torchsim's, TorchSim's metal units): energy eV ``(n_systems,)``,
 forces eV/Å ``(n_atoms, 3)``, stress eV/Å^3 ``(n_systems, 3, 3)`` =
@@ -157,8 +157,9 @@ class BatchedMetatomicModel(_ModelBase if _ModelBase is not None else torch.nn.M
         self._components = [Labels("xyz", torch.tensor([[0], [1], [2]], device=self._device))]
         self._properties = Labels("distance", torch.tensor([[0]], device=self._device))
 
-    def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
-        """Energy, forces and stress of every system of ``state`` (a TorchSim ``SimState``)."""
+    def forward(self, state) -> Dict[str, torch.Tensor]:
+        """Energy, forces and stress of every system of ``state`` (a TorchSim ``SimState``,
+        atoms ordered by system)."""
         if state.positions.dtype != self._dtype:
             raise UsageError(f"state dtype {state.positions.dtype} does not match the model dtype {self._dtype}")
         system_idx = state.system_idx
