@@ -27,6 +27,16 @@ def net_torque(forces: np.ndarray, positions: np.ndarray, centre: Optional[np.nd
     return np.cross(positions - c, np.asarray(forces, dtype=np.float64)).sum(axis=0)
 
 
+def _symmetric_solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Minimum-norm ``x`` with ``matrix x = rhs`` for a symmetric positive semi-definite
+    ``(3, 3)`` ``matrix``: the solver of :func:`ase_symdiag.backends.rigid.symmetric_solve`
+    (eigendecomposition; eigenvalues below ``1e-12`` of the largest are zero)."""
+    values, vectors = np.linalg.eigh(matrix)
+    keep = np.abs(values) > np.abs(values).max() * 1e-12
+    inverse = np.where(keep, 1.0 / np.where(keep, values, 1.0), 0.0)
+    return vectors @ (inverse * (vectors.T @ rhs))
+
+
 class NetForce(Correction):
     """Zero net force: ``F_i <- F_i - a_i sum_j F_j`` (translational invariance).
 
@@ -62,9 +72,10 @@ class NetTorque(Correction):
     With weights ``a_i`` (1, or the masses for ``weighting="mass"``), the centre
     ``c = sum a_i r_i / sum a_i`` (centroid, or centre of mass), ``r_i' = r_i - c``,
     ``tau = sum r_i' x F_i`` and ``I = sum a_i (|r_i'|^2 1 - r_i' r_i'^T)``, it solves
-    ``I w = tau`` (least squares, minimum norm, for linear molecules and single atoms,
+    ``I w = tau`` (pseudo-inverse, minimum norm, for linear molecules and single atoms,
     where the torque along the axis vanishes anyway) and subtracts the rigid-rotation
-    field. Since ``sum a_i r_i' x (w x r_i') = I w``, the corrected torque is exactly
+    field (the definition of :mod:`ase_symdiag.backends.rigid`, its torch form for the
+    torch backends, MD wrappers and exports; tested against this one). Since ``sum a_i r_i' x (w x r_i') = I w``, the corrected torque is exactly
     zero, and since ``sum a_i w x r_i' = w x sum a_i r_i' = 0`` the correction adds no
     net force.
 
@@ -102,7 +113,7 @@ class NetTorque(Correction):
         r = positions - centre
         tau = np.cross(r, forces).sum(axis=0)
         inertia = (a * np.einsum("ij,ij->i", r, r)).sum() * np.eye(3) - np.einsum("i,ij,ik->jk", a, r, r)
-        w = np.linalg.lstsq(inertia, tau, rcond=None)[0]
+        w = _symmetric_solve(inertia, tau)
         out["forces"] = forces - a[:, None] * np.cross(w, r)
         return out
 

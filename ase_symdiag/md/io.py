@@ -80,14 +80,27 @@ def _fmt(value: Any) -> str:
     return repr(float(value))
 
 
-def log_header() -> str:
-    """The first line of a log file (with its newline)."""
-    return "# " + " ".join(COLUMNS) + "\n"
+def log_header(prefix: Sequence[str] = ()) -> str:
+    """The first line of a log file (with its newline): ``prefix`` columns (the batched
+    engine's replica and temperature), then :data:`COLUMNS`."""
+    return "# " + " ".join(tuple(prefix) + COLUMNS) + "\n"
 
 
-def log_line(row: Dict[str, float]) -> str:
-    """One record as a log line (with its newline); floats round-trip exactly."""
-    return " ".join(_fmt(row[c]) for c in COLUMNS) + "\n"
+def log_line(row: Dict[str, float], prefix: Sequence[Any] = ()) -> str:
+    """One record as a log line (with its newline), after the values of the ``prefix``
+    columns; floats round-trip exactly."""
+    return " ".join([_fmt(v) for v in prefix] + [_fmt(row[c]) for c in COLUMNS]) + "\n"
+
+
+def parse_log_line(line: str, columns: Sequence[str] = COLUMNS) -> Optional[Dict[str, float]]:
+    """The record of a log line with ``columns`` (``step`` an int), or None for a line
+    cut short by an interruption."""
+    values = line.split()
+    if len(values) != len(columns):
+        return None
+    row = {name: float(v) for name, v in zip(columns, values)}
+    row["step"] = int(row["step"])
+    return row
 
 
 def read_log(path: str) -> List[Dict[str, float]]:
@@ -99,11 +112,9 @@ def read_log(path: str) -> List[Dict[str, float]]:
         for line in handle:
             if line.startswith("#") or not line.strip():
                 continue
-            values = line.split()
-            if len(values) != len(COLUMNS):
+            row = parse_log_line(line)
+            if row is None:
                 break  # a line cut by an interruption
-            row = {name: float(v) for name, v in zip(COLUMNS, values)}
-            row["step"] = int(row["step"])
             rows.append(row)
     return rows
 

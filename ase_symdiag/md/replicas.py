@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -18,7 +18,9 @@ import torch
 from ase_symdiag.md.observables import COLUMNS
 
 #: extra leading columns of NAME.log
-LOG_COLUMNS = ("replica", "temperature_set_K") + COLUMNS
+LOG_PREFIX = ("replica", "temperature_set_K")
+#: the columns of NAME.log
+LOG_COLUMNS = LOG_PREFIX + COLUMNS
 
 def generator_state(generator: torch.Generator) -> str:
     return base64.b64encode(generator.get_state().cpu().numpy().tobytes()).decode("ascii")
@@ -34,6 +36,81 @@ def seed_for(seed: int, replica: int, temperature: float) -> int:
     mK in the seed sequence): the same in any run that has that replica and temperature."""
     milli_kelvin = int(round(float(temperature) * 1000))
     return int(np.random.SeedSequence([int(seed), int(replica), milli_kelvin]).generate_state(1)[0])
+
+
+def parse_temperatures(temperatures: Union[Sequence[float], str]) -> List[float]:
+    """Temperatures (K) from a list or ``"300,600,900"``; :class:`MDError` unless all positive."""
+    from ase_symdiag.md.errors import MDError
+
+    if isinstance(temperatures, str):
+        temperatures = [float(t) for t in temperatures.split(",") if t.strip()]
+    temperatures = [float(t) for t in np.atleast_1d(temperatures)]
+    if not temperatures or any(not (t > 0) for t in temperatures):
+        raise MDError(f"temperatures must be positive, got {temperatures}")
+    return temperatures
+
+
+def replica_results(name: str, description: str, rows: List[List[Dict[str, float]]], failures: Dict[int, Any],
+                    temperatures_set: List[float], *, n_atoms: int, ensemble: str, steps: int,
+                    periodic: bool) -> List[Dict[str, Any]]:
+    """Per replica ``r``: its index, set temperature (K), summary
+    (:func:`~ase_symdiag.md.observables.summarize` of its records ``rows[r]``, named
+    ``NAME[r]``) and records (:func:`~ase_symdiag.md.common.records_from_rows`)."""
+    from ase_symdiag.md.common import records_from_rows
+    from ase_symdiag.md.observables import summarize
+
+    replicas = []
+    for r in range(len(rows)):
+        summary = summarize(
+            f"{name}[{r}]", rows[r], n_atoms=n_atoms, ensemble=ensemble, description=description,
+            failure=failures.get(r), steps_requested=steps, periodic=periodic,
+        )
+        summary["replica"] = r
+        summary["temperature_set_K"] = temperatures_set[r]
+        replicas.append({"replica": r, "temperature_K": temperatures_set[r], "summary": summary,
+                         "records": records_from_rows(rows[r])})
+    return replicas
+
+
+def replica_paths(out: str, name: str, n_rep: int, trajectories: bool) -> Dict[str, str]:
+    """The files of variant ``name`` in ``out``: ``log``, ``state`` (checkpoint),
+    ``summary`` and, with ``trajectories``, ``trajK`` for each replica K."""
+    paths = {"log": os.path.join(out, f"{name}.log"), "state": os.path.join(out, f"{name}.state.json"),
+             "summary": os.path.join(out, f"{name}.json")}
+    if trajectories:
+        for r in range(n_rep):
+            paths[f"traj{r}"] = os.path.join(out, f"{name}.r{r}.traj")
+    return paths
+
+
+def checkpoint_data(name: str, fingerprint: Dict[str, Any], *, step: int, finished: bool, active: List[int],
+                    failures: Dict[int, Any], frames: List[int], transferred: np.ndarray, log_rows: int, state,
+                    rotation_generator: Optional[torch.Generator], stress: Optional[torch.Tensor]) -> Dict[str, Any]:
+    """The JSON checkpoint of a batched variant (read back by :func:`restore_checkpoint`):
+    the settings ``fingerprint``, the replicas still ``active``, failures, trajectory
+    frames and exchanged energies (eV) per replica, how many log lines belong to it,
+    the TorchSim ``state`` (positions, momenta, energies, forces; float64 lists) and
+    its random generator, the rotation generator and the latest stress (eV/Å^3)."""
+    return {
+        "variant": name,
+        "settings": fingerprint,
+        "step": step,
+        "finished": finished,
+        "active": active,
+        "failures": {str(k): v for k, v in failures.items()},
+        "frames": frames,
+        "transferred": transferred.tolist(),
+        "log_rows": log_rows,
+        "rng": generator_state(state.rng) if state is not None else None,
+        "rotation_rng": generator_state(rotation_generator) if rotation_generator is not None else None,
+        "state": None if state is None else {
+            "positions": state.positions.detach().cpu().double().tolist(),
+            "momenta": state.momenta.detach().cpu().double().tolist(),
+            "energy": state.energy.detach().cpu().double().tolist(),
+            "forces": state.forces.detach().cpu().double().tolist(),
+        },
+        "stress": None if stress is None else stress.cpu().double().tolist(),
+    }
 
 
 def kinetic_energy(state) -> torch.Tensor:
@@ -99,7 +176,7 @@ def restore_checkpoint(name: str, paths: Dict[str, str], fingerprint: Dict[str, 
     import json
 
     from ase_symdiag.md.errors import MDError
-    from ase_symdiag.md.io import check_log_rows, truncate_trajectory
+    from ase_symdiag.md.io import check_log_rows, log_header, parse_log_line, truncate_trajectory
     from ase_symdiag.report import atomic_write
 
     rows: List[List[Dict[str, float]]] = [[] for _ in range(n_rep)]
@@ -120,19 +197,17 @@ def restore_checkpoint(name: str, paths: Dict[str, str], fingerprint: Dict[str, 
                     continue
                 if len(kept) == n_lines:
                     break
-                if len(line.split()) != len(LOG_COLUMNS):
+                if parse_log_line(line, LOG_COLUMNS) is None:
                     break  # a line cut by an interruption
                 kept.append(line)
     check_log_rows(paths["log"], len(kept), n_lines)
     for line in kept:
-        values = line.split()
-        row = {c: float(v) for c, v in zip(LOG_COLUMNS, values)}
-        row["step"] = int(row["step"])
+        row = parse_log_line(line, LOG_COLUMNS)
         rows[int(row["replica"])].append({c: row[c] for c in COLUMNS})
 
     def rewrite(tmp):
         with open(tmp, "w") as handle:
-            handle.write("# " + " ".join(LOG_COLUMNS) + "\n")
+            handle.write(log_header(LOG_PREFIX))
             handle.writelines(kept)
 
     atomic_write(paths["log"], rewrite)

@@ -17,9 +17,10 @@ from ase.md.md import MolecularDynamics
 
 import ase_symdiag.md.io as io
 from ase_symdiag.errors import NonFiniteOutputError, StructureError
+from ase_symdiag.md.common import check_run_arguments, failure_record, initial_velocities, records_from_rows
 from ase_symdiag.md.constraints import describe as describe_constraints
 from ase_symdiag.md.errors import MDError, step_error
-from ase_symdiag.md.observables import COLUMNS, failure_reason, record, summarize
+from ase_symdiag.md.observables import failure_reason, record, summarize
 from ase_symdiag.md.plot import plot_md, summary_table
 from ase_symdiag.md.variants import VariantSpec, resolve_variants
 
@@ -64,32 +65,6 @@ class MDResult:
         }
 
 
-def _initial_velocities(atoms: Atoms, temperature: Optional[float], seed: int) -> Atoms:
-    """A copy of ``atoms`` with Maxwell-Boltzmann momenta at ``temperature`` K from
-    ``seed``, without net momentum (nor rotation for finite systems); the momenta of
-    ``atoms`` as they are if ``temperature`` is None or 0."""
-    from ase.md.velocitydistribution import Stationary, ZeroRotation
-
-    atoms = atoms.copy()
-    if temperature is not None and temperature > 0:
-        # Maxwell-Boltzmann (written out: the ASE function changed name across versions)
-        xi = np.random.default_rng(seed).standard_normal((len(atoms), 3))
-        atoms.set_momenta(xi * np.sqrt(atoms.get_masses() * temperature * units.kB)[:, None])
-        if len(atoms) == 1:
-            # one atom has only centre-of-mass motion: removing it leaves it at rest (ASE's
-            # Stationary would rescale 0 K to the target temperature: 0/0 = NaN momenta)
-            atoms.set_momenta(np.zeros((1, 3)))
-            return atoms
-        Stationary(atoms)
-        if not atoms.pbc.any() and len(atoms) > 2:
-            before = atoms.get_momenta()
-            with np.errstate(all="ignore"):
-                ZeroRotation(atoms)  # singular for linear molecules: keep the momenta then
-            if not np.all(np.isfinite(atoms.get_momenta())):
-                atoms.set_momenta(before)
-    return atoms
-
-
 def _make_dynamics(atoms: Atoms, options: Dict[str, Any], rng: np.random.Generator) -> MolecularDynamics:
     """Velocity Verlet (NVE), Langevin or Bussi (NVT) with ``options``' timestep (fs),
     temperature (K), friction (1/fs) and time constant (fs)."""
@@ -108,10 +83,6 @@ def _make_dynamics(atoms: Atoms, options: Dict[str, Any], rng: np.random.Generat
     from ase.md.bussi import Bussi
 
     return Bussi(atoms, dt, temperature_K=options["temperature"], taut=options["taut"] * units.fs, rng=rng)
-
-
-def _failure(step: int, timestep_fs: float, reason: str) -> Dict[str, Any]:
-    return {"step": step, "time_ps": step * timestep_fs / 1000.0, "reason": reason}
 
 
 def run_settings(options: Dict[str, Any], start: Atoms, calc: Calculator, description: str) -> Dict[str, Any]:
@@ -235,7 +206,7 @@ def _run_variant(name: str, calc: Calculator, description: str, start_atoms: Ato
                 forces = atoms.get_forces(md=True)
             except NonFiniteOutputError:
                 forces = None
-                failure = _failure(start_step, dt_fs, NON_FINITE)
+                failure = failure_record(start_step, dt_fs, NON_FINITE)
             except Exception as error:  # noqa: BLE001 - a bug or a model that raises is an error
                 raise step_error(name, start_step, error) from error
             if failure is None and start_step == 0:
@@ -243,17 +214,17 @@ def _run_variant(name: str, calc: Calculator, description: str, start_atoms: Ato
                 reason = failure_reason(row, None, n_atoms, forces, **thresholds)
                 emit(row)
                 if reason:
-                    failure = _failure(0, dt_fs, reason)
+                    failure = failure_record(0, dt_fs, reason)
                 save_state(0, frames)
             step = start_step
             while failure is None and step < options["steps"]:
                 try:
                     forces = dynamics.step(forces)
                 except NonFiniteOutputError:
-                    failure = _failure(step + 1, dt_fs, NON_FINITE)
+                    failure = failure_record(step + 1, dt_fs, NON_FINITE)
                     break
                 except StructureError as error:  # the integrated positions (coincident, non-finite)
-                    failure = _failure(step + 1, dt_fs, f"the calculator refused the structure: {error}")
+                    failure = failure_record(step + 1, dt_fs, f"the calculator refused the structure: {error}")
                     break
                 except Exception as error:  # noqa: BLE001 - a bug or a model that raises is an error
                     raise step_error(name, step + 1, error) from error
@@ -262,14 +233,14 @@ def _run_variant(name: str, calc: Calculator, description: str, start_atoms: Ato
                 if bar is not None:
                     bar.update(1)
                 if not np.all(np.isfinite(forces)):
-                    failure = _failure(step, dt_fs, "non-finite forces")
+                    failure = failure_record(step, dt_fs, "non-finite forces")
                 elif step % options["interval"] == 0 or step == options["steps"]:
                     row = record(atoms, step, dt_fs, forces, getattr(dynamics, "transferred_energy", 0.0),
                                  options["distance_cutoff"])
                     reason = failure_reason(row, rows[-1] if rows else None, n_atoms, forces, **thresholds)
                     emit(row)
                     if reason:
-                        failure = _failure(step, dt_fs, reason)
+                        failure = failure_record(step, dt_fs, reason)
                 if callback is not None:
                     callback(name, step, atoms)
                 if failure is None and step % options["checkpoint_every"] == 0 and step < options["steps"]:
@@ -291,7 +262,7 @@ def _run_variant(name: str, calc: Calculator, description: str, start_atoms: Ato
         from ase_symdiag.report import write_json
 
         write_json(paths["summary"], summary)
-    records = {c: np.array([r[c] for r in rows], dtype=float) for c in COLUMNS}
+    records = records_from_rows(rows)
     return VariantResult(name=name, records=records, summary=summary, files=paths)
 
 
@@ -345,24 +316,14 @@ def run_md(
     ``callback(name, step, atoms)`` is called after every step (tests use it to
     interrupt a run).
     """
-    ensemble = ensemble.lower()
-    if ensemble not in ("nve", "nvt"):
-        raise MDError(f"ensemble must be 'nve' or 'nvt', got {ensemble!r}")
-    thermostat = thermostat.lower()
-    if thermostat not in ("langevin", "bussi"):
-        raise MDError(f"thermostat must be 'langevin' or 'bussi', got {thermostat!r}")
+    ensemble, thermostat = check_run_arguments(
+        ensemble, thermostat, steps=steps, interval=interval, checkpoint_every=checkpoint_every, timestep=timestep,
+        resume=resume, out=out,
+    )
     if ensemble == "nvt" and (temperature is None or temperature <= 0):
         raise MDError("NVT needs a positive temperature")
-    if steps < 0 or interval < 1 or checkpoint_every < 1:
-        raise MDError("steps must be >= 0, interval and checkpoint_every >= 1")
-    if not timestep > 0:
-        raise MDError(f"timestep must be positive, got {timestep}")
-    if resume and not out:
-        raise MDError("resume needs an output directory")
     if len(atoms) == 0:
         raise MDError("no atoms")
-    if out and os.path.exists(out) and not os.path.isdir(out):
-        raise MDError(f"output '{out}' exists and is not a directory")
 
     resolved = resolve_variants(
         model_or_calculators, atoms, variants, device=device, dtype=dtype, symmetrize=symmetrize, batch_size=batch_size,
@@ -372,7 +333,7 @@ def run_md(
     with io.run_lock(out):  # one run at a time in an output directory
         if initial_temperature is None:
             initial_temperature = temperature
-        start = _initial_velocities(atoms, initial_temperature, seed)
+        start = initial_velocities(atoms, initial_temperature, seed)
         options = dict(
             ensemble=ensemble, steps=int(steps), timestep=float(timestep), temperature=temperature,
             thermostat=thermostat, friction=float(friction), taut=float(taut), interval=int(interval),

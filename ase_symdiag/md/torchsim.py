@@ -39,7 +39,7 @@ energy is tracked so that the conserved energy and its drift are defined as in t
 ASE runner.
 
 Initial velocities: Maxwell-Boltzmann at each replica's temperature, without net
-momentum and rotation (:func:`ase_symdiag.md.runner._initial_velocities`), from a seed that
+momentum and rotation (:func:`ase_symdiag.md.common.initial_velocities`), from a seed that
 depends on (``seed``, replica, temperature) only: every variant, in any run, starts
 replica ``r`` at temperature ``T`` from the same velocities (paired comparison).
 
@@ -75,24 +75,27 @@ import torch
 from ase import Atoms, units
 
 from ase_symdiag.md import constraints as md_constraints
+from ase_symdiag.md.common import (
+    check_run_arguments, check_variant_names, failure_record, initial_velocities,
+)
 from ase_symdiag.md.errors import MDError, step_error
-from ase_symdiag.md.io import _fmt, run_lock
-from ase_symdiag.md.observables import COLUMNS, failure_reason, record, summarize
-from ase_symdiag.md.runner import _initial_velocities
+from ase_symdiag.md.io import log_header, log_line, run_lock
+from ase_symdiag.md.observables import COLUMNS, failure_reason, record
 from ase_symdiag.md.replicas import (
-    LOG_COLUMNS,
+    LOG_PREFIX,
     restore_checkpoint,
     BatchedMDResult,
     BatchedVariantResult,
-    generator_state,
+    checkpoint_data,
     kinetic_energy,
+    parse_temperatures,
+    replica_paths,
+    replica_results,
     seed_for,
     set_generator_state,
     voigt,
 )
 from ase_symdiag.md.torchsim_models import StochasticRotationModel, build_variant, require_torchsim
-
-THERMOSTATS = ("langevin", "bussi")
 
 # --------------------------------------------------------------------------------------
 # one variant, all replicas in one batch
@@ -115,8 +118,10 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
     """All replicas of one variant as one TorchSim batch (see the module docstring)."""
     import torch_sim as ts
     from ase.calculators.singlepoint import SinglePointCalculator
-    from torch_sim.integrators.md import MDState, momentum_step, position_step, velocity_verlet_step
-    from torch_sim.integrators.nvt import NVTVRescaleState, _ou_step, _vrescale_update
+    from torch_sim.integrators.md import MDState, velocity_verlet_step
+    from torch_sim.integrators.nvt import NVTVRescaleState, nvt_langevin_step
+
+    from ase_symdiag.md.torchsim_steps import bussi_rescale
 
     from ase_symdiag.report import write_json
 
@@ -126,13 +131,7 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
     pbc = torch.tensor(start[0].pbc, dtype=torch.bool)
     dt = options["timestep"] * units.fs
     device, dtype = ts_model.device, ts_model.dtype
-    paths = {}
-    if out:
-        paths = {"log": os.path.join(out, f"{name}.log"), "state": os.path.join(out, f"{name}.state.json"),
-                 "summary": os.path.join(out, f"{name}.json")}
-        if trajectories:
-            for r in range(n_rep):
-                paths[f"traj{r}"] = os.path.join(out, f"{name}.r{r}.traj")
+    paths = replica_paths(out, name, n_rep, trajectories) if out else {}
     fingerprint = dict(options, variant=name, description=description, replicas_total=n_rep,
                        temperatures_per_replica=temperatures_set, n_atoms=n_atoms,
                        numbers=start[0].numbers.tolist(), trajectories=bool(trajectories),
@@ -253,38 +252,23 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
     kT_all = torch.tensor([t * units.kB for t in temperatures_set], dtype=dtype, device=device)
     log = open(paths["log"], "a") if out else None
     if log is not None and os.path.getsize(paths["log"]) == 0:
-        log.write("# " + " ".join(LOG_COLUMNS) + "\n")
+        log.write(log_header(LOG_PREFIX))
     writers = {}
 
     def save(finished=False):
         if not out:
             return
-        data = {
-            "variant": name,
-            "settings": fingerprint,
-            "step": step,
-            "finished": finished,
-            "active": active,
-            "failures": {str(k): v for k, v in failures.items()},
-            "frames": frames,
-            "transferred": transferred.tolist(),
-            "log_rows": sum(len(r) for r in rows),
-            "rng": generator_state(state.rng) if state is not None else None,
-            "rotation_rng": generator_state(ts_model.generator) if stochastic else None,
-            "state": None if state is None else {
-                "positions": state.positions.detach().cpu().double().tolist(),
-                "momenta": state.momenta.detach().cpu().double().tolist(),
-                "energy": state.energy.detach().cpu().double().tolist(),
-                "forces": state.forces.detach().cpu().double().tolist(),
-            },
-            "stress": None if last_stress["value"] is None else last_stress["value"].cpu().double().tolist(),
-        }
+        data = checkpoint_data(
+            name, fingerprint, step=step, finished=finished, active=active, failures=failures, frames=frames,
+            transferred=transferred, log_rows=sum(len(r) for r in rows), state=state,
+            rotation_generator=ts_model.generator if stochastic else None, stress=last_stress["value"],
+        )
         if log is not None:
             log.flush()
         write_json(paths["state"], data)
 
     def fail(replica, at_step, reason):
-        failures[replica] = {"step": at_step, "time_ps": at_step * options["timestep"] / 1000.0, "reason": reason}
+        failures[replica] = failure_record(at_step, options["timestep"], reason)
 
     def record_all(at_step):
         """Records (and checks) every active replica; returns the replicas that fail."""
@@ -318,7 +302,7 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
             )
             rows[r].append(row)
             if log is not None:
-                log.write(" ".join([str(r), _fmt(temperatures_set[r])] + [_fmt(row[c]) for c in COLUMNS]) + "\n")
+                log.write(log_line(row, (r, temperatures_set[r])))
             if trajectories and out:
                 if r not in writers:
                     from ase.io.trajectory import Trajectory
@@ -368,18 +352,11 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
             dt_t = torch.as_tensor(dt, dtype=dtype, device=device)
             if kind == "nve":
                 state = velocity_verlet_step(state, dt_t, recorder)
-            elif kind == "langevin":
-                # TorchSim's BAOAB (nvt_langevin_step), spelled out to pass our model wrapper
-                state = momentum_step(state, dt_t / 2)
-                state = position_step(state, dt_t / 2)
-                state = _ou_step(state, dt_t, kT, torch.as_tensor(gamma, dtype=dtype, device=device))
-                state = position_step(state, dt_t / 2)
-                output = recorder(state)
-                state.energy, state.forces = output["energy"].detach(), output["forces"].detach()
-                state = momentum_step(state, dt_t / 2)
+            elif kind == "langevin":  # TorchSim's BAOAB
+                state = nvt_langevin_step(state, recorder, dt=dt_t, kT=kT, gamma=gamma)
             else:  # bussi: nvt_vrescale_step with the exchanged energy tracked
                 before = kinetic_energy(state)
-                state = _vrescale_update(state, torch.as_tensor(tau, dtype=dtype, device=device), kT, dt_t)
+                state = bussi_rescale(state, torch.as_tensor(tau, dtype=dtype, device=device), kT, dt_t)
                 exchanged = (kinetic_energy(state) - before).detach().cpu().double().numpy()
                 transferred[active] += exchanged
                 state = velocity_verlet_step(state, dt_t, recorder)
@@ -416,16 +393,8 @@ def _run_variant_batched(name, ts_model, description, start: List[Atoms], temper
             writer.close()
     wall = time.perf_counter() - started
 
-    replicas = []
-    for r in range(n_rep):
-        summary = summarize(
-            f"{name}[{r}]", rows[r], n_atoms=n_atoms, ensemble=options["ensemble"], description=description,
-            failure=failures.get(r), steps_requested=options["steps"], periodic=periodic,
-        )
-        summary["replica"] = r
-        summary["temperature_set_K"] = temperatures_set[r]
-        records = {c: np.array([row[c] for row in rows[r]], dtype=float) for c in COLUMNS}
-        replicas.append({"replica": r, "temperature_K": temperatures_set[r], "summary": summary, "records": records})
+    replicas = replica_results(name, description, rows, failures, temperatures_set, n_atoms=n_atoms,
+                               ensemble=options["ensemble"], steps=options["steps"], periodic=periodic)
     if out:
         write_json(paths["summary"], {"variant": name, "description": description,
                                       "replicas": [rep["summary"] for rep in replicas]})
@@ -487,25 +456,13 @@ def run_md_batched(
     from ase_symdiag.md.statistics import plot_survival, survival_statistics
     from ase_symdiag.report import write_json
 
-    ensemble = ensemble.lower()
-    if ensemble not in ("nve", "nvt"):
-        raise MDError(f"ensemble must be 'nve' or 'nvt', got {ensemble!r}")
-    thermostat = thermostat.lower()
-    if thermostat not in THERMOSTATS:
-        raise MDError(f"thermostat must be one of {', '.join(THERMOSTATS)}, got {thermostat!r}")
-    if isinstance(temperatures, str):
-        temperatures = [float(t) for t in temperatures.split(",") if t.strip()]
-    temperatures = [float(t) for t in np.atleast_1d(temperatures)]
-    if not temperatures or any(not (t > 0) for t in temperatures):
-        raise MDError(f"temperatures must be positive, got {temperatures}")
+    ensemble, thermostat = check_run_arguments(
+        ensemble, thermostat, steps=steps, interval=interval, checkpoint_every=checkpoint_every, timestep=timestep,
+        resume=resume, out=out,
+    )
+    temperatures = parse_temperatures(temperatures)
     if replicas < 1:
         raise MDError(f"replicas must be >= 1, got {replicas}")
-    if steps < 0 or interval < 1 or checkpoint_every < 1:
-        raise MDError("steps must be >= 0, interval and checkpoint_every >= 1")
-    if not timestep > 0:
-        raise MDError(f"timestep must be positive, got {timestep}")
-    if resume and not out:
-        raise MDError("resume needs an output directory")
     if len(atoms) < 2:
         raise MDError("the batched engine needs at least 2 atoms")
     md_constraints.torchsim_constraints(atoms, 1)  # refuses a constraint TorchSim cannot honour, before any file
@@ -513,17 +470,13 @@ def run_md_batched(
     if isinstance(variants, str):
         variants = [v.strip() for v in variants.split(",") if v.strip()]
     items = list(variants.items()) if isinstance(variants, Mapping) else [(str(v), str(v)) for v in variants]
-    if not items:
-        raise MDError("no variants to run")
-    names = [n for n, _ in items]
-    if len(set(names)) != len(names):
-        raise MDError(f"variant names must be unique, got {names}")
+    check_variant_names([n for n, _ in items])
 
     temperatures_set = [t for t in temperatures for _ in range(replicas)]
     start = []
     for t in temperatures:
         for r in range(replicas):
-            start.append(_initial_velocities(atoms, t, seed_for(seed, r, t)))
+            start.append(initial_velocities(atoms, t, seed_for(seed, r, t)))
     options = dict(
         ensemble=ensemble, thermostat_kind="nve" if ensemble == "nve" else thermostat, steps=int(steps),
         timestep=float(timestep), friction=float(friction), taut=float(taut), interval=int(interval),
@@ -533,9 +486,6 @@ def run_md_batched(
     )
     results: Dict[str, BatchedVariantResult] = {}
     notes: List[str] = []  # warnings for stderr and summary.json
-    for name, spec in items:
-        if not name or any(c in name for c in "/\\ ") or name.startswith("."):
-            raise MDError(f"bad variant name {name!r} (used as a file name)")
     # TorchScript's profiling executor runs a model's first call on a new input shape
     # unoptimized and later calls through an optimized plan that rounds differently
     # (measured: 2e-16 eV/A on the Morse model). By default every batch gets two

@@ -30,6 +30,7 @@ import torch
 from ase import Atoms
 
 from ase_symdiag.md.errors import MDError
+from ase_symdiag.o3.torch_operations import haar_rotations
 
 #: variants this engine builds from a model
 TORCHSIM_VARIANTS = ("raw", "symmetrized", "corrected", "stochastic")
@@ -56,18 +57,6 @@ def require_torchsim(metatomic: bool = True) -> None:
 
 # --------------------------------------------------------------------------------------
 # the stochastic-rotation model
-
-
-def haar_rotations(n: int, generator: torch.Generator, improper: bool = True) -> torch.Tensor:
-    """``n`` Haar-random O(3) (or SO(3)) matrices, float64 on the generator's device
-    (QR of a Gaussian matrix with the sign fix of Mezzadri 2007, as
-    :class:`ase_symdiag.corrections.StochasticRotation`)."""
-    z = torch.randn(n, 3, 3, generator=generator, dtype=torch.float64, device=generator.device)
-    q, r = torch.linalg.qr(z)
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
-    if not improper:
-        q = torch.where((torch.linalg.det(q) < 0)[:, None, None], -q, q)
-    return q
 
 
 class _WrappedModel(_ModelBase):
@@ -259,24 +248,14 @@ class CorrectedModel(_WrappedModel):
 
     def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
         out = dict(self.inner(state))
+        from ase_symdiag.backends.rigid import remove_net_force, remove_net_torque
+
         forces = out["forces"].to(torch.float64)
         idx = state.system_idx
-        n_sys = state.n_systems
-        counts = torch.bincount(idx, minlength=n_sys).to(torch.float64).unsqueeze(1)
-
-        def per_system_sum(values):
-            return torch.zeros((n_sys,) + values.shape[1:], dtype=values.dtype, device=values.device).index_add(0, idx, values)
-
-        forces = forces - (per_system_sum(forces) / counts)[idx]
+        weights = torch.ones(len(idx), dtype=torch.float64, device=forces.device)
+        forces = remove_net_force(forces, weights, idx, state.n_systems)
         if self.net_torque and not bool(state.pbc.any()):
-            positions = state.positions.to(torch.float64)
-            r = positions - (per_system_sum(positions) / counts)[idx]
-            torque = per_system_sum(torch.linalg.cross(r, forces))
-            eye = torch.eye(3, dtype=torch.float64, device=r.device)
-            inertia = per_system_sum((r * r).sum(dim=1)).reshape(-1, 1, 1) * eye - per_system_sum(
-                r.unsqueeze(2) * r.unsqueeze(1))
-            omega = torch.linalg.pinv(inertia) @ torque.unsqueeze(2)  # minimum norm, as lstsq in NetTorque
-            forces = forces - torch.linalg.cross(omega.squeeze(2)[idx], r)
+            forces = remove_net_torque(forces, state.positions.to(torch.float64), weights, idx, state.n_systems)
         out["forces"] = forces.to(out["forces"].dtype)
         return out
 
@@ -300,6 +279,20 @@ def adaptive_quadrature(model, atoms: Atoms, lmax: int = 3, n_rattled: int = 4, 
         frames.append(copy)
     spectra = [structure_spectrum(model, from_atoms(frame), lmax=lmax)[0] for frame in frames]
     return choose_quadrature(spectra)
+
+
+def _variant_quadrature(model, atoms: Atoms, symmetrize, seed: int, notes: Optional[List[str]]):
+    """``(quadrature, note)`` of the ``symmetrized`` variant: ``symmetrize`` resolved, or
+    for ``"adaptive"`` :func:`adaptive_quadrature` on ``atoms`` (``note`` says so, and
+    ``notes`` gets a warning when no candidate met the tolerance)."""
+    from ase_symdiag.o3.quadrature import resolve_quadrature
+
+    if symmetrize != "adaptive":
+        return resolve_quadrature(symmetrize), ""
+    choice = adaptive_quadrature(model, atoms, seed=seed)
+    if not choice.met and notes is not None:
+        notes.append(f"variant 'symmetrized': no candidate quadrature met the adaptive tolerance; {choice.reason}")
+    return choice.quadrature, " adaptive" if choice.met else " adaptive, tolerance NOT met"
 
 
 def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0, batch_size: int = 16,
@@ -348,16 +341,7 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
     if kind == "raw":
         return engine_model(handle.model), "raw"
     if kind == "symmetrized":
-        from ase_symdiag.o3.quadrature import resolve_quadrature
-
-        note = ""
-        if symmetrize == "adaptive":
-            choice = adaptive_quadrature(handle, atoms, seed=seed)
-            quadrature, note = choice.quadrature, " adaptive" if choice.met else " adaptive, tolerance NOT met"
-            if not choice.met and notes is not None:
-                notes.append(f"variant '{kind}': no candidate quadrature met the adaptive tolerance; {choice.reason}")
-        else:
-            quadrature = resolve_quadrature(symmetrize)
+        quadrature, note = _variant_quadrature(handle, atoms, symmetrize, seed, notes)
         exported = _scripted(export_symmetrized(handle.model, quadrature, batch_size=batch_size))
         return engine_model(exported), f"symmetrized ({quadrature.name}, {quadrature.size} ops{note})"
     if kind == "corrected":
@@ -392,16 +376,7 @@ def torchsim_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int 
     if kind == "raw":
         return model, "raw"
     if kind == "symmetrized":
-        from ase_symdiag.o3.quadrature import resolve_quadrature
-
-        note = ""
-        if symmetrize == "adaptive":
-            choice = adaptive_quadrature(model, atoms, seed=seed)
-            quadrature, note = choice.quadrature, " adaptive" if choice.met else " adaptive, tolerance NOT met"
-            if not choice.met and notes is not None:
-                notes.append(f"variant '{kind}': no candidate quadrature met the adaptive tolerance; {choice.reason}")
-        else:
-            quadrature = resolve_quadrature(symmetrize)
+        quadrature, note = _variant_quadrature(model, atoms, symmetrize, seed, notes)
         wrapped = SymmetrizedModel(model, quadrature, batch_size=batch_size)
         return wrapped, f"symmetrized ({wrapped.quadrature.name}, {wrapped.quadrature.size} ops{note})"
     if kind == "corrected":

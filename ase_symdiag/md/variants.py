@@ -15,6 +15,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from ase_symdiag.errors import SymDiagError, UsageError
+from ase_symdiag.md.common import check_variant_names
 from ase_symdiag.md.errors import MDError
 
 KNOWN_VARIANTS = ("raw", "symmetrized", "corrected")
@@ -98,16 +99,10 @@ def resolve_variants(model_or_calculators: Any, atoms: Atoms, variants: VariantS
     and free of path separators and spaces.
     """
     items, model = _named_specs(model_or_calculators, variants)
-    if not items:
-        raise MDError("no variants to run")
-    names = [name for name, _ in items]
-    if len(set(names)) != len(names):
-        raise MDError(f"variant names must be unique, got {names}")
+    check_variant_names([name for name, _ in items])
     handle = None
     resolved: Dict[str, Tuple[Calculator, str]] = {}
     for name, spec in items:
-        if not name or any(c in name for c in "/\\ ") or name.startswith("."):
-            raise MDError(f"bad variant name {name!r} (used as a file name)")
         if isinstance(spec, Calculator):
             resolved[name] = (spec, type(spec).__name__)
             continue

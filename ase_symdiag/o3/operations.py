@@ -51,7 +51,10 @@ def haar_rotations(n: int, seed: int | None = 0, *, improper: bool = True) -> np
 
     With ``improper=True`` every second operation (odd indices) is multiplied by
     the inversion ``-1``, so proper and improper operations are sampled equally.
-    The same ``seed`` always gives the same operations.
+    The same ``seed`` always gives the same operations: SciPy's
+    ``Rotation.random`` (normalised Gaussian quaternions, Haar on SO(3)), kept so
+    that seeded results (README transcripts, reference numbers) stay as published;
+    single draws and the MD sampler use :func:`haar_from_gaussian`.
     """
     if n < 0:
         raise UsageError(f"number of rotations must be >= 0, got {n}")
@@ -63,17 +66,27 @@ def haar_rotations(n: int, seed: int | None = 0, *, improper: bool = True) -> np
     return np.ascontiguousarray(matrices)
 
 
-def random_operation(rng: np.random.Generator, improper: bool) -> np.ndarray:
-    """One Haar-random O(3) operation (or SO(3) with ``improper=False``), ``(3, 3)`` float64.
+def haar_from_gaussian(gaussian: np.ndarray, improper: bool) -> np.ndarray:
+    """Haar-random O(3) operations ``(..., 3, 3)`` float64 from standard-normal matrices
+    ``gaussian`` ``(..., 3, 3)``: the one sampling definition of ase-symdiag (its torch
+    form, :func:`ase_symdiag.o3.torch_operations.haar_from_gaussian`, gives the same
+    matrices from the same draws; tested).
 
-    QR decomposition of a 3x3 standard-normal matrix with the signs of ``R``'s
-    diagonal moved into ``Q`` (Mezzadri 2007), which makes ``Q`` Haar on O(3): proper
-    and improper with probability 1/2 each. With ``improper=False`` an improper ``Q``
-    is replaced by ``-Q`` (Haar on SO(3)). Draws 9 normals from ``rng`` per call, so
+    QR decomposition ``Z = Q R`` with the signs of ``R``'s diagonal moved into ``Q``
+    (Mezzadri 2007), which makes ``Q`` Haar on O(3): proper and improper with
+    probability 1/2 each. With ``improper=False`` an improper ``Q`` is replaced by
+    ``-Q`` (Haar on SO(3)).
+    """
+    q, r = np.linalg.qr(np.asarray(gaussian, dtype=np.float64))
+    q = q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+    if not improper:
+        q = np.where((np.linalg.det(q) < 0)[..., None, None], -q, q)
+    return q
+
+
+def random_operation(rng: np.random.Generator, improper: bool) -> np.ndarray:
+    """One Haar-random O(3) operation (or SO(3) with ``improper=False``), ``(3, 3)``
+    float64: :func:`haar_from_gaussian` of 9 normals drawn from ``rng`` per call, so
     the same generator state always gives the same operation.
     """
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    q = q * np.sign(np.diag(r))[None, :]
-    if not improper and np.linalg.det(q) < 0:
-        q = -q
-    return q
+    return haar_from_gaussian(rng.standard_normal((3, 3)), improper)

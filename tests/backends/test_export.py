@@ -162,7 +162,7 @@ def test_torque_removal_of_a_linear_molecule(broken_model, corrected_file):
     import torch
     from ase.build import molecule
 
-    from ase_symdiag.backends.metatomic.corrected import symmetric_solve
+    from ase_symdiag.backends.rigid import symmetric_solve
 
     co2 = molecule("CO2")
     co2.positions += [0.0, 0.02, -0.01]

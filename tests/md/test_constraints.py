@@ -117,7 +117,7 @@ def test_torchsim_constraints_match_the_ase_engine(tmp_path, constraint, removed
     constraint removes (TorchSim's records counted all 3N)."""
     pytest.importorskip("torch_sim")
     from ase_symdiag.md.replicas import seed_for
-    from ase_symdiag.md.runner import _initial_velocities
+    from ase_symdiag.md.common import initial_velocities as _initial_velocities
     from ase_symdiag.md.torchsim import run_md_batched
 
     atoms = _cu_cluster(constraint)

@@ -32,7 +32,7 @@ torch.set_num_threads(1)
 from ase.build import bulk, fcc100
 from ase_symdiag import SymDiagCalculator
 from ase_symdiag.md import lammps_external_md, run_md
-from ase_symdiag.md.runner import _initial_velocities
+from ase_symdiag.md.common import initial_velocities as _initial_velocities
 
 model, kind = sys.argv[1], sys.argv[2]
 if kind == "slab":

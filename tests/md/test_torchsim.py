@@ -16,7 +16,7 @@ pytest.importorskip("metatomic_torchsim")
 from ase_symdiag.calculator import SymDiagCalculator  # noqa: E402
 from ase_symdiag.cli import main  # noqa: E402
 from ase_symdiag.md import MDError  # noqa: E402
-from ase_symdiag.md.runner import _initial_velocities  # noqa: E402
+from ase_symdiag.md.common import initial_velocities as _initial_velocities  # noqa: E402
 from ase_symdiag.md.statistics import (  # noqa: E402
     clopper_pearson,
     exponential_mttf,

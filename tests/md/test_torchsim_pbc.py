@@ -15,7 +15,7 @@ pytest.importorskip("metatomic_torchsim")
 
 from ase_symdiag.md import run_md  # noqa: E402
 from ase_symdiag.md.replicas import seed_for  # noqa: E402
-from ase_symdiag.md.runner import _initial_velocities  # noqa: E402
+from ase_symdiag.md.common import initial_velocities as _initial_velocities  # noqa: E402
 from ase_symdiag.md.torchsim import run_md_batched, torchsim_cell  # noqa: E402
 
 MODEL = os.path.join(str(ROOT), "models", "morse-broken-l2.pt")

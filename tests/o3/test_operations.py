@@ -1,10 +1,12 @@
-"""o3/operations.py: the single-operation Haar sampler ``random_operation``."""
+"""o3/operations.py and o3/torch_operations.py: the Haar sampler (QR of a Gaussian with a sign fix)."""
 
 import numpy as np
 import pytest
+import torch
 
 from ase_symdiag.corrections import StochasticRotation
-from ase_symdiag.o3.operations import random_operation
+from ase_symdiag.o3 import torch_operations
+from ase_symdiag.o3.operations import haar_from_gaussian, random_operation
 
 
 def _sample(seed: int, n: int, improper: bool) -> np.ndarray:
@@ -12,10 +14,8 @@ def _sample(seed: int, n: int, improper: bool) -> np.ndarray:
     return np.stack([random_operation(rng, improper) for _ in range(n)])
 
 
-@pytest.mark.parametrize("improper", [True, False])
-def test_random_operation_is_haar(improper):
-    rotations = _sample(0, 4000, improper)
-    assert rotations.shape == (4000, 3, 3) and rotations.dtype == np.float64
+def _assert_haar(rotations: np.ndarray, improper: bool) -> None:
+    """Orthogonal, and the Haar moments of O(3) (``improper``) or SO(3)."""
     np.testing.assert_allclose(rotations @ rotations.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rotations.shape), atol=1e-12)
     det = np.linalg.det(rotations)
     np.testing.assert_allclose(np.abs(det), 1.0, atol=1e-12)
@@ -27,6 +27,33 @@ def test_random_operation_is_haar(improper):
         assert abs(np.mean(det < 0) - 0.5) < 0.04
     else:
         assert np.all(det > 0)
+
+
+@pytest.mark.parametrize("improper", [True, False])
+def test_random_operation_is_haar(improper):
+    rotations = _sample(0, 4000, improper)
+    assert rotations.shape == (4000, 3, 3) and rotations.dtype == np.float64
+    _assert_haar(rotations, improper)
+
+
+@pytest.mark.parametrize("improper", [True, False])
+def test_torch_sampler_is_haar_and_the_same_definition(improper):
+    """The torch sampler (MD stochastic rotations) has the Haar moments, and gives the
+    numpy definition's matrices from the same Gaussian draws."""
+    generator = torch.Generator().manual_seed(0)
+    rotations = torch_operations.haar_rotations(4000, generator, improper)
+    assert rotations.shape == (4000, 3, 3) and rotations.dtype == torch.float64
+    _assert_haar(rotations.numpy(), improper)
+    gaussian = np.random.default_rng(1).standard_normal((500, 3, 3))
+    np.testing.assert_allclose(
+        torch_operations.haar_from_gaussian(torch.tensor(gaussian), improper).numpy(),
+        haar_from_gaussian(gaussian, improper), atol=1e-12,
+    )
+    generator.manual_seed(5)
+    drawn = torch.randn(7, 3, 3, generator=generator, dtype=torch.float64)
+    generator.manual_seed(5)
+    np.testing.assert_allclose(torch_operations.haar_rotations(7, generator, improper).numpy(),
+                               haar_from_gaussian(drawn.numpy(), improper), atol=1e-12)
 
 
 def test_random_operation_is_reproducible_and_drives_stochastic_rotation():

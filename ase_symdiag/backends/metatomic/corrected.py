@@ -16,6 +16,8 @@ from metatomic.torch import ModelOutput, NeighborListOptions, System
 from ase_symdiag.backends.metatomic.blocks import force_map, stress_map
 from ase_symdiag.backends.metatomic.carried import system_copy
 from ase_symdiag.backends.metatomic.model import NC_FORCE, NC_STRESS
+from ase_symdiag.backends.rigid import remove_net_force, remove_net_torque
+from ase_symdiag.backends.strain import apply_strain, identity_strain, pair_vectors, stress_from_strain_gradient
 from ase_symdiag.backends.metatomic.export import (
     _is_strict_subset, _system_selection, _wrap, direct_outputs, export_symmetrized,
 )
@@ -29,24 +31,6 @@ def _corrected_domain_message() -> str:
         "rank, or use the symmetrized export (export_symmetrized / ase-symdiag symmetrize --export, without "
         "--corrected) with 'non_conservative off', which is exact under domain decomposition"
     )
-
-
-
-def symmetric_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Minimum-norm solution of ``matrix x = rhs`` for a symmetric positive
-    semi-definite 3x3 ``matrix`` (an inertia tensor), through its eigendecomposition.
-
-    A linear molecule's inertia tensor is singular; ``torch.linalg.lstsq`` handles that
-    on CPU (driver ``gelsy``) but not on CUDA, whose only driver (``gels``) assumes
-    full rank. The eigendecomposition works on every device; eigenvalues below
-    ``1e-12`` of the largest are treated as zero (the pseudo-inverse, as numpy's
-    ``lstsq`` does).
-    """
-    values, vectors = torch.linalg.eigh(matrix)
-    cutoff = values.abs().max() * 1e-12
-    safe = torch.where(values.abs() > cutoff, values, torch.ones_like(values))
-    inverse = torch.where(values.abs() > cutoff, 1.0 / safe, torch.zeros_like(values))
-    return vectors @ (inverse * (vectors.T @ rhs))
 
 
 class CorrectedForces(torch.nn.Module):
@@ -121,16 +105,14 @@ class CorrectedForces(torch.nn.Module):
         stresses: List[torch.Tensor] = []
         for system in systems:
             positions = system.positions.detach().requires_grad_(True)
-            strain = torch.eye(3, dtype=positions.dtype, device=device).requires_grad_(True)
-            strained = positions @ strain
-            cell = system.cell.detach() @ strain
+            strain = identity_strain(1, positions.dtype, device)[0]
+            strained, cell = apply_strain(positions, system.cell.detach(), strain)
             vectors: List[torch.Tensor] = []
             for options in self._neighbor_lists:
                 samples = system.get_neighbor_list(options).samples.values
                 first = samples[:, 0].to(torch.long)
                 second = samples[:, 1].to(torch.long)
-                shifts = samples[:, 2:5].to(positions.dtype)
-                vectors.append(strained[second] - strained[first] + shifts @ cell)
+                vectors.append(pair_vectors(strained, first, second, samples[:, 2:5].to(positions.dtype), cell))
             copy = system_copy(
                 system, strained, cell, self._neighbor_lists, vectors, self._input_names, None, self._no_pseudovectors
             )
@@ -141,20 +123,16 @@ class CorrectedForces(torch.nn.Module):
             grad_strain = grads[1]
             if want_forces:
                 assert grad_positions is not None
-                force = -grad_positions
-                force = force - force.mean(dim=0, keepdim=True)
-                if self.net_torque and not bool(system.pbc.any()) and force.shape[0] > 1:
-                    r = positions.detach() - positions.detach().mean(dim=0, keepdim=True)
-                    torque = torch.linalg.cross(r, force).sum(dim=0)
-                    inertia = (r * r).sum() * torch.eye(3, dtype=r.dtype, device=device) - r.T @ r
-                    omega = symmetric_solve(inertia, torque)
-                    force = force - torch.linalg.cross(omega.unsqueeze(0).expand_as(r), r)
+                weights = torch.ones(len(system), dtype=positions.dtype, device=device)
+                one_system = torch.zeros(len(system), dtype=torch.long, device=device)
+                force = remove_net_force(-grad_positions, weights, one_system, 1)
+                if self.net_torque and not bool(system.pbc.any()):
+                    force = remove_net_torque(force, positions.detach(), weights, one_system, 1)
                 forces.append(force.detach())
             if want_stress:
                 assert grad_strain is not None
                 volume = torch.abs(torch.linalg.det(system.cell.detach()))
-                stress = grad_strain / volume
-                stresses.append((0.5 * (stress + stress.T)).detach())
+                stresses.append(stress_from_strain_gradient(grad_strain, volume, True).detach())
 
         if want_forces:
             results[self.nc_force] = force_map(systems, torch.cat(forces), selected_atoms, self.nc_force)

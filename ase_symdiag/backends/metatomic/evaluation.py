@@ -28,6 +28,7 @@ from ase_symdiag.errors import ModelEvaluationError, StructureError, UsageError
 from ase_symdiag.backends.metatomic.model import ModelHandle
 from ase_symdiag.backends.metatomic.inputs import input_arrays, input_tensormap, rotated_inputs
 from ase_symdiag.backends.samples import Predictions, check_finite  # noqa: F401 (Predictions re-exported)
+from ase_symdiag.backends.strain import apply_strain, identity_strain, pair_vectors, stress_from_strain_gradient
 from ase_symdiag.structures import Structure
 
 
@@ -330,20 +331,15 @@ def evaluate_chunks(
             positions.requires_grad_(True)
         leaf_positions = positions
         if stress:
-            strain = torch.eye(3, dtype=handle.dtype, device=handle.device).repeat(stop - start, 1, 1)
-            strain.requires_grad_(True)
-            positions = positions @ strain
-            cell = cell @ strain
-        vectors = [
-            positions[:, graph.second] - positions[:, graph.first] + graph.shifts.unsqueeze(0) @ cell
-            for graph in graphs
-        ]
+            strain = identity_strain(stop - start, handle.dtype, handle.device)
+            positions, cell = apply_strain(positions, cell, strain)
+        vectors = [pair_vectors(positions, graph.first, graph.second, graph.shifts, cell) for graph in graphs]
         turned = rotated_inputs(handle, inputs, rot[start:stop]) if inputs else {}
         systems = []
         for b in range(stop - start):
             system = System(types, positions[b], cell[b], pbc)
-            for graph, pair_vectors in zip(graphs, vectors):
-                system.add_neighbor_list(graph.options, _neighbor_block(graph, pair_vectors[b]))
+            for graph, graph_vectors in zip(graphs, vectors):
+                system.add_neighbor_list(graph.options, _neighbor_block(graph, graph_vectors[b]))
             for name, values in turned.items():
                 system.add_data(name, input_tensormap(handle, name, values[b]))
             systems.append(system)
@@ -375,7 +371,7 @@ def evaluate_chunks(
             if forces:
                 keep("forces", -grads[0])
             if stress:
-                keep("stress", grads[-1] / volume)
+                keep("stress", stress_from_strain_gradient(grads[-1], torch.tensor(volume, dtype=torch.float64), False))
         if want_direct_forces:
             keep("direct_forces", _per_system(outputs[handle.nc_forces_key].block(), n_batch, n_atoms, 3))
         if want_direct_stress:

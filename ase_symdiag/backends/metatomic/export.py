@@ -47,6 +47,7 @@ from ase_symdiag.backends.metatomic.carried import Accumulator, assemble, is_car
 from ase_symdiag.backends.metatomic.evaluation import CHUNK_ATOMS
 from ase_symdiag.backends.metatomic.inputs import PSEUDOVECTOR_INPUTS
 from ase_symdiag.backends.metatomic.model import NC_FORCE, NC_STRESS
+from ase_symdiag.backends.strain import strain_gradient, stress_from_strain_gradient
 
 #: atoms per inner call (copies x atoms): the calculator's budget
 DEFAULT_CHUNK_ATOMS = CHUNK_ATOMS
@@ -307,7 +308,6 @@ class SymmetrizedEnergy(torch.nn.Module):
         if want_forces or want_stress:
             # d/dx of E(x, cell, d(x, cell)) with d_ij = x_j - x_i + S cell
             grad_positions = gradients[0]
-            strain = leaves[0].detach().T @ gradients[0] + leaves[1].detach().T @ gradients[1]
             for i in range(len(blocks)):
                 samples = blocks[i].samples.values
                 first_atom = samples[:, 0].to(torch.long)
@@ -315,12 +315,14 @@ class SymmetrizedEnergy(torch.nn.Module):
                 grad_vectors = gradients[2 + i].reshape(-1, 3)
                 grad_positions = grad_positions.index_add(0, second_atom, grad_vectors)
                 grad_positions = grad_positions.index_add(0, first_atom, -grad_vectors)
-                strain = strain + leaves[2 + i].detach().reshape(-1, 3).T @ grad_vectors
             if want_forces:
                 force = -grad_positions
             if want_stress:
+                detached: List[torch.Tensor] = []
+                for leaf in leaves:
+                    detached.append(leaf.detach())
                 volume = torch.abs(torch.linalg.det(system.cell.detach()))
-                stress = 0.5 * (strain + strain.T) / volume
+                stress = stress_from_strain_gradient(strain_gradient(detached, gradients), volume, True)
         return total, force, stress, accumulators
 
 
