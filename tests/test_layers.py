@@ -267,23 +267,8 @@ def test_backends_import_no_metric(graph):
     assert found == []
 
 
-#: private names still imported across modules, in files another branch is rewriting
-#: (issue 19, one implementation of each piece of physics); remove each as it goes
-PENDING_PRIVATE = {
-    ("ase_symdiag.backends.metatomic.corrected", "ase_symdiag.backends.metatomic.export._is_strict_subset"),
-    ("ase_symdiag.backends.metatomic.corrected", "ase_symdiag.backends.metatomic.export._system_selection"),
-    ("ase_symdiag.backends.metatomic.corrected", "ase_symdiag.backends.metatomic.export._wrap"),
-    ("ase_symdiag.corrections.forces", "ase_symdiag.corrections.base._check_weighting"),
-    ("ase_symdiag.corrections.forces", "ase_symdiag.corrections.base._copy"),
-    ("ase_symdiag.corrections.forces", "ase_symdiag.corrections.base._weights"),
-    ("ase_symdiag.corrections.mixed", "ase_symdiag.corrections.base._copy"),
-    ("ase_symdiag.corrections.point_group", "ase_symdiag.corrections.base._copy"),
-    ("ase_symdiag.corrections.registry", "ase_symdiag.corrections.base._copy"),
-    ("ase_symdiag.corrections.stochastic", "ase_symdiag.corrections.base._copy"),
-    ("ase_symdiag.corrections.stress", "ase_symdiag.corrections.base._copy"),
-    ("ase_symdiag.md.torchsim", "ase_symdiag.md.io._fmt"),
-    ("ase_symdiag.md.torchsim", "ase_symdiag.md.runner._initial_velocities"),
-}
+#: private names allowed to cross modules: none
+PENDING_PRIVATE: set = set()
 
 
 def private_imports() -> set:

@@ -33,12 +33,12 @@ class Correction:
         return f"{type(self).__name__}()"
 
 
-def _copy(outputs: Outputs) -> Outputs:
+def copy_outputs(outputs: Outputs) -> Outputs:
     """A shallow dict copy whose arrays are fresh copies (corrections stay pure)."""
     return {k: (np.array(v, dtype=np.float64, copy=True) if isinstance(v, np.ndarray) else v) for k, v in outputs.items()}
 
 
-def _weights(kind: str, masses: Optional[np.ndarray], n: int, name: str) -> np.ndarray:
+def atom_weights(kind: str, masses: Optional[np.ndarray], n: int, name: str) -> np.ndarray:
     """Per-atom weights ``(n,)``: ones for ``"uniform"``, the masses (amu) for ``"mass"``.
 
     Raises :class:`UsageError` when ``"mass"`` is asked without ``n`` positive masses.
@@ -53,7 +53,7 @@ def _weights(kind: str, masses: Optional[np.ndarray], n: int, name: str) -> np.n
     return masses
 
 
-def _check_weighting(weighting: str, name: str) -> str:
+def check_weighting(weighting: str, name: str) -> str:
     """Return ``weighting`` if it is ``"uniform"`` or ``"mass"``, else raise :class:`UsageError`."""
     if weighting not in ("uniform", "mass"):
         raise UsageError(f"{name}: weighting must be 'uniform' or 'mass', got {weighting!r}")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from ase_symdiag.corrections.base import Correction, Outputs, _check_weighting, _copy, _weights
+from ase_symdiag.corrections.base import Correction, Outputs, check_weighting, copy_outputs, atom_weights
 from ase_symdiag.structures import Structure
 
 __all__ = ["NetForce", "NetTorque", "net_force", "net_torque"]
@@ -51,14 +51,14 @@ class NetForce(Correction):
     name = "net_force"
 
     def __init__(self, weighting: str = "uniform") -> None:
-        self.weighting = _check_weighting(weighting, "NetForce")
+        self.weighting = check_weighting(weighting, "NetForce")
 
     def __call__(self, outputs: Outputs, structure: Structure, masses: Optional[np.ndarray] = None) -> Outputs:
-        out = _copy(outputs)
+        out = copy_outputs(outputs)
         forces = out.get("forces")
         if forces is None:
             return out
-        a = _weights(self.weighting, masses, len(forces), "NetForce")
+        a = atom_weights(self.weighting, masses, len(forces), "NetForce")
         out["forces"] = forces - np.outer(a / a.sum(), forces.sum(axis=0))
         return out
 
@@ -100,14 +100,14 @@ class NetTorque(Correction):
     name = "net_torque"
 
     def __init__(self, weighting: str = "uniform") -> None:
-        self.weighting = _check_weighting(weighting, "NetTorque")
+        self.weighting = check_weighting(weighting, "NetTorque")
 
     def __call__(self, outputs: Outputs, structure: Structure, masses: Optional[np.ndarray] = None) -> Outputs:
-        out = _copy(outputs)
+        out = copy_outputs(outputs)
         forces = out.get("forces")
         if forces is None or bool(np.any(structure.pbc)):
             return out
-        a = _weights(self.weighting, masses, len(forces), "NetTorque")
+        a = atom_weights(self.weighting, masses, len(forces), "NetTorque")
         positions = np.asarray(structure.positions, dtype=np.float64)
         centre = (a[:, None] * positions).sum(axis=0) / a.sum()
         r = positions - centre

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from ase_symdiag.corrections.base import Correction, Outputs, _copy
+from ase_symdiag.corrections.base import Correction, Outputs, copy_outputs
 from ase_symdiag.errors import UsageError
 from ase_symdiag.structures import Structure
 
@@ -54,7 +54,7 @@ class MixedForces(Correction):
         return dict(options, forces=True) if self._refresh else dict(options)
 
     def __call__(self, outputs: Outputs, structure: Structure, masses: Optional[np.ndarray] = None) -> Outputs:
-        out = _copy(outputs)
+        out = copy_outputs(outputs)
         direct = out.get("forces")
         conservative = out.pop("conservative_forces", None)
         if direct is None:

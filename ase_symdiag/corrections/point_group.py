@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ase_symdiag.corrections.base import Correction, Outputs, _copy
+from ase_symdiag.corrections.base import Correction, Outputs, copy_outputs
 from ase_symdiag.errors import StructureError
 from ase_symdiag.structures import Structure
 
@@ -40,7 +40,7 @@ def space_group_operations(
         raise StructureError("space-group operations need a structure periodic in all directions")
     cell = np.asarray(structure.cell, dtype=np.float64)
     frac = np.asarray(structure.positions, dtype=np.float64) @ np.linalg.inv(cell)
-    frac = _wrap(frac)
+    frac = wrap_exported(frac)
     numbers = np.asarray(structure.numbers)
     try:
         data = spglib.get_symmetry_dataset(
@@ -55,7 +55,7 @@ def space_group_operations(
     a = cell.T
     q = a @ rotations @ np.linalg.inv(a)
     tree = cKDTree(frac, boxsize=1.0)
-    images = _wrap(np.einsum("gij,nj->gni", rotations, frac) + translations[:, None, :])
+    images = wrap_exported(np.einsum("gij,nj->gni", rotations, frac) + translations[:, None, :])
     _, index = tree.query(images.reshape(-1, 3))
     perm = index.reshape(len(rotations), len(numbers))
     diff = images - frac[perm]
@@ -72,7 +72,7 @@ def space_group_operations(
     return q, perm
 
 
-def _wrap(frac: np.ndarray) -> np.ndarray:
+def wrap_exported(frac: np.ndarray) -> np.ndarray:
     """Fractional coordinates wrapped into ``[0, 1)`` (modified in place and returned)."""
     frac = np.mod(frac, 1.0)
     frac[frac >= 1.0] = 0.0  # np.mod(-1e-17, 1) == 1.0
@@ -120,7 +120,7 @@ class PointGroupAverage(Correction):
         self.angle_tolerance = float(angle_tolerance)
 
     def __call__(self, outputs: Outputs, structure: Structure, masses: Optional[np.ndarray] = None) -> Outputs:
-        out = _copy(outputs)
+        out = copy_outputs(outputs)
         if not structure.periodic:
             return out
         q, perm = space_group_operations(structure, self.symprec, self.angle_tolerance)

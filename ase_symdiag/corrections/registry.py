@@ -6,7 +6,7 @@ from typing import Dict, List, Sequence, Type
 
 import numpy as np
 
-from ase_symdiag.corrections.base import Correction, Outputs, _copy
+from ase_symdiag.corrections.base import Correction, Outputs, copy_outputs
 from ase_symdiag.corrections.forces import NetForce, NetTorque
 from ase_symdiag.corrections.mixed import MixedForces
 from ase_symdiag.corrections.point_group import PointGroupAverage
@@ -72,7 +72,7 @@ def _from_name(text: str) -> Correction:
 
 def apply_corrections(corrections: Sequence, outputs: Outputs, structure: Structure, masses=None) -> Outputs:
     """Apply ``corrections`` (resolved first) in order to one structure's ``outputs``."""
-    out = _copy(outputs)
+    out = copy_outputs(outputs)
     for correction in resolve_corrections(corrections):
         out = correction(out, structure, masses)
     return out

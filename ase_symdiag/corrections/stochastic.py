@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ase_symdiag.corrections.base import Correction, Outputs, _copy
+from ase_symdiag.corrections.base import Correction, Outputs, copy_outputs
 from ase_symdiag.o3.operations import random_operation
 from ase_symdiag.structures import Structure
 
@@ -46,7 +46,7 @@ class StochasticRotation(Correction):
         return random_operation(self._rng, self.improper)[None], np.ones(1)
 
     def __call__(self, outputs: Outputs, structure: Structure, masses: Optional[np.ndarray] = None) -> Outputs:
-        return _copy(outputs)
+        return copy_outputs(outputs)
 
     def __repr__(self) -> str:
         return f"StochasticRotation(seed={self.seed!r}, improper={self.improper})"

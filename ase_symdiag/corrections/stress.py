@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from ase_symdiag.corrections.base import Correction, Outputs, _copy
+from ase_symdiag.corrections.base import Correction, Outputs, copy_outputs
 from ase_symdiag.structures import Structure
 
 __all__ = ["SymmetricStress"]
@@ -26,7 +26,7 @@ class SymmetricStress(Correction):
     name = "symmetric_stress"
 
     def __call__(self, outputs: Outputs, structure: Structure, masses: Optional[np.ndarray] = None) -> Outputs:
-        out = _copy(outputs)
+        out = copy_outputs(outputs)
         stress = out.get("stress")
         if stress is not None:
             out["stress"] = 0.5 * (stress + stress.T)

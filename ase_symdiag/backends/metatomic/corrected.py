@@ -19,7 +19,7 @@ from ase_symdiag.backends.metatomic.model import NC_FORCE, NC_STRESS
 from ase_symdiag.backends.rigid import remove_net_force, remove_net_torque
 from ase_symdiag.backends.strain import apply_strain, identity_strain, pair_vectors, stress_from_strain_gradient
 from ase_symdiag.backends.metatomic.export import (
-    _is_strict_subset, _system_selection, _wrap, direct_outputs, export_symmetrized,
+    is_strict_subset, system_selection, wrap_exported, direct_outputs, export_symmetrized,
 )
 
 
@@ -98,7 +98,7 @@ class CorrectedForces(torch.nn.Module):
         if not (want_forces or want_stress):
             return results
         for s, system in enumerate(systems):
-            if _is_strict_subset(_system_selection(selected_atoms, s, len(system)), len(system)):
+            if is_strict_subset(system_selection(selected_atoms, s, len(system)), len(system)):
                 raise ValueError(_corrected_domain_message())
         device = systems[0].positions.device
         forces: List[torch.Tensor] = []
@@ -169,7 +169,7 @@ def export_corrected(
     ).eval()
     outputs = {"energy": capabilities.outputs[handle.energy_key]}
     outputs.update(direct_outputs(handle))
-    return _wrap(
+    return wrap_exported(
         module, handle, outputs, path,
         name_suffix="with net-force/torque-free direct forces",
         description=(

@@ -66,7 +66,7 @@ def _domain_message() -> str:
 
 
 
-def _system_selection(selected_atoms: Optional[Labels], system: int, n_atoms: int) -> Optional[torch.Tensor]:
+def system_selection(selected_atoms: Optional[Labels], system: int, n_atoms: int) -> Optional[torch.Tensor]:
     """Atom indices of ``system`` in ``selected_atoms`` (None: all atoms)."""
     if selected_atoms is None:
         return None
@@ -74,7 +74,7 @@ def _system_selection(selected_atoms: Optional[Labels], system: int, n_atoms: in
     return values[values[:, 0] == system][:, 1]
 
 
-def _is_strict_subset(selection: Optional[torch.Tensor], n_atoms: int) -> bool:
+def is_strict_subset(selection: Optional[torch.Tensor], n_atoms: int) -> bool:
     if selection is None:
         return False
     return int(torch.unique(selection).shape[0]) < n_atoms
@@ -163,8 +163,8 @@ class SymmetrizedEnergy(torch.nn.Module):
             averaged[name] = empty
         for s, system in enumerate(systems):
             n_atoms = len(system)
-            selection = _system_selection(selected_atoms, s, n_atoms)
-            if (want_forces or want_stress) and _is_strict_subset(selection, n_atoms):
+            selection = system_selection(selected_atoms, s, n_atoms)
+            if (want_forces or want_stress) and is_strict_subset(selection, n_atoms):
                 raise ValueError(_domain_message())
             energy, force, stress, accumulators = self._average(
                 system, selection, per_atom, want_forces, want_stress, extra
@@ -399,7 +399,7 @@ def export_symmetrized(
         outputs.update(direct_outputs(handle))
     dropped = dropped_outputs(list(capabilities.outputs.keys()), list(outputs.keys()))
     note = "".join(f" Not carried over: {name} ({reason})." for name, reason in dropped.items())
-    return _wrap(
+    return wrap_exported(
         module, handle, outputs, path,
         name_suffix=f"symmetrized over {q.name}",
         description=(
@@ -458,7 +458,7 @@ def direct_outputs(handle) -> Dict[str, ModelOutput]:
     }
 
 
-def _wrap(module, handle, outputs: dict, path, *, name_suffix: str, description: str):
+def wrap_exported(module, handle, outputs: dict, path, *, name_suffix: str, description: str):
     """An AtomisticModel around ``module`` with the capabilities of ``handle``'s model
     but ``outputs`` and the handle's dtype, metadata extended by
     ``name_suffix``/``description``; saved to ``path`` if given, only once the saved
