@@ -19,19 +19,34 @@ from ase_symdiag.errors import (
 __version__ = "0.1.0"
 
 _LAZY = {
-    "SymDiagCalculator": "ase_symdiag.calculator",
-    "EquivarianceReport": "ase_symdiag.metrics.equivariance",
-    # every form of model: metatomic file/model/handle, TorchSim ModelInterface, ASE calculator
+    # measure: every form of model (metatomic file/model/handle, TorchSim ModelInterface,
+    # ASE calculator); the data flow is drivers -> backends (samples) -> metrics
     "check_equivariance": "ase_symdiag.drivers.equivariance",
+    "EquivarianceReport": "ase_symdiag.metrics.equivariance",
     "structure_spectrum": "ase_symdiag.drivers.spectrum",
+    "equigrad": "ase_symdiag.drivers.equigrad",
+    "representation_content": "ase_symdiag.drivers.representations",
+    "rotational_uncertainty": "ase_symdiag.drivers.uncertainty",
     "symmetrized_prediction": "ase_symdiag.drivers.symmetrize",
+    "choose_quadrature": "ase_symdiag.metrics.adaptive",
+    # models and quadratures
+    "load_model": "ase_symdiag.backends.loading",
     "as_evaluator": "ase_symdiag.backends.dispatch",
+    "ModelHandle": "ase_symdiag.backends.metatomic.model",
+    "resolve_quadrature": "ase_symdiag.o3.quadrature",
+    "haar_rotations": "ase_symdiag.o3.operations",
+    # symmetrized and corrected models: ASE calculators, TorchSim models, TorchScript exports
+    "SymDiagCalculator": "ase_symdiag.calculator",
     "SymmetrizedCalculator": "ase_symdiag.wrappers",
     "SymmetrizedModel": "ase_symdiag.md.torchsim_models",
     "CorrectedModel": "ase_symdiag.md.torchsim_models",
     "StochasticRotationModel": "ase_symdiag.md.torchsim_models",
-    "ModelHandle": "ase_symdiag.backends.metatomic.model",
-    "haar_rotations": "ase_symdiag.o3.operations",
+    "export_symmetrized": "ase_symdiag.backends.metatomic.export",
+    "export_corrected": "ase_symdiag.backends.metatomic.corrected",
+    # MD stability runs and users' test suites
+    "run_md": "ase_symdiag.md.runner",
+    "run_md_batched": "ase_symdiag.md.torchsim",
+    "assert_equivariant": "ase_symdiag.testing",
 }
 
 __all__ = sorted(

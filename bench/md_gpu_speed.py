@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     tmp = tempfile.mkdtemp()
     symmetrized = os.path.join(tmp, "symmetrized.pt")
-    export_symmetrized(args.model, args.quadrature, symmetrized, batch_size=args.batch_size)
+    export_symmetrized(args.model, symmetrized, quadrature=args.quadrature, batch_size=args.batch_size)
     models = {"raw": args.model, f"symmetrized ({args.quadrature})": symmetrized}
     devices = (["cuda"] if cuda else []) + ["cpu"]
     try:

@@ -70,7 +70,7 @@ def child(model: str, cells: int, ops: int, path: str, device: str, threads: int
         target = model
         if quadrature is not None:
             target = os.path.join(tempfile.mkdtemp(), "symmetrized.pt")
-            export_symmetrized(model, quadrature, target)
+            export_symmetrized(model, target, quadrature=quadrature)
         calc = MetatomicCalculator(target, device=device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

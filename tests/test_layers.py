@@ -301,3 +301,18 @@ def test_argparse_lives_in_cli_only():
         if target == "argparse"
     ]
     assert found == []
+
+
+def test_every_top_level_name_resolves_to_what_its_module_defines():
+    """``ase_symdiag.X`` reaches each capability (measure, load, symmetrize/correct,
+    export, MD, test) and is the object its module defines, not a stale path."""
+    import importlib
+
+    import ase_symdiag
+
+    wanted = {"check_equivariance", "structure_spectrum", "symmetrized_prediction", "load_model",
+              "SymmetrizedCalculator", "SymmetrizedModel", "CorrectedModel", "export_symmetrized",
+              "export_corrected", "run_md", "run_md_batched", "assert_equivariant", "choose_quadrature"}
+    assert wanted <= set(ase_symdiag.__all__)
+    for name, module in ase_symdiag._LAZY.items():
+        assert getattr(ase_symdiag, name) is getattr(importlib.import_module(module), name), name

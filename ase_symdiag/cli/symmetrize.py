@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         if args.corrected:
             exported = export_corrected(handle, args.export, quadrature=quadrature, batch_size=args.batch_size)
         else:
-            exported = export_symmetrized(handle, quadrature, args.export, batch_size=args.batch_size)
+            exported = export_symmetrized(handle, args.export, quadrature=quadrature, batch_size=args.batch_size)
         print(f"symmetrized model written to {args.export}")
         carried = list(exported.capabilities().outputs.keys())
         dropped = dropped_outputs(list(handle.model.capabilities().outputs.keys()), carried)

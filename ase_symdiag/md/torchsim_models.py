@@ -342,7 +342,7 @@ def build_variant(kind: str, model, atoms: Atoms, *, symmetrize=3, seed: int = 0
         return engine_model(handle.model), "raw"
     if kind == "symmetrized":
         quadrature, note = _variant_quadrature(handle, atoms, symmetrize, seed, notes)
-        exported = _scripted(export_symmetrized(handle.model, quadrature, batch_size=batch_size))
+        exported = _scripted(export_symmetrized(handle.model, quadrature=quadrature, batch_size=batch_size))
         return engine_model(exported), f"symmetrized ({quadrature.name}, {quadrature.size} ops{note})"
     if kind == "corrected":
         finite = not atoms.pbc.any()  # a net torque only without periodic axes (slabs: net force only)

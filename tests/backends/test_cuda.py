@@ -33,7 +33,7 @@ def test_cuda_exported_symmetrized_model(broken_model, crystal, tmp_path):
     from ase_symdiag.backends.metatomic.export import export_symmetrized
 
     path = tmp_path / "sym.pt"
-    export_symmetrized(broken_model, "T", path)
+    export_symmetrized(broken_model, path, quadrature="T")
     gpu = crystal.copy()
     gpu.calc = SymDiagCalculator(str(path), device="cuda")
     reference = crystal.copy()

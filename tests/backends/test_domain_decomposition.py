@@ -157,13 +157,13 @@ def exports(broken_model, tmp_path_factory):
     crystal.rattle(0.05, seed=1)
     crystal.write(folder / "crystal.extxyz")
     paths = {"raw": broken_model}
-    export_symmetrized(broken_model, "T", folder / "symmetrized.pt", batch_size=5, chunk_atoms=600)
+    export_symmetrized(broken_model, folder / "symmetrized.pt", quadrature="T", batch_size=5, chunk_atoms=600)
     paths["symmetrized"] = str(folder / "symmetrized.pt")
     assert main(["symmetrize", broken_model, str(folder / "crystal.extxyz"), "--lmax", "2",
                  "--tolerance", "0.001", "--export", str(folder / "adaptive.pt")]) == 0
     paths["adaptive"] = str(folder / "adaptive.pt")
     assert "Th" in _load(paths["adaptive"]).metadata().name  # the planted lambda = 2 needs T_h
-    export_symmetrized(broken_model, "T", folder / "symmetrized-nc.pt", non_conservative=True)
+    export_symmetrized(broken_model, folder / "symmetrized-nc.pt", quadrature="T", non_conservative=True)
     paths["symmetrized-nc"] = str(folder / "symmetrized-nc.pt")
     export_corrected(broken_model, folder / "corrected.pt")
     paths["corrected"] = str(folder / "corrected.pt")

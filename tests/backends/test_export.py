@@ -17,7 +17,7 @@ from ase_symdiag.backends.metatomic.export import export_symmetrized
 @pytest.fixture(scope="module")
 def symmetrized_file(broken_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "symmetrized-T.pt"
-    export_symmetrized(broken_model, "T", path, batch_size=5)
+    export_symmetrized(broken_model, path, quadrature="T", batch_size=5)
     return str(path)
 
 
@@ -48,7 +48,7 @@ def test_exported_removes_the_planted_breaking(broken_model, symmetrized_file, c
 
 def test_export_needs_a_quadrature(broken_model, tmp_path):
     with pytest.raises(ValueError, match="needs a quadrature"):
-        export_symmetrized(broken_model, None, tmp_path / "x.pt")
+        export_symmetrized(broken_model, tmp_path / "x.pt", quadrature=None)
 
 
 def test_selected_atoms_as_lammps_passes_them(broken_model, symmetrized_file, crystal):
@@ -216,7 +216,7 @@ def test_export_averages_the_energy_uncertainty(tmp_path, cluster):
         supported_devices=["cpu"], dtype="float64",
     )
     model = AtomisticModel(UncertainModel().eval(), ModelMetadata(), capabilities)
-    exported = export_symmetrized(model, "Th", tmp_path / "sym.pt")
+    exported = export_symmetrized(model, tmp_path / "sym.pt", quadrature="Th")
     assert "energy_uncertainty" in exported.capabilities().outputs
     raw, averaged = (run_outputs(m, cluster, ["energy_uncertainty"]) for m in (model, str(tmp_path / "sym.pt")))
     axis = np.array([0.3, -1.2, 0.5])
@@ -241,7 +241,7 @@ def test_export_averages_planted_features_to_their_invariant_part(planted_featur
     raw features over the rotated copies."""
     name = "mtt::features::planted"
     exported = tmp_path / "sym.pt"
-    export_symmetrized(planted_features, "Th", exported)
+    export_symmetrized(planted_features, exported, quadrature="Th")
     raw = run_outputs(planted_features, cluster, [name])[name]
     averaged = run_outputs(str(exported), cluster, [name])[name]
     assert np.abs(raw[:, 1:]).max() > 0.1
@@ -253,7 +253,7 @@ def test_export_averages_planted_features_to_their_invariant_part(planted_featur
 def test_carried_features_follow_selected_atoms(planted_features, crystal, tmp_path):
     name = "mtt::features::planted"
     exported = tmp_path / "sym.pt"
-    export_symmetrized(planted_features, "Th", exported)
+    export_symmetrized(planted_features, exported, quadrature="Th")
     everything = run_outputs(str(exported), crystal, [name])[name]
     selected = Labels(["system", "atom"], torch.tensor([[0, 1], [0, 3]], dtype=torch.int32))
     some = run_outputs(str(exported), crystal, [name], selected_atoms=selected)[name]

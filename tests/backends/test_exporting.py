@@ -30,7 +30,7 @@ def nm_model(tmp_path_factory):
 
 EXPORTS = {
     "corrected": lambda model, path: export_corrected(model, path),
-    "symmetrized": lambda model, path: export_symmetrized(model, "Ci", path, non_conservative=True),
+    "symmetrized": lambda model, path: export_symmetrized(model, path, quadrature="Ci", non_conservative=True),
 }
 
 
@@ -88,7 +88,7 @@ def test_loading_in_another_dtype_leaves_the_callers_model_alone(tmp_path):
     handle = ModelHandle.load(model, dtype="float64")
     assert {t.dtype for t in model.buffers()} == {torch.float32}
     assert {t.dtype for t in handle.model.buffers()} == {torch.float64}
-    exported = export_symmetrized(model, "Ci", tmp_path / "sym.pt", dtype="float64")
+    exported = export_symmetrized(model, tmp_path / "sym.pt", quadrature="Ci", dtype="float64")
     assert exported.capabilities().dtype == "float64"
     assert {t.dtype for t in model.buffers()} == {torch.float32}
 
@@ -130,10 +130,10 @@ def test_corrected_export_of_a_model_with_inputs(tmp_path, moving, neighbors):
 
 def test_export_of_a_model_with_variants_only_says_what_to_do(tmp_path):
     """It said to pass ``variant=``, which export_symmetrized does not take."""
-    for export in (lambda m: export_symmetrized(m, "Ci", tmp_path / "a.pt"), lambda m: export_corrected(m, tmp_path / "b.pt")):
+    for export in (lambda m: export_symmetrized(m, tmp_path / "a.pt", quadrature="Ci"), lambda m: export_corrected(m, tmp_path / "b.pt")):
         with pytest.raises(ModelError, match=r"plain 'energy'.*energy variants high, low") as error:
             export(variant_model())
         assert "variant=" not in str(error.value)
     with pytest.raises(ModelError, match=r"not the variant 'energy/high'"):
-        export_symmetrized(ModelHandle.load(variant_model(), variant="high"), "Ci")
+        export_symmetrized(ModelHandle.load(variant_model(), variant="high"), quadrature="Ci")
     assert list(tmp_path.iterdir()) == []

@@ -214,7 +214,7 @@ def test_symmetrized_export_turns_the_requested_inputs(tmp_path, moving):
     from ase_symdiag.backends.metatomic.export import export_symmetrized
 
     path = export_input_model(tmp_path / "inputs.pt", default=True)
-    export_symmetrized(path, "Oh", tmp_path / "sym.pt")
+    export_symmetrized(path, tmp_path / "sym.pt", quadrature="Oh")
     atoms = moving.copy()
     atoms.calc = MetatomicCalculator(str(tmp_path / "sym.pt"), check_consistency=True)
     energy, forces = _expected(moving, 1.0)

@@ -110,7 +110,7 @@ def test_exported_pet_features_are_the_average_of_the_raw_ones(metatrain_pet, pe
     from ase_symdiag.backends.metatomic.export import export_symmetrized
 
     _, _, ethanol = pet_structures
-    exported = export_symmetrized(metatrain_pet, "O", tmp_path / "sym.pt")
+    exported = export_symmetrized(metatrain_pet, tmp_path / "sym.pt", quadrature="O")
     assert {"feature", "mtt::aux::energy_last_layer_features"} <= set(exported.capabilities().outputs)
     averaged = run_outputs(str(tmp_path / "sym.pt"), ethanol, ["feature"])["feature"]
     assert np.abs(run_outputs(metatrain_pet, ethanol, ["feature"])["feature"] - averaged).max() > 1e-6  # PET's features do turn

@@ -160,7 +160,7 @@ def export_corrected(
 
     handle = export_handle(model, dtype)
     if quadrature is not None:
-        handle = export_handle(export_symmetrized(handle, quadrature, batch_size=batch_size), None)
+        handle = export_handle(export_symmetrized(handle, quadrature=quadrature, batch_size=batch_size), None)
     inner_model = handle.model
     capabilities = inner_model.capabilities()
     module = CorrectedForces(

@@ -338,9 +338,9 @@ def _repeat_selection(selection: Optional[torch.Tensor], n_copies: int) -> Optio
 
 def export_symmetrized(
     model,
-    quadrature,
     path: Optional[str] = None,
     *,
+    quadrature,
     batch_size: int = 16,
     chunk_atoms: int = DEFAULT_CHUNK_ATOMS,
     non_conservative: bool = False,
@@ -350,8 +350,9 @@ def export_symmetrized(
     save to ``path`` (only once the saved file has been loaded back and evaluated,
     :func:`~ase_symdiag.backends.metatomic.exporting.save_checked`).
 
-    ``quadrature`` is anything :func:`ase_symdiag.o3.quadrature.resolve_quadrature`
-    accepts. The exported model has the output ``energy`` (per-atom capable if the
+    ``quadrature`` (keyword, required) is anything
+    :func:`ase_symdiag.o3.quadrature.resolve_quadrature` accepts; the signature is
+    that of :func:`~ase_symdiag.backends.metatomic.corrected.export_corrected`. The exported model has the output ``energy`` (per-atom capable if the
     inner model is) and the averages of the inner model's ``energy_uncertainty`` and
     learned features (:mod:`ase_symdiag.backends.metatomic.carried`); the inner
     model's direct force/stress heads are dropped (engines get forces and stress from
