@@ -172,7 +172,7 @@ def load_model(
 
 def _only_metatomic(spec: str, variant, extensions_directory) -> None:
     if variant is not None:
-        raise ModelError(f"'{spec}': --variant applies to metatomic models only")
+        raise ModelError(f"'{spec}': --energy-variant applies to metatomic models only")
     if extensions_directory is not None:
         raise ModelError(f"'{spec}': --extensions applies to metatomic models only")
 

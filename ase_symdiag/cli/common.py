@@ -180,9 +180,9 @@ def plot_file(text: str) -> str:
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """[--variant] [--extensions]: which energy variant of the model, where its extensions are."""
+    """[--energy-variant] [--extensions]: which energy variant of the model, where its extensions are."""
     p.add_argument(
-        "--variant", default=None,
+        "--energy-variant", dest="variant", default=None, metavar="NAME",
         help="energy variant of a multi-variant model (its 'energy/<variant>' output, e.g. pbe)",
     )
     p.add_argument("--extensions", metavar="DIR", type=existing_directory, default=None,
@@ -200,7 +200,7 @@ MODEL_HELP = (
 def load_handle(args: argparse.Namespace, path=None):
     """The model named by ``path`` (default ``args.model``), any family
     (:func:`~ase_symdiag.backends.loading.load_model`), with the command's ``--device``,
-    ``--dtype``, ``--variant`` and ``--extensions``: a metatomic
+    ``--dtype``, ``--energy-variant`` and ``--extensions``: a metatomic
     :class:`ModelHandle`, a TorchSim model or an ASE calculator."""
     from ase_symdiag.backends.loading import load_model
 
@@ -239,7 +239,7 @@ def existing_directory(text: str) -> str:
 
 
 def add_model_structures(p: argparse.ArgumentParser, *, batch: bool = True, variant: bool = False) -> None:
-    """MODEL STRUCTURES [--index] [--device] [--dtype] [--variant] [--extensions] [--batch-size] [-q]."""
+    """MODEL STRUCTURES [--index] [--device] [--dtype] [--energy-variant] [--extensions] [--batch-size] [-q]."""
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("structures", help="any ASE-readable file (extxyz, cif, POSCAR, ...)")
     p.add_argument("--index", default=":", help="ASE index of the structures to read (default ':')")

@@ -115,7 +115,7 @@ def run_torchsim(args: argparse.Namespace, atoms, model=None) -> int:
     if args.dtype is not None and model is None:  # other families take --dtype when loaded
         raise MDError("--dtype is not supported by the TorchSim engine (it runs in the model's dtype)")
     if args.variant is not None or args.extensions is not None:
-        raise MDError("--variant and --extensions are not supported by the TorchSim engine yet")
+        raise MDError("--energy-variant and --extensions are not supported by the TorchSim engine yet")
     result = run_md_batched(
         args.model if model is None else model, atoms, args.variants, replicas=args.replicas,
         temperatures=args.temperatures or [args.temperature],

@@ -109,7 +109,7 @@ def _expected(atoms, scale):
 
 
 def test_variant_is_required_when_there_is_no_default(input_model):
-    with pytest.raises(ModelError, match=r"several energy variants \(high, low\).*--variant"):
+    with pytest.raises(ModelError, match=r"several energy variants \(high, low\).*--energy-variant"):
         ModelHandle.load(input_model)
     with pytest.raises(ModelError, match=r"no energy variant 'pbe' \(its variants: high, low\)"):
         ModelHandle.load(input_model, variant="pbe")
@@ -200,9 +200,9 @@ def test_cli_variant(input_model, moving, tmp_path, capsys):
     ase.io.write(path, moving)
     assert main(["check", input_model, str(path), "-n", "2", "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--variant" in err[0]
-    assert main(["spectrum", input_model, str(path), "--lmax", "1", "--variant", "high", "-q"]) == 0
-    assert main(["compare", input_model, str(path), "--variant", "low", "--variants", "raw,sym:1", "-n", "2"]) == 0
+    assert len(err) == 1 and "--energy-variant" in err[0]
+    assert main(["spectrum", input_model, str(path), "--lmax", "1", "--energy-variant", "high", "-q"]) == 0
+    assert main(["compare", input_model, str(path), "--energy-variant", "low", "--variants", "raw,sym:1", "-n", "2"]) == 0
 
 
 def test_symmetrized_export_turns_the_requested_inputs(tmp_path, moving):

@@ -128,8 +128,8 @@ def test_other_subcommands_take_orb_specs(command, orb_checkpoint, structures_fi
 
 def test_metatomic_only_options_and_commands_are_one_line_errors(orb_checkpoint, structures_file, tmp_path, capsys):
     spec = f"orb-v3-direct:{orb_checkpoint}"
-    assert main(["check", spec, structures_file, "--variant", "pbe", "-q"]) == 2
-    assert "--variant applies to metatomic models only" in capsys.readouterr().err
+    assert main(["check", spec, structures_file, "--energy-variant", "pbe", "-q"]) == 2
+    assert "--energy-variant applies to metatomic models only" in capsys.readouterr().err
     assert main(["symmetrize", spec, structures_file, "--quadrature", "1", "--export", str(tmp_path / "x.pt"), "-q"]) == 2
     assert "--export works on metatomic models only" in capsys.readouterr().err
 

@@ -37,7 +37,7 @@ CASES = [
     ("spectrum-plot-ext", ["spectrum", "{model}", "{structures}", "--plot", "x.unknownext"], "unknown image format"),
     ("spectrum-json-dir", ["spectrum", "{model}", "{structures}", "--json", "{dir}"], "is a directory"),
     ("spectrum-index", ["spectrum", "{model}", "{structures}", "--index", "10"], "holds 2 structure"),
-    ("spectrum-variant", ["spectrum", "{model}", "{structures}", "--variant", "pbe"], "no energy variant 'pbe'"),
+    ("spectrum-variant", ["spectrum", "{model}", "{structures}", "--energy-variant", "pbe"], "no energy variant 'pbe'"),
     ("spectrum-extensions", ["spectrum", "{model}", "{structures}", "--extensions", "{missing}"], "does not exist"),
     # symmetrize
     ("symmetrize-lmax-neg", ["symmetrize", "{model}", "{structures}", "--lmax", "-1"], "integer >= 0"),

@@ -88,7 +88,7 @@ def _pick_energy(outputs, variant: Optional[str], source: str) -> str:
         if key is None:
             raise ModelError(
                 f"{source}: the model has several energy variants ({', '.join(variants)}) and no "
-                "default one; choose one with variant= (--variant on the command line)"
+                "default one; choose one with variant= (--energy-variant on the command line)"
             )
         return key
     try:  # metatomic's own rules where this version has them
