@@ -60,7 +60,7 @@ def ethanol():
 
 def choose(name):
     from ase_symdiag.md.torchsim_models import adaptive_quadrature
-    from ase_symdiag.metatomic_model import ModelHandle
+    from ase_symdiag.backends.metatomic.model import ModelHandle
 
     choice = adaptive_quadrature(ModelHandle.load(model_path(name)), ethanol())
     return {"quadrature": choice.quadrature.name, "operations": choice.quadrature.size, "reason": choice.reason,
