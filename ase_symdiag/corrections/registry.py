@@ -105,7 +105,7 @@ def prepare_evaluation(corrections: Sequence, structure: Structure, quadrature, 
                 combined = np.einsum("kab,jbc->kjac", quadrature.rotations, rotations).reshape(-1, 3, 3)
                 combined_weights = np.outer(quadrature.weights, weights / weights.sum()).reshape(-1)
                 quadrature = O3Quadrature(
-                    combined, combined_weights, quadrature.degree, f"{quadrature.name}*{name}", quadrature.improper
+                    combined, combined_weights, quadrature.degree, f"{quadrature.name}*{name}", quadrature.include_inversion
                 )
     return quadrature, own, options
 
