@@ -94,7 +94,8 @@ class StochasticRotationModel(_WrappedModel):
     def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
         import torch_sim as ts
 
-        rotations = haar_rotations(state.n_systems, self.generator, self.include_inversion).to(state.device, state.dtype)
+        rotations = haar_rotations(state.n_systems, self.generator, self.include_inversion)
+        rotations = rotations.to(state.device, state.dtype)
         self.last_rotations = rotations
         per_atom = rotations[state.system_idx]  # (N, 3, 3)
         positions = torch.einsum("nij,nj->ni", per_atom, state.positions)  # x R^T, row by row
