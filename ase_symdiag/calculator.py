@@ -243,7 +243,7 @@ class SymDiagCalculator(Calculator):
         n_rotations: int = 8,
         seed: Optional[int] = 0,
         rotations=None,
-        improper: bool = True,
+        include_inversion: bool = True,
         direct: bool = True,
         batch_size: int = 16,
         progress: bool = False,
@@ -270,11 +270,11 @@ class SymDiagCalculator(Calculator):
         if self.plain:
             return check_equivariance(
                 self.handle, structures, n_rotations=n_rotations, seed=seed, rotations=rotations,
-                improper=improper, direct=direct, batch_size=batch_size, progress=progress,
+                include_inversion=include_inversion, direct=direct, batch_size=batch_size, progress=progress,
             )
         items = [structures] if hasattr(structures, "get_positions") else list(structures)
         labelled = [(f"{i}:{a.info.get('name') or a.get_chemical_formula()}", a) for i, a in enumerate(items)]
-        operations = check_operations(n_rotations, seed, rotations, improper)
+        operations = check_operations(n_rotations, seed, rotations, include_inversion)
         report, _ = calculator_equivariance(
             self, labelled, operations, seed=seed, dtype=self.parameters["dtype"], device=self.parameters["device"]
         )

@@ -38,13 +38,13 @@ def pytest_addoption(parser):
 def haar_rotations(request):
     """A seeded sampler ``n -> (n, 3, 3)`` of Haar-uniform O(3) operations.
 
-    Every second operation is improper (``improper=False`` for rotations only). The
+    Every second operation is improper (``include_inversion=False`` for rotations only). The
     seed is ``--symdiag-seed`` (default 0): the same seed gives the same operations.
     """
     seed = request.config.getoption("--symdiag-seed")
 
-    def sample(n: int, *, improper: bool = True):
-        return _operations.haar_rotations(n, seed, improper=improper)
+    def sample(n: int, *, include_inversion: bool = True):
+        return _operations.haar_rotations(n, seed, include_inversion=include_inversion)
 
     sample.seed = seed
     return sample

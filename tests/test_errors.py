@@ -289,7 +289,7 @@ def _testing_not_a_group(model: str) -> None:
     from ase_symdiag.testing import assert_symmetrized_equivariant
 
     assert_symmetrized_equivariant(SymDiagCalculator(model), Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.5]]),
-                                   rotations=haar_rotations(3, seed=1, improper=False))
+                                   rotations=haar_rotations(3, seed=1, include_inversion=False))
 
 
 @pytest.mark.parametrize(

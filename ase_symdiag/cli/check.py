@@ -69,7 +69,8 @@ def add_parser(subparsers) -> None:
     add_model_structures(p, batch=False, variant=True)
     p.add_argument("-n", "--rotations", type=positive_int, default=8, help="number of random O(3) operations (default 8)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the rotation sampler (default 0)")
-    p.add_argument("--proper-only", action="store_true", help="only proper rotations (for chiral models)")
+    p.add_argument("--no-inversion", action="store_true",
+                   help="only proper rotations, no rotation times inversion (for chiral models)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="rotated copies per model call (default 16)")
     p.add_argument("--no-direct", action="store_true", help="skip the model's non-conservative outputs")
     p.add_argument("--json", metavar="OUT", type=output_file, help="write the full report as JSON")
@@ -190,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         structures,
         n_rotations=args.rotations,
         seed=args.seed,
-        improper=not args.proper_only,
+        include_inversion=not args.no_inversion,
         direct=not args.no_direct,
         batch_size=args.batch_size,
         progress=show_progress(args.quiet),

@@ -99,13 +99,14 @@ def prepare_evaluation(corrections: Sequence, structure: Structure, quadrature, 
             name = getattr(correction, "name", "rotations")
             if quadrature is None:
                 own = True
-                improper = bool(np.any(np.linalg.det(rotations) < 0))
-                quadrature = O3Quadrature(rotations, weights / weights.sum(), -1, name, improper)
+                include_inversion = bool(np.any(np.linalg.det(rotations) < 0))
+                quadrature = O3Quadrature(rotations, weights / weights.sum(), -1, name, include_inversion)
             else:
                 combined = np.einsum("kab,jbc->kjac", quadrature.rotations, rotations).reshape(-1, 3, 3)
                 combined_weights = np.outer(quadrature.weights, weights / weights.sum()).reshape(-1)
                 quadrature = O3Quadrature(
-                    combined, combined_weights, quadrature.degree, f"{quadrature.name}*{name}", quadrature.improper
+                    combined, combined_weights, quadrature.degree, f"{quadrature.name}*{name}",
+                    quadrature.include_inversion,
                 )
     return quadrature, own, options
 

@@ -25,7 +25,7 @@ class StochasticRotation(Correction):
     calls are independent, so in MD it acts as an uncorrelated random force (no
     systematic drift of the angular momentum, but a random walk of it and of the total
     energy, since each step's forces are the gradient of a different energy).
-    ``improper=False`` samples SO(3) only (keeps chirality-odd breaking).
+    ``include_inversion=False`` samples SO(3) only (keeps chirality-odd breaking).
 
     With ``symmetrize=`` the whole quadrature is rotated by the same random ``R``
     (operations ``Q_k R``): still unbiased, with the quadrature's lower variance.
@@ -36,17 +36,17 @@ class StochasticRotation(Correction):
 
     name = "stochastic"
 
-    def __init__(self, seed: Optional[int] = None, improper: bool = True) -> None:
+    def __init__(self, seed: Optional[int] = None, include_inversion: bool = True) -> None:
         self.seed = seed
-        self.improper = bool(improper)
+        self.include_inversion = bool(include_inversion)
         self._rng = np.random.default_rng(seed)
 
     def rotations(self, structure: Structure) -> Tuple[np.ndarray, np.ndarray]:
         """``((1, 3, 3), (1,))``: a Haar-random O(3) (or SO(3)) operation, weight 1."""
-        return random_operation(self._rng, self.improper)[None], np.ones(1)
+        return random_operation(self._rng, self.include_inversion)[None], np.ones(1)
 
     def __call__(self, outputs: Outputs, structure: Structure, masses: Optional[np.ndarray] = None) -> Outputs:
         return copy_outputs(outputs)
 
     def __repr__(self) -> str:
-        return f"StochasticRotation(seed={self.seed!r}, improper={self.improper})"
+        return f"StochasticRotation(seed={self.seed!r}, include_inversion={self.include_inversion})"

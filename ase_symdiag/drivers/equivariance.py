@@ -25,7 +25,7 @@ def check_equivariance(
     n_rotations: int = 8,
     seed: Optional[int] = 0,
     rotations: Optional[Sequence] = None,
-    improper: bool = True,
+    include_inversion: bool = True,
     direct: bool = True,
     device: Optional[str] = None,
     dtype: Optional[str] = None,
@@ -36,11 +36,11 @@ def check_equivariance(
     (:func:`~ase_symdiag.backends.dispatch.as_evaluator`: a metatomic ``.pt`` path,
     ``AtomisticModel`` or ``ModelHandle``, a TorchSim ``ModelInterface``, an ASE
     calculator) on ``structures`` (Atoms or a list): ``n_rotations`` Haar-random
-    operations from ``seed`` (every second improper unless ``improper=False``), then
+    operations from ``seed`` (every second improper unless ``include_inversion=False``), then
     any ``rotations`` given (validated). The unrotated structure is evaluated with its
     copies (index 0). ``direct``: also the model's direct forces/stress if it returns
     them. Definitions: docs/methods.md §1."""
-    operations = check_operations(n_rotations, seed, rotations, improper)
+    operations = check_operations(n_rotations, seed, rotations, include_inversion)
     report, _ = equivariance_with_predictions(
         as_evaluator(model, device=device, dtype=dtype), structures, operations, seed=seed, direct=direct,
         batch_size=batch_size, progress=progress,

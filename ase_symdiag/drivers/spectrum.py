@@ -52,7 +52,7 @@ def structure_spectrum(
     )
     checks = {}
     if n_check:
-        rotations = haar_random(n_check, seed, improper=quadrature.improper).rotations
+        rotations = haar_random(n_check, seed, include_inversion=quadrature.include_inversion).rotations
         checked = evaluator.predictions(structure, rotations, direct=direct, batch_size=batch_size)
         checks = {name: (rotations, values) for name, values in back_rotated(checked, rotations).items()}
     return spectrum_from_samples(structure, prediction, lmax, checks), prediction

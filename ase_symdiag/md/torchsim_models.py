@@ -84,9 +84,9 @@ class StochasticRotationModel(_WrappedModel):
     of the latest call.
     """
 
-    def __init__(self, inner, *, seed: int = 0, improper: bool = True) -> None:
+    def __init__(self, inner, *, seed: int = 0, include_inversion: bool = True) -> None:
         super().__init__(inner)
-        self.improper = bool(improper)
+        self.include_inversion = bool(include_inversion)
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(int(seed))
         self.last_rotations: Optional[torch.Tensor] = None
@@ -94,7 +94,8 @@ class StochasticRotationModel(_WrappedModel):
     def forward(self, state, **kwargs) -> Dict[str, torch.Tensor]:
         import torch_sim as ts
 
-        rotations = haar_rotations(state.n_systems, self.generator, self.improper).to(state.device, state.dtype)
+        rotations = haar_rotations(state.n_systems, self.generator, self.include_inversion)
+        rotations = rotations.to(state.device, state.dtype)
         self.last_rotations = rotations
         per_atom = rotations[state.system_idx]  # (N, 3, 3)
         positions = torch.einsum("nij,nj->ni", per_atom, state.positions)  # x R^T, row by row

@@ -346,12 +346,12 @@ def as_structures(structures) -> List[Structure]:
 
 
 def check_operations(
-    n_rotations: int, seed: Optional[int], rotations: Optional[Sequence] = None, improper: bool = True
+    n_rotations: int, seed: Optional[int], rotations: Optional[Sequence] = None, include_inversion: bool = True
 ) -> np.ndarray:
     """The operations of a check, (K, 3, 3): ``n_rotations`` Haar-random ones from
-    ``seed`` (every second improper unless ``improper=False``), then the validated
+    ``seed`` (every second improper unless ``include_inversion=False``), then the validated
     ``rotations``. Raises :class:`UsageError` when there are none."""
-    operations = haar_rotations(n_rotations, seed, improper=improper)
+    operations = haar_rotations(n_rotations, seed, include_inversion=include_inversion)
     if rotations is not None:
         operations = np.concatenate([operations, validate_rotations(rotations)])
     if len(operations) == 0:

@@ -77,7 +77,7 @@ def channel_projections(values: np.ndarray, quadrature: O3Quadrature, lmax: int)
     K = values.shape[0]
     flat = values.reshape(K, -1)
     weights = quadrature.weights
-    sigmas = (1, -1) if quadrature.improper else (1,)
+    sigmas = (1, -1) if quadrature.include_inversion else (1,)
     out: Dict[Channel, np.ndarray] = {}
     for l in range(lmax + 1):
         for sigma in sigmas:
@@ -143,7 +143,7 @@ class OutputSpectrum:
         """
         if not self.projections:
             raise ValueError(f"{self.output}: the spectrum kept no channel projections")
-        if quadrature.improper and (0, -1) not in self.projections:
+        if quadrature.include_inversion and (0, -1) not in self.projections:
             raise ValueError(
                 f"{self.output}: the spectrum was measured on proper rotations only; it cannot "
                 f"predict an average over '{quadrature.name}', which has improper operations"
@@ -172,10 +172,10 @@ class OutputSpectrum:
         """Channels other than (0, +)."""
         return {c: p for c, p in self.power.items() if c != (0, 1)}
 
-    def residual(self, degree: int, improper: bool = True) -> float:
+    def residual(self, degree: int, include_inversion: bool = True) -> float:
         """Breaking power left by a quadrature exact to ``degree``: channels above it."""
         removed = sum(
-            p for (l, s), p in self.breaking.items() if l <= degree and (improper or s == 1)
+            p for (l, s), p in self.breaking.items() if l <= degree and (include_inversion or s == 1)
         )
         return max(self.variance - removed, 0.0)
 
@@ -273,7 +273,7 @@ def output_spectrum(
         check_rotations, check_samples = np.asarray(check[0], dtype=np.float64), np.asarray(check[1])
         if check_samples.shape[1:] != samples.shape[1:] or len(check_samples) != len(check_rotations):
             raise ValueError(f"{name}: check samples {check_samples.shape} do not match {samples.shape[1:]}")
-        if not quadrature.improper and np.any(np.linalg.det(check_rotations) < 0):
+        if not quadrature.include_inversion and np.any(np.linalg.det(check_rotations) < 0):
             raise ValueError(f"{name}: improper check orientations need a quadrature with improper operations")
         n_check = len(check_rotations)
         fit = channel_fit(projections, check_rotations).reshape(check_samples.shape)

@@ -46,10 +46,10 @@ def validate_rotations(rotations: Iterable | np.ndarray, *, tol: float = ORTHOGO
     return array
 
 
-def haar_rotations(n: int, seed: int | None = 0, *, improper: bool = True) -> np.ndarray:
+def haar_rotations(n: int, seed: int | None = 0, *, include_inversion: bool = True) -> np.ndarray:
     """``n`` Haar-uniform O(3) operations, ``(n, 3, 3)`` float64.
 
-    With ``improper=True`` every second operation (odd indices) is multiplied by
+    With ``include_inversion=True`` every second operation (odd indices) is multiplied by
     the inversion ``-1``, so proper and improper operations are sampled equally.
     The same ``seed`` always gives the same operations: SciPy's
     ``Rotation.random`` (normalised Gaussian quaternions, Haar on SO(3)), kept so
@@ -61,12 +61,12 @@ def haar_rotations(n: int, seed: int | None = 0, *, improper: bool = True) -> np
     if n == 0:
         return np.zeros((0, 3, 3))
     matrices = Rotation.random(n, random_state=seed).as_matrix().reshape(n, 3, 3)
-    if improper:
+    if include_inversion:
         matrices[1::2] *= -1.0
     return np.ascontiguousarray(matrices)
 
 
-def haar_from_gaussian(gaussian: np.ndarray, improper: bool) -> np.ndarray:
+def haar_from_gaussian(gaussian: np.ndarray, include_inversion: bool) -> np.ndarray:
     """Haar-random O(3) operations ``(..., 3, 3)`` float64 from standard-normal matrices
     ``gaussian`` ``(..., 3, 3)``: the one sampling definition of ase-symdiag (its torch
     form, :func:`ase_symdiag.o3.torch_operations.haar_from_gaussian`, gives the same
@@ -74,19 +74,19 @@ def haar_from_gaussian(gaussian: np.ndarray, improper: bool) -> np.ndarray:
 
     QR decomposition ``Z = Q R`` with the signs of ``R``'s diagonal moved into ``Q``
     (Mezzadri 2007), which makes ``Q`` Haar on O(3): proper and improper with
-    probability 1/2 each. With ``improper=False`` an improper ``Q`` is replaced by
+    probability 1/2 each. With ``include_inversion=False`` an improper ``Q`` is replaced by
     ``-Q`` (Haar on SO(3)).
     """
     q, r = np.linalg.qr(np.asarray(gaussian, dtype=np.float64))
     q = q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
-    if not improper:
+    if not include_inversion:
         q = np.where((np.linalg.det(q) < 0)[..., None, None], -q, q)
     return q
 
 
-def random_operation(rng: np.random.Generator, improper: bool) -> np.ndarray:
-    """One Haar-random O(3) operation (or SO(3) with ``improper=False``), ``(3, 3)``
+def random_operation(rng: np.random.Generator, include_inversion: bool) -> np.ndarray:
+    """One Haar-random O(3) operation (or SO(3) with ``include_inversion=False``), ``(3, 3)``
     float64: :func:`haar_from_gaussian` of 9 normals drawn from ``rng`` per call, so
     the same generator state always gives the same operation.
     """
-    return haar_from_gaussian(rng.standard_normal((3, 3)), improper)
+    return haar_from_gaussian(rng.standard_normal((3, 3)), include_inversion)

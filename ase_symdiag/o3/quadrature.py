@@ -54,7 +54,7 @@ class O3Quadrature:
 
     ``degree`` is the largest L such that the rule integrates every irrep
     ``(l, sigma)`` with ``1 <= l <= L`` to zero (-1 when not exact, e.g. random sets).
-    ``improper`` is True when the set contains the inversion coset (-R for each R).
+    ``include_inversion`` is True when the set contains the inversion coset (-R for each R).
     The arrays are stored as read-only float64 copies.
     """
 
@@ -62,7 +62,7 @@ class O3Quadrature:
     weights: np.ndarray
     degree: int
     name: str
-    improper: bool
+    include_inversion: bool
 
     def __post_init__(self) -> None:
         rotations = np.array(self.rotations, dtype=np.float64, copy=True)
@@ -82,7 +82,7 @@ class O3Quadrature:
         object.__setattr__(self, "rotations", rotations)
         object.__setattr__(self, "weights", weights)
         object.__setattr__(self, "degree", int(self.degree))
-        object.__setattr__(self, "improper", bool(self.improper))
+        object.__setattr__(self, "include_inversion", bool(self.include_inversion))
 
     @property
     def size(self) -> int:
@@ -170,7 +170,7 @@ def _smallest_lebedev_order(l: int) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def lebedev_quadrature(degree: int, inversion: bool = True) -> O3Quadrature:
+def lebedev_quadrature(degree: int, include_inversion: bool = True) -> O3Quadrature:
     """metatomic-ase 0.1.4 ``SymmetrizedCalculator(l_max=degree)`` operation set.
 
     Lebedev order = smallest available >= degree, K = 2*degree + 1 in-plane angles,
@@ -183,18 +183,18 @@ def lebedev_quadrature(degree: int, inversion: bool = True) -> O3Quadrature:
         raise UsageError("degree (l_max) must be >= 1")
     order = _smallest_lebedev_order(degree)
     R, w = _lebedev_inplane(order, 2 * degree + 1)
-    if inversion:
+    if include_inversion:
         R, w = _add_inversion(R, w)
-    name = f"lebedev:{degree}" + ("" if inversion else ":proper")
-    return O3Quadrature(R, w, _true_degree(R, w, order + 4), name, inversion)
+    name = f"lebedev:{degree}" + ("" if include_inversion else ":proper")
+    return O3Quadrature(R, w, _true_degree(R, w, order + 4), name, include_inversion)
 
 
 @functools.lru_cache(maxsize=None)
-def grid_quadrature(degree: int, inversion: bool = True) -> O3Quadrature:
+def grid_quadrature(degree: int, include_inversion: bool = True) -> O3Quadrature:
     """metatomic.torch.o3 (``choose_quadrature`` / ``get_rotation_quadrature``) grid.
 
     Lebedev order = smallest available >= degree, K = degree + 1 in-plane angles;
-    with ``inversion`` the set is extended to O(3) as ``[R..., -R...]`` with halved
+    with ``include_inversion`` the set is extended to O(3) as ``[R..., -R...]`` with halved
     weights (``SymmetrizedModel`` does the same by evaluating each rotation with and
     without inversion). ``.degree`` is the measured exactness degree.
     """
@@ -202,10 +202,10 @@ def grid_quadrature(degree: int, inversion: bool = True) -> O3Quadrature:
         raise UsageError("degree must be >= 1")
     order = _smallest_lebedev_order(degree)
     R, w = _lebedev_inplane(order, degree + 1)
-    if inversion:
+    if include_inversion:
         R, w = _add_inversion(R, w)
-    name = f"grid:{degree}" + ("" if inversion else ":proper")
-    return O3Quadrature(R, w, _true_degree(R, w, order + 4), name, inversion)
+    name = f"grid:{degree}" + ("" if include_inversion else ":proper")
+    return O3Quadrature(R, w, _true_degree(R, w, order + 4), name, include_inversion)
 
 
 # --------------------------------------------------------------------------------------
@@ -218,10 +218,10 @@ _GROUP_ORDERS = {"D2": 4, "T": 12, "O": 24, "I": 60}
 
 
 @functools.lru_cache(maxsize=None)
-def group_quadrature(name: str, inversion: bool = True) -> O3Quadrature:
+def group_quadrature(name: str, include_inversion: bool = True) -> O3Quadrature:
     """Finite rotation group with equal weights: "D2" (4 rotations, exact to l=1),
     "T" (12, exact to l=2), "O" (24, exact to l=3) or "I" (60, exact to l=5); with
-    ``inversion`` the O(3) groups (twice as many ops, ``[R..., -R...]``). Elements
+    ``include_inversion`` the O(3) groups (twice as many ops, ``[R..., -R...]``). Elements
     are scipy's (``Rotation.create_group``: 2-fold axes along x, y, z for D2, T and
     O); the degree is measured, not assumed."""
     from scipy.spatial.transform import Rotation
@@ -230,10 +230,10 @@ def group_quadrature(name: str, inversion: bool = True) -> O3Quadrature:
         raise UsageError(f"unknown group {name!r}; available: {sorted(_GROUP_ORDERS)}")
     R = Rotation.create_group(name).as_matrix()
     w = np.full(R.shape[0], 1.0 / R.shape[0])
-    if inversion:
+    if include_inversion:
         R, w = _add_inversion(R, w)
-    label = name + "h" if inversion else name + ":proper"
-    return O3Quadrature(R, w, _true_degree(R, w), label, inversion)
+    label = name + "h" if include_inversion else name + ":proper"
+    return O3Quadrature(R, w, _true_degree(R, w), label, include_inversion)
 
 
 # --------------------------------------------------------------------------------------
@@ -241,21 +241,21 @@ def group_quadrature(name: str, inversion: bool = True) -> O3Quadrature:
 # --------------------------------------------------------------------------------------
 
 
-def haar_random(n: int, seed: int | None, improper: bool = True) -> O3Quadrature:
+def haar_random(n: int, seed: int | None, include_inversion: bool = True) -> O3Quadrature:
     """``n`` Haar-random operations from :func:`ase_symdiag.o3.operations.haar_rotations`
-    (every odd index improper when ``improper``), equal weights, degree -1."""
+    (every odd index improper when ``include_inversion``), equal weights, degree -1."""
     from ase_symdiag.o3.operations import haar_rotations
 
     if n < 1:
         raise UsageError("n must be >= 1")
-    R = haar_rotations(n, seed, improper=improper)
+    R = haar_rotations(n, seed, include_inversion=include_inversion)
     w = np.full(n, 1.0 / n)
     label = f"haar_random(n={n}, seed={seed})"
-    return O3Quadrature(R, w, -1, label, improper and n > 1)
+    return O3Quadrature(R, w, -1, label, include_inversion and n > 1)
 
 
 @functools.lru_cache(maxsize=None)
-def smallest_exact_quadrature(degree: int, inversion: bool = True) -> O3Quadrature:
+def smallest_exact_quadrature(degree: int, include_inversion: bool = True) -> O3Quadrature:
     """Fewest-operation rule exact to ``degree`` among group O, group I, the
     metatomic-ase Lebedev family and the metatomic.torch.o3 grid family (exactness
     measured numerically; ties go to the earlier family in that list). ``degree=0``
@@ -266,13 +266,13 @@ def smallest_exact_quadrature(degree: int, inversion: bool = True) -> O3Quadratu
         raise UsageError(f"degree {degree} is beyond what can be computed in reasonable time (at most {MAX_DEGREE})")
     if degree == 0:
         R, w = np.eye(3)[None], np.ones(1)
-        if inversion:
+        if include_inversion:
             R, w = _add_inversion(R, w)
-        return O3Quadrature(R, w, 0, "Ci" if inversion else "C1", inversion)
-    candidates = [group_quadrature(g, inversion) for g in ("D2", "T", "O", "I")]
+        return O3Quadrature(R, w, 0, "Ci" if include_inversion else "C1", include_inversion)
+    candidates = [group_quadrature(g, include_inversion) for g in ("D2", "T", "O", "I")]
     for m in range(1, min(degree, _LEBEDEV_ORDERS[-1]) + 1):
-        candidates.append(lebedev_quadrature(m, inversion))
-        candidates.append(grid_quadrature(m, inversion))
+        candidates.append(lebedev_quadrature(m, include_inversion))
+        candidates.append(grid_quadrature(m, include_inversion))
     exact = [q for q in candidates if q.degree >= degree]
     if not exact:
         raise UsageError(f"no available quadrature is exact to degree {degree}")
@@ -331,9 +331,9 @@ def quadrature_from_name(name: str) -> O3Quadrature:
         return smallest_exact_quadrature(_degree_value(text, name))
     groups = {"D2h": "D2", "Th": "T", "Oh": "O", "Ih": "I"}
     if text in groups:
-        return group_quadrature(groups[text], inversion=True)
+        return group_quadrature(groups[text], include_inversion=True)
     if text.endswith(":proper") and text[: -len(":proper")] in _GROUP_ORDERS:
-        return group_quadrature(text[: -len(":proper")], inversion=False)
+        return group_quadrature(text[: -len(":proper")], include_inversion=False)
     if text.endswith("+") and text[:-1] in _GROUP_ORDERS:
         group = text[:-1]
         raise UsageError(
@@ -347,7 +347,7 @@ def quadrature_from_name(name: str) -> O3Quadrature:
             raise UsageError(f"unknown quadrature {name!r}: did you mean '{family}:{degree_text}:proper'?")
         degree = _degree_value(degree_text, name)
         build = lebedev_quadrature if family == "lebedev" else grid_quadrature
-        return build(degree, inversion=not proper)
+        return build(degree, include_inversion=not proper)
     raise UsageError(
         f"unknown quadrature {name!r}: use a degree (3), 'Ci', 'D2h', 'Th', 'Oh', 'Ih' (or 'O' for 'Oh'), "
         "'O:proper' for proper rotations only, 'lebedev:3' or 'grid:3'"

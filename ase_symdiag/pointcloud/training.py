@@ -128,7 +128,7 @@ def train_segmenter(
             idx = torch.as_tensor(order[s : s + batch])
             pos = pos_all[idx]
             if augment:
-                pos = rotate(pos, haar_rotations(len(idx), int(gen.integers(2**31)), improper=True))
+                pos = rotate(pos, haar_rotations(len(idx), int(gen.integers(2**31)), include_inversion=True))
             g = tuple(x[idx] for x in groups)
             out = model(pos, en_all[idx], groups=g)
             loss = F.cross_entropy(out["seg_logits"].reshape(-1, 3), y_all[idx].reshape(-1)) + 0.5 * F.cross_entropy(
@@ -190,7 +190,7 @@ def run_experiment(settings: ExperimentSettings, log: Callable[[str], None] = pr
     log(f"data: {settings.train} train / {settings.test} test events x {settings.points} points ({time.time() - t0:.0f} s); "
         f"test point fractions {np.bincount(test['labels'].ravel(), minlength=3) / test['labels'].size}, "
         f"shower events {test['event_label'].mean():.2f}")
-    test_rotations = haar_rotations(settings.test, settings.seed + 2, improper=True)
+    test_rotations = haar_rotations(settings.test, settings.seed + 2, include_inversion=True)
     analysis = {k: v[: max(settings.error_events, settings.analysis_events)] for k, v in test.items()}
     previous = {}
     if settings.analyse_only and os.path.exists(os.path.join(settings.docs, "results.json")):

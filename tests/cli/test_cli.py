@@ -333,3 +333,17 @@ def test_errors_name_the_file_frame(equivariant_model, crystal, tmp_path, capsys
     extra = ["--variants", "raw", "-n", "1"] if command == "compare" else ["-n", "1", "-q"]
     assert main([command, equivariant_model, str(path), "--index", "2", *extra]) == 2
     assert "2:Cu3: atoms 0 and 1 are 0 Å apart" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, n_improper", [([], 2), (["--no-inversion"], 0)])
+def test_no_inversion_samples_proper_rotations_only(equivariant_model, structures_file, tmp_path, flags, n_improper):
+    out = tmp_path / "report.json"
+    assert main(["check", equivariant_model, structures_file, "-n", "4", "-q", "--json", str(out), *flags]) == 0
+    data = json.loads(out.read_text())
+    assert (data["n_operations"], data["n_improper"]) == (4, n_improper)
+
+
+def test_the_old_proper_only_flag_is_gone(equivariant_model, structures_file, capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["check", equivariant_model, structures_file, "--proper-only"])
+    assert raised.value.code == 2

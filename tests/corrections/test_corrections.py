@@ -413,7 +413,7 @@ def test_stochastic_rotations_are_haar_o3():
     np.testing.assert_allclose(rotations @ rotations.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rotations.shape), atol=1e-12)
     assert abs(np.mean(np.linalg.det(rotations))) < 0.05  # proper and improper equally
     assert np.abs(rotations.mean(axis=0)).max() < 0.05  # Haar: mean of D^1 vanishes
-    proper = StochasticRotation(seed=0, improper=False).rotations(None)[0]
+    proper = StochasticRotation(seed=0, include_inversion=False).rotations(None)[0]
     assert np.linalg.det(proper[0]) > 0
 
 

@@ -122,7 +122,7 @@ def test_haar_rotations_are_orthogonal_and_mixed():
     assert torch.allclose(q @ q.transpose(1, 2), eye.expand(400, 3, 3), atol=1e-12)
     det = torch.linalg.det(q)
     assert 150 < int((det < 0).sum()) < 250  # O(3): half improper
-    q = haar_rotations(50, g, improper=False)
+    q = haar_rotations(50, g, include_inversion=False)
     assert torch.all(torch.linalg.det(q) > 0)
 
 

@@ -126,7 +126,7 @@ def test_resolve_quadrature():
 )
 def test_printed_quadrature_names_are_accepted(spec, size, improper):
     q = resolve_quadrature(spec)
-    assert (q.size, q.improper) == (size, improper)
+    assert (q.size, q.include_inversion) == (size, improper)
     again = resolve_quadrature(q.name)  # what is printed is accepted and means the same set
     assert again.name == q.name and again.size == q.size
     np.testing.assert_allclose(again.rotations, q.rotations)

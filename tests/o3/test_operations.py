@@ -61,7 +61,7 @@ def test_random_operation_is_reproducible_and_drives_stochastic_rotation():
     assert not np.allclose(_sample(7, 5, True), _sample(8, 5, True))
     # StochasticRotation draws from the same stream: seeded results are unchanged
     for improper in (True, False):
-        sampler = StochasticRotation(seed=7, improper=improper)
+        sampler = StochasticRotation(seed=7, include_inversion=improper)
         drawn = np.concatenate([sampler.rotations(None)[0] for _ in range(5)])
         np.testing.assert_array_equal(drawn, _sample(7, 5, improper))
 

@@ -47,9 +47,9 @@ EXACT_CASES = (
     ]
 )
 ALL_QUADS = [c[:2] for c in EXACT_CASES] + [
-    ("O_proper", lambda: group_quadrature("O", inversion=False)),
-    ("I_proper", lambda: group_quadrature("I", inversion=False)),
-    ("lebedev3_proper", lambda: lebedev_quadrature(3, inversion=False)),
+    ("O_proper", lambda: group_quadrature("O", include_inversion=False)),
+    ("I_proper", lambda: group_quadrature("I", include_inversion=False)),
+    ("lebedev3_proper", lambda: lebedev_quadrature(3, include_inversion=False)),
     ("haar", lambda: haar_random(17, seed=3)),
 ]
 
@@ -65,7 +65,7 @@ def test_weights_and_orthogonality(name, make):
     np.testing.assert_allclose(RtR, np.broadcast_to(np.eye(3), RtR.shape), atol=1e-12)
     det = np.linalg.det(q.rotations)
     np.testing.assert_allclose(np.abs(det), 1.0, atol=1e-12)
-    assert q.improper == bool(np.any(det < 0))
+    assert q.include_inversion == bool(np.any(det < 0))
     with pytest.raises(ValueError):
         q.rotations[0, 0, 0] = 2.0  # read-only
 
@@ -91,10 +91,10 @@ def test_exactness_is_tight(name, make, degree):
 def test_group_sizes():
     assert group_quadrature("O").size == 48
     assert group_quadrature("I").size == 120
-    assert group_quadrature("O", inversion=False).size == 24
-    assert group_quadrature("I", inversion=False).size == 60
-    assert group_quadrature("O", inversion=False).degree == 3
-    assert group_quadrature("I", inversion=False).degree == 5
+    assert group_quadrature("O", include_inversion=False).size == 24
+    assert group_quadrature("I", include_inversion=False).size == 60
+    assert group_quadrature("O", include_inversion=False).degree == 3
+    assert group_quadrature("I", include_inversion=False).degree == 5
     assert group_quadrature("D2").size == 8 and group_quadrature("D2").degree == 1
     assert group_quadrature("T").size == 24 and group_quadrature("T").degree == 2
     with pytest.raises(ValueError):
@@ -124,7 +124,7 @@ def test_lebedev_matches_metatomic_ase(l_max, inversion):
     sym = _quiet_import("metatomic_ase._symmetry")
     # build the calculator itself: __init__ only stores the base calculator
     calc = sym.SymmetrizedCalculator(None, l_max=l_max, include_inversion=inversion)
-    q = lebedev_quadrature(l_max, inversion=inversion)
+    q = lebedev_quadrature(l_max, include_inversion=inversion)
     _assert_same_set(
         q.rotations, q.weights, calc.quadrature_rotations, calc.quadrature_weights
     )
@@ -140,7 +140,7 @@ def test_grid_matches_metatomic_torch(degree, inversion):
     mq = _quiet_import("metatomic.torch.o3._quadrature")
     order, K = mq.choose_quadrature(degree)
     R, w = mq.get_rotation_quadrature(order, K, include_inversion=inversion)
-    q = grid_quadrature(degree, inversion=inversion)
+    q = grid_quadrature(degree, include_inversion=inversion)
     _assert_same_set(q.rotations, q.weights, R, w)
 
 
@@ -156,11 +156,11 @@ def test_haar_random():
     det = np.linalg.det(a.rotations)
     assert abs(det.mean()) < 1e-12
     np.testing.assert_allclose(det[1::2], -1.0, atol=1e-12)
-    assert a.degree == -1 and a.improper
+    assert a.degree == -1 and a.include_inversion
     np.testing.assert_allclose(a.weights, 1 / 40)
-    p = haar_random(40, seed=7, improper=False)
+    p = haar_random(40, seed=7, include_inversion=False)
     np.testing.assert_allclose(np.linalg.det(p.rotations), 1.0, atol=1e-12)
-    assert not p.improper
+    assert not p.include_inversion
     np.testing.assert_allclose(p.rotations[::2], a.rotations[::2])
 
 
@@ -190,7 +190,7 @@ def test_wigner_D_properties():
     P = np.eye(3)[[1, 2, 0]]
     np.testing.assert_allclose(wigner_D(1, R1), P @ R1 @ P.T, atol=1e-12)
     # group elements sitting on the poles (gimbal lock) are handled exactly
-    Q = group_quadrature("O", inversion=False)
+    Q = group_quadrature("O", include_inversion=False)
     mean = np.einsum("k,kab->ab", Q.weights, wigner_D(3, Q.rotations))
     assert np.abs(mean).max() < 1e-13
 
@@ -220,8 +220,8 @@ def test_smallest_exact_quadrature():
     assert q3.size == 48 and q3.degree >= 3
     assert q5.size == 120 and q5.degree >= 5
     assert smallest_exact_quadrature(3) is q3  # cached
-    assert smallest_exact_quadrature(3, inversion=False).size == 24
-    assert smallest_exact_quadrature(5, inversion=False).size == 60
+    assert smallest_exact_quadrature(3, include_inversion=False).size == 24
+    assert smallest_exact_quadrature(5, include_inversion=False).size == 60
     for d in range(0, 7):
         q = smallest_exact_quadrature(d)
         assert q.degree >= d and exactness_degree(q) >= d
