@@ -172,13 +172,6 @@ class OutputSpectrum:
         """Channels other than (0, +)."""
         return {c: p for c, p in self.power.items() if c != (0, 1)}
 
-    def residual(self, degree: int, include_inversion: bool = True) -> float:
-        """Breaking power left by a quadrature exact to ``degree``: channels above it."""
-        removed = sum(
-            p for (l, s), p in self.breaking.items() if l <= degree and (include_inversion or s == 1)
-        )
-        return max(self.variance - removed, 0.0)
-
     def to_dict(self) -> dict:
         return {
             "output": self.output,
