@@ -28,7 +28,8 @@ def main() -> int:
     from omegaconf import OmegaConf
 
     from ase_symdiag.drivers.uncertainty import rotational_uncertainty
-    from ase_symdiag.metrics.uncertainty import plot_calibration, reference_values
+    from ase_symdiag.metrics.uncertainty import reference_values
+    from ase_symdiag.plots import plot_calibration
     from ase_symdiag.structures import from_atoms_list
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -128,7 +128,8 @@ def study(data: str, variant: str, args) -> dict:
     from ase_symdiag.cli.app import main as cli
     from ase_symdiag.drivers.training_history import metatrain_history
     from ase_symdiag.drivers.uncertainty import rotational_uncertainty
-    from ase_symdiag.metrics.uncertainty import plot_calibration, reference_values
+    from ase_symdiag.metrics.uncertainty import reference_values
+    from ase_symdiag.plots import plot_calibration
     from ase_symdiag.structures import from_atoms_list
 
     folder = os.path.join(args.out, f"{data}-{variant}")

@@ -45,7 +45,7 @@ def main() -> int:
     import torch
 
     from ase_symdiag.drivers.uncertainty import rotational_uncertainty
-    from ase_symdiag.metrics.uncertainty import plot_calibration
+    from ase_symdiag.plots import plot_calibration
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)

@@ -19,8 +19,9 @@ shows the same order; a module may import its own layer and the ones below):
    backend.
 4. ``backends``: evaluate a model, return samples, nothing else.
 5. ``drivers``: evaluate with a backend, then measure with the metrics.
-6. products: ``calculator``, ``wrappers``, ``compare``, ``testing``, ``md``,
-   ``reference``, ``pointcloud``. ``reference`` (analytic models, the reference PET)
+6. products: ``calculator``, ``wrappers``, ``compare``, ``plots`` (the figures of the
+   metric reports: it reads metric reports, so it sits above the metrics), ``testing``,
+   ``md``, ``reference``, ``pointcloud``. ``reference`` (analytic models, the reference PET)
    and ``pointcloud`` (diagnostics of point-cloud models) are applications that
    evaluate models and measure them, so they sit with the products, not with
    backends.
@@ -29,9 +30,9 @@ shows the same order; a module may import its own layer and the ones below):
 
 More rules: backends import no metric (they return samples and nothing else; the
 layer order alone would allow it); no metric imports a model library (torch,
-metatomic, metatrain, vesin, torch-sim) even lazily, and none imports matplotlib at
-module level (plots belong at the reporting edge; a metric module only builds figures
-on request); argparse lives in ``cli/`` only; a private name (``_foo``) of the package
+metatomic, metatrain, vesin, torch-sim) even lazily, and none draws a figure: no
+function of the metrics layer imports matplotlib or is named ``plot*`` (plots belong
+at the reporting edge, :mod:`ase_symdiag.plots`); argparse lives in ``cli/`` only; a private name (``_foo``) of the package
 is not imported by another module.
 """
 
@@ -57,7 +58,7 @@ LAYERS: Sequence[Tuple[str, Sequence[str]]] = (
     ("metrics", ("ase_symdiag.metrics", "ase_symdiag.corrections")),
     ("backends", ("ase_symdiag.backends",)),
     ("drivers", ("ase_symdiag.drivers",)),
-    ("products", ("ase_symdiag.calculator", "ase_symdiag.wrappers", "ase_symdiag.compare",
+    ("products", ("ase_symdiag.calculator", "ase_symdiag.wrappers", "ase_symdiag.compare", "ase_symdiag.plots",
                   "ase_symdiag.testing", "ase_symdiag.md", "ase_symdiag.reference", "ase_symdiag.pointcloud")),
     ("entry points", ("ase_symdiag.cli", "ase_symdiag.pytest_plugin", "ase_symdiag")),
 )
@@ -243,6 +244,60 @@ def test_metrics_import_no_model_library_and_plot_only_on_request():
             if root in MODEL_LIBRARIES or (root == "matplotlib" and top):
                 found.append(f"{module}:{line} imports {target}")
     assert found == []
+
+
+def functions_importing(path, library: str) -> List[Tuple[str, int]]:
+    """``(function name, line)`` of every import of ``library`` (or a submodule) inside
+    a function (or method, or nested function) of the module at ``path``."""
+    found = []
+    for function in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(name.split(".")[0] == library for name in names):
+                found.append((function.name, node.lineno))
+    return sorted(set(found), key=lambda item: item[1])
+
+
+def test_functions_importing_finds_a_planted_lazy_matplotlib(tmp_path):
+    path = tmp_path / "planted.py"
+    path.write_text(
+        "import numpy\n"
+        "def table():\n"
+        "    import numpy.linalg\n"
+        "def plot(path):\n"
+        "    import matplotlib\n"
+        "    matplotlib.use('Agg')\n"
+        "class Report:\n"
+        "    def figure(self):\n"
+        "        from matplotlib.colors import LogNorm\n"
+    )
+    assert functions_importing(path, "matplotlib") == [("plot", 5), ("figure", 9)]
+    assert functions_importing(path, "scipy") == []
+
+
+def test_no_metric_defines_a_plotting_function():
+    """Plots are drawn at the reporting edge (:mod:`ase_symdiag.plots`), never in a
+    metric module: no function there imports matplotlib (not even inside a function),
+    and none is named ``plot*`` (one that draws on a given ``ax`` imports nothing)."""
+    modules = package_modules()
+    found = []
+    for module, path in modules.items():
+        if layer_of(module) != layer_of("ase_symdiag.metrics"):
+            continue
+        found += [f"{module}:{line} {name}() imports matplotlib" for name, line in functions_importing(path, "matplotlib")]
+        found += [
+            f"{module}:{node.lineno} {node.name}() draws a figure"
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("plot")
+        ]
+    assert found == [], "plotting in the metrics layer:\n" + "\n".join(found)
 
 
 def test_importing_every_metric_loads_no_model_library():

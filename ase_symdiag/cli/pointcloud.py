@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         })
         print(f"results written to {args.json}")
     if args.plot:
-        from ase_symdiag.metrics.representations import plot_representations
+        from ase_symdiag.plots import plot_representations
 
         plot_representations(reports, args.plot)
         print(f"heat map written to {args.plot}")

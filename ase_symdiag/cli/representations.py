@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.backends.metatomic.metatrain import checkpoint_handle, checkpoint_note, is_checkpoint
     from ase_symdiag.cli.common import load_handle, require_metatomic
     from ase_symdiag.drivers.representations import representation_content
-    from ase_symdiag.metrics.representations import plot_representations
+    from ase_symdiag.plots import plot_representations
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 

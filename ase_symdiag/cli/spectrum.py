@@ -36,7 +36,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ase_symdiag.cli.common import load_handle, model_name
     from ase_symdiag.drivers.spectrum import measure_spectra
-    from ase_symdiag.metrics.spectrum import plot_spectra, spectrum_table
+    from ase_symdiag.metrics.spectrum import spectrum_table
+    from ase_symdiag.plots import plot_spectra
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 

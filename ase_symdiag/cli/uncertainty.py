@@ -33,7 +33,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ase_symdiag.cli.common import load_handle
     from ase_symdiag.drivers.uncertainty import rotational_uncertainty
-    from ase_symdiag.metrics.uncertainty import plot_calibration, reference_values
+    from ase_symdiag.metrics.uncertainty import reference_values
+    from ase_symdiag.plots import plot_calibration
     from ase_symdiag.report import write_json
     from ase_symdiag.structures import from_atoms_list, read_atoms
 

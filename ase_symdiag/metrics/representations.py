@@ -216,34 +216,3 @@ class LayerAccumulator:
                 )
             )
         return out
-
-
-def plot_representations(reports: Dict[str, RepresentationReport], path: str) -> None:
-    """Heat map(s): layers x channels, colour = fraction of the mean square (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-
-    from ase_symdiag.report import atomic_savefig
-
-    n_layers = max(len(r.layers) for r in reports.values())
-    fig, axes = plt.subplots(
-        1, len(reports), figsize=(3.6 * len(reports) + 1.2, 1.6 + 0.45 * n_layers),
-        squeeze=False, constrained_layout=True,
-    )
-    image = None
-    for ax, (title, report) in zip(axes[0], reports.items()):
-        channels = [(l, s) for l in range(report.lmax + 1) for s in (1, -1)]
-        data = np.array([[max(layer.fractions.get(c, 0.0), 1e-16) for c in channels] for layer in report.layers])
-        image = ax.imshow(data, norm=LogNorm(vmin=1e-8, vmax=1.0), cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(channels)), [channel_key(c) for c in channels])
-        ax.set_yticks(range(len(report.layers)), [layer.layer.split("::")[-1] for layer in report.layers])
-        ax.set_xlabel("(lambda, parity)")
-        ax.set_title(title, fontsize=9)
-        for i, layer in enumerate(report.layers):
-            ax.text(0, i, f"{layer.invariant_fraction:.3f}", ha="center", va="center", color="w", fontsize=7)
-    fig.colorbar(image, ax=axes[0].tolist(), label="fraction of <|h|^2>")
-    atomic_savefig(fig, path)
-    plt.close(fig)

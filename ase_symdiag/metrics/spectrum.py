@@ -345,53 +345,6 @@ def spectrum_table(spectra: List[StructureSpectrum]) -> str:
     )
 
 
-def plot_channels(ax, out: "OutputSpectrum", lmax: int, label: str, scale: float = 1.0) -> None:
-    """Draw one output's breaking channels (RMS amplitude against lambda, one line per
-    parity, ``(0, +)`` left out) on a matplotlib ``ax``, amplitudes times ``scale``."""
-    for sigma, marker, style in ((1, "o", "-"), (-1, "s", "--")):
-        ls = [l for l in range(lmax + 1) if (l, sigma) in out.power and (l, sigma) != (0, 1)]
-        amps = [max(out.rms(out.power[(l, sigma)]) * scale, 1e-300) for l in ls]
-        if ls:
-            ax.semilogy(ls, amps, marker=marker, linestyle=style, label=f"{label} {'+' if sigma > 0 else '-'}")
-
-
-def plot_spectra(spectra: List[StructureSpectrum], path: str) -> None:
-    """PNG: RMS amplitude against lambda (log scale), one panel per output."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = []
-    for spectrum in spectra:
-        names += [n for n in spectrum.outputs if n not in names]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        for spectrum in spectra:
-            out = spectrum.outputs.get(name)
-            if out is None:
-                continue
-            plot_channels(ax, out, spectrum.lmax, spectrum.label)
-            # what lies above lmax (unresolved) at x = lmax + 1, so it is never out of sight
-            ax.semilogy(
-                [spectrum.lmax + 1], [max(out.rms(out.unresolved), 1e-300)], marker="X", linestyle="none",
-                markersize=9, markeredgecolor="k", label=f"{spectrum.label} >{spectrum.lmax} (unresolved)",
-            )
-        top = max(s.lmax for s in spectra)
-        ticks = sorted({l for l in range(top + 1)} | {s.lmax + 1 for s in spectra})
-        ax.set_xticks(ticks, [str(t) if t <= top else f">{t - 1}" for t in ticks])
-        ax.set_xlabel("lambda ('>L': unresolved, above lmax)")
-        ax.set_ylabel(f"RMS breaking ({'eV' if name == 'energy' else 'eV/A per component' if 'forces' in name else 'eV/A^3'})")
-        ax.set_title(name)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    from ase_symdiag.report import atomic_savefig
-
-    atomic_savefig(fig, path)
-    plt.close(fig)
-
-
 def spectrum_quadrature(lmax: int, quadrature: Optional[O3Quadrature] = None) -> O3Quadrature:
     """``quadrature``, checked to be exact to ``2 lmax``, or the smallest such one."""
     from ase_symdiag.o3.quadrature import smallest_exact_quadrature

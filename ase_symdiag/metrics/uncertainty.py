@@ -194,29 +194,3 @@ def reference_values(atoms) -> Tuple[Optional[float], Optional[np.ndarray]]:
         None if energy is None else float(energy),
         None if forces is None else np.asarray(forces, dtype=float).reshape(-1, 3),
     )
-
-
-def plot_calibration(report: UncertaintyReport, path: str) -> None:
-    """Observed against nominal coverage for each spread (diagonal: calibrated)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ase_symdiag.report import atomic_savefig
-
-    fig, ax = plt.subplots(figsize=(4.8, 4.4))
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
-    for quality in report.qualities:
-        nominal, observed = quality.calibration
-        ax.plot(nominal, observed, marker="o", ms=3, label=quality.quantity)
-    ax.set_xlabel("nominal Gaussian coverage")
-    ax.set_ylabel("observed fraction of errors within")
-    ax.set_title(f"{report.prediction} errors vs spread ({report.quadrature})", fontsize=9)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_savefig(fig, path)
-    plt.close(fig)

@@ -154,7 +154,7 @@ def plot_spectrum(spectra: Dict[str, dict], lmax: int, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ase_symdiag.metrics.spectrum import plot_channels
+    from ase_symdiag.plots import plot_channels
     from ase_symdiag.report import atomic_savefig
 
     names = list(next(iter(spectra.values())))
@@ -178,7 +178,7 @@ def run_experiment(settings: ExperimentSettings, log: Callable[[str], None] = pr
     """Train (or, with ``analyse_only``, load) the plain and augmented models, analyse
     them, log the tables and write weights, ``results.json`` and the plots. Returns the
     results dict written to ``results.json``."""
-    from ase_symdiag.metrics.representations import plot_representations
+    from ase_symdiag.plots import plot_representations
     from ase_symdiag.pointcloud.diagnostics import analyse_model
     from ase_symdiag.pointcloud.lartpc import make_dataset
     from ase_symdiag.pointcloud.pointnet import load_model, save_model

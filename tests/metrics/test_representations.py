@@ -10,9 +10,9 @@ from ase_symdiag.metrics.representations import (
     LayerContent,
     RepresentationReport,
     feature_outputs,
-    plot_representations,
     skipped_outputs,
 )
+from ase_symdiag.plots import plot_representations
 from ase_symdiag.structures import from_atoms
 
 LAYER = "mtt::features::planted"

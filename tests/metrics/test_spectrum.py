@@ -12,7 +12,8 @@ from ase_symdiag.metrics.adaptive import choose_quadrature
 from ase_symdiag.o3.irreps import removed_channels
 from ase_symdiag.o3.quadrature import group_quadrature, haar_random, smallest_exact_quadrature
 from ase_symdiag.drivers.spectrum import structure_spectrum
-from ase_symdiag.metrics.spectrum import channel_powers, plot_spectra, spectrum_table
+from ase_symdiag.metrics.spectrum import channel_powers, spectrum_table
+from ase_symdiag.plots import plot_spectra
 from ase_symdiag.structures import from_atoms
 
 
