@@ -292,9 +292,16 @@ def _testing_not_a_group(model: str) -> None:
                                    rotations=haar_rotations(3, seed=1, include_inversion=False))
 
 
+def _spectrum_one_check(model: str) -> None:
+    from ase_symdiag.drivers.spectrum import structure_spectrum
+
+    structure_spectrum(model, Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.5]]), lmax=1, n_check=1)
+
+
 @pytest.mark.parametrize(
     "call, error, match",
     [
+        (_spectrum_one_check, "UsageError", "n_check must be 0 or >= 2"),
         (lambda model: _calculator(model, non_conservative="yes"), "UsageError", "non_conservative must be"),
         (lambda model: _calculator(model, non_conservative=True), "ModelError", "has no 'non_conservative_force'"),
         (lambda model: _calculator(model, non_conservative="stress"), "ModelError", "has no 'non_conservative_stress'"),

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from ase_symdiag.backends.metatomic.evaluation import evaluate
 from ase_symdiag.backends.metatomic.model import ModelHandle
-from ase_symdiag.errors import ModelError
+from ase_symdiag.errors import ModelError, UsageError
 from ase_symdiag.metrics.representations import (
     LayerAccumulator,
     RepresentationReport,
@@ -65,7 +65,7 @@ def representation_content(
     if quadrature is None:
         quadrature = smallest_exact_quadrature(2 * lmax)
     elif quadrature.degree < 2 * lmax:
-        raise ValueError(f"quadrature '{quadrature.name}' is exact to degree {quadrature.degree}, lmax={lmax} needs {2 * lmax}")
+        raise UsageError(f"quadrature '{quadrature.name}' is exact to degree {quadrature.degree}, lmax={lmax} needs {2 * lmax}")
 
     accumulator = LayerAccumulator(quadrature, lmax)
     for structure in structures:

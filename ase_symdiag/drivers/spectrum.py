@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, List, Optional, Sequence, Tuple
 
 from ase_symdiag.backends.dispatch import as_evaluator
+from ase_symdiag.errors import UsageError
 from ase_symdiag.drivers.progress import progress_bar
 from ase_symdiag.drivers.symmetrize import symmetrized_prediction
 from ase_symdiag.metrics.spectrum import N_CHECK, StructureSpectrum, spectrum_from_samples, spectrum_quadrature
@@ -44,7 +45,7 @@ def structure_spectrum(
         structure = from_atoms(structure, label=structure.get_chemical_formula())
     n_check = N_CHECK if n_check is None else int(n_check)
     if n_check == 1 or n_check < 0:
-        raise ValueError("n_check must be 0 or >= 2 (the standard error needs two orientations)")
+        raise UsageError("n_check must be 0 or >= 2 (the standard error needs two orientations)")
     evaluator = as_evaluator(model)
     quadrature = spectrum_quadrature(lmax, quadrature)
     prediction = symmetrized_prediction(

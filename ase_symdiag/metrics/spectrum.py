@@ -49,6 +49,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ase_symdiag.errors import UsageError
 from ase_symdiag.o3.irreps import Channel, channel_average, channel_basis
 from ase_symdiag.o3.quadrature import O3Quadrature
 
@@ -142,9 +143,9 @@ class OutputSpectrum:
         ``<= lmax``; what lies above them is :attr:`unresolved`.
         """
         if not self.projections:
-            raise ValueError(f"{self.output}: the spectrum kept no channel projections")
+            raise UsageError(f"{self.output}: the spectrum kept no channel projections")
         if quadrature.include_inversion and (0, -1) not in self.projections:
-            raise ValueError(
+            raise UsageError(
                 f"{self.output}: the spectrum was measured on proper rotations only; it cannot "
                 f"predict an average over '{quadrature.name}', which has improper operations"
             )
@@ -265,9 +266,9 @@ def output_spectrum(
     if check is not None:
         check_rotations, check_samples = np.asarray(check[0], dtype=np.float64), np.asarray(check[1])
         if check_samples.shape[1:] != samples.shape[1:] or len(check_samples) != len(check_rotations):
-            raise ValueError(f"{name}: check samples {check_samples.shape} do not match {samples.shape[1:]}")
+            raise UsageError(f"{name}: check samples {check_samples.shape} do not match {samples.shape[1:]}")
         if not quadrature.include_inversion and np.any(np.linalg.det(check_rotations) < 0):
-            raise ValueError(f"{name}: improper check orientations need a quadrature with improper operations")
+            raise UsageError(f"{name}: improper check orientations need a quadrature with improper operations")
         n_check = len(check_rotations)
         fit = channel_fit(projections, check_rotations).reshape(check_samples.shape)
         misfit = check_samples - fit  # (J, ...)
@@ -352,7 +353,7 @@ def spectrum_quadrature(lmax: int, quadrature: Optional[O3Quadrature] = None) ->
     if quadrature is None:
         return smallest_exact_quadrature(2 * lmax)
     if quadrature.degree < 2 * lmax:
-        raise ValueError(
+        raise UsageError(
             f"quadrature '{quadrature.name}' is exact to degree {quadrature.degree}, the "
             f"spectrum up to lambda={lmax} needs {2 * lmax}"
         )
