@@ -24,7 +24,7 @@ from typing import Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ase_symdiag.backends.samples import Predictions, check_finite
+from ase_symdiag.backends.samples import Predictions, check_finite, join_chunks
 from ase_symdiag.errors import ModelError, UsageError
 from ase_symdiag.structures import Structure
 
@@ -73,12 +73,8 @@ class Evaluator:
         progress: Optional[Callable[[int], None]] = None,
     ) -> Predictions:
         """All chunks of :meth:`chunks` joined into one checked :class:`Predictions`."""
-        parts: Dict[str, list] = {}
-        for _, _, chunk in self.chunks(structure, rotations, forces=forces, stress=stress, energies=energies,
-                                       direct=direct, batch_size=batch_size, progress=progress):
-            for name, value in chunk.items():
-                parts.setdefault(name, []).append(value)
-        joined = {name: np.concatenate(values) for name, values in parts.items()}
+        joined = join_chunks(self.chunks(structure, rotations, forces=forces, stress=stress, energies=energies,
+                                         direct=direct, batch_size=batch_size, progress=progress))
         return check_finite(Predictions(**joined), label=structure.label or "structure", source=self.name)
 
 

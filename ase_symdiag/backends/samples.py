@@ -10,7 +10,7 @@ comparison (``nan > limit`` is false) would let through.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Dict, Optional
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -81,4 +81,14 @@ def check_finite(predictions: Predictions, *, label: str, source: str) -> Predic
     return predictions
 
 
-__all__ = ["Predictions", "check_finite"]
+def join_chunks(chunks: Iterable[Tuple[int, int, Dict[str, np.ndarray]]]) -> Dict[str, np.ndarray]:
+    """``{name: array}`` of every ``(start, stop, {name: array})`` chunk a backend yields,
+    joined along the operations axis in the order they come."""
+    parts: Dict[str, list] = {}
+    for _, _, chunk in chunks:
+        for name, value in chunk.items():
+            parts.setdefault(name, []).append(value)
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+__all__ = ["Predictions", "check_finite", "join_chunks"]

@@ -23,7 +23,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from ase_symdiag.backends.samples import Predictions, check_finite
+from ase_symdiag.backends.samples import Predictions, check_finite, join_chunks
 from ase_symdiag.errors import ModelEvaluationError
 from ase_symdiag.structures import Structure, from_atoms
 
@@ -167,15 +167,11 @@ def torchsim_predictions(
     ((K, 3, 3), default identity) through the TorchSim ``model``; keywords as
     :func:`torchsim_chunks`."""
     structure = atoms if isinstance(atoms, Structure) else from_atoms(atoms, label=label or atoms.get_chemical_formula())
-    parts: Dict[str, list] = {}
-    for _, _, chunk in torchsim_chunks(
+    joined = join_chunks(torchsim_chunks(
         model, structure, rotations, forces=forces, stress=stress, energies=energies, direct=direct,
         batch_size=batch_size, chunk_atoms=chunk_atoms,
-    ):
-        for name, value in chunk.items():
-            parts.setdefault(name, []).append(value)
-    return _checked({name: np.concatenate(values) for name, values in parts.items()},
-                    label=structure.label or "structure", source=model_name(model))
+    ))
+    return _checked(joined, label=structure.label or "structure", source=model_name(model))
 
 
 __all__ = ["is_torchsim_model", "model_name", "rotated_state", "torchsim_chunks", "torchsim_predictions"]

@@ -27,7 +27,7 @@ import torch
 from ase_symdiag.errors import ModelEvaluationError, StructureError, UsageError
 from ase_symdiag.backends.metatomic.model import ModelHandle
 from ase_symdiag.backends.metatomic.inputs import input_arrays, input_tensormap, rotated_inputs
-from ase_symdiag.backends.samples import Predictions, check_finite  # noqa: F401 (Predictions re-exported)
+from ase_symdiag.backends.samples import Predictions, check_finite, join_chunks  # noqa: F401 (Predictions re-exported)
 from ase_symdiag.backends.strain import apply_strain, identity_strain, pair_vectors, stress_from_strain_gradient
 from ase_symdiag.structures import Structure
 
@@ -232,15 +232,11 @@ def evaluate(
     ``chunk_atoms`` bounds copies x atoms). Non-finite outputs raise
     :class:`ModelEvaluationError` naming the structure.
     """
-    chunks: Dict[str, list] = {}
-    for _, _, values in evaluate_chunks(
+    joined = join_chunks(evaluate_chunks(
         handle, structure, rotations, forces=forces, stress=stress, energies=energies, direct=direct,
         features=features, batch_size=batch_size, chunk_atoms=chunk_atoms, graphs=graphs, progress=progress,
         inputs=inputs, uncertainty=uncertainty,
-    ):
-        for name, value in values.items():
-            chunks.setdefault(name, []).append(value)
-    joined = {name: np.concatenate(parts) for name, parts in chunks.items()}
+    ))
     return _predictions(joined, features, label=structure.label, source=handle.source)
 
 
