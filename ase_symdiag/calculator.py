@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-from typing import List, Literal, Optional, Sequence, Union
+from typing import Literal, Optional, Sequence, Union
 
 import numpy as np
-from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.calculators.calculator import PropertyNotImplementedError
 
+from ase_symdiag.calculator_base import AveragingCalculator
 from ase_symdiag.corrections.registry import correct_prediction, prepare_evaluation
 from ase_symdiag.backends.metatomic.evaluation import evaluate
 from ase_symdiag.backends.metatomic.inputs import input_arrays
@@ -16,10 +16,9 @@ from ase_symdiag.metrics.symmetrize import back_rotated
 from ase_symdiag.backends.metatomic.model import NC_FORCE, NC_STRESS, ModelHandle
 from ase_symdiag.errors import ModelError, UsageError
 from ase_symdiag.structures import from_atoms
-from ase_symdiag.o3.transforms import voigt_from_tensor
 
 
-class SymDiagCalculator(Calculator):
+class SymDiagCalculator(AveragingCalculator):
     """ASE calculator for a metatomic model (``.pt`` file or AtomisticModel).
 
     Results: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å, conservative,
@@ -100,8 +99,7 @@ class SymDiagCalculator(Calculator):
             raise UsageError(
                 f"non_conservative must be True, False, 'forces' or 'stress', got {non_conservative!r}"
             )
-        self._lock = threading.RLock()
-        super().__init__(label=label, atoms=None, directory=directory)
+        super().__init__(label=label, directory=directory)
         # a ModelHandle is re-loaded where device/dtype/variant differ from its own
         self.handle = ModelHandle.load(
             model, device=device, dtype=dtype, variant=variant, extensions_directory=extensions_directory
@@ -141,16 +139,6 @@ class SymDiagCalculator(Calculator):
         if atoms is not None:
             atoms.calc = self
 
-    def set(self, **kwargs) -> dict:
-        """Refuse to change parameters after construction (``TypeError``): ASE's
-        ``set`` would store any key, typos included, and change nothing."""
-        if kwargs:
-            raise TypeError(
-                f"SymDiagCalculator parameters are fixed when it is made; got set({', '.join(sorted(kwargs))}=...): "
-                "make a new calculator"
-            )
-        return {}
-
     @property
     def plain(self) -> bool:
         """True when the results are the bare model's conservative outputs (no
@@ -160,32 +148,10 @@ class SymDiagCalculator(Calculator):
     @property
     def description(self) -> str:
         """The model and what is done to its outputs, e.g. ``m.pt [symmetrize=O; corrections=net_force]``."""
-        parts = []
-        if self.quadrature is not None:
-            parts.append(f"symmetrize={self.quadrature.name}")
-        if self.corrections:
-            parts.append("corrections=" + "+".join(self.parameters["corrections"]))
-        if self._direct_forces or self._direct_stress:
-            parts.append(f"non_conservative={self.parameters['non_conservative']}")
-        return self.handle.source + (f" [{'; '.join(parts)}]" if parts else "")
-
-    def get_property(self, name, atoms=None, allow_calculation=True):
-        """ASE's ``get_property`` under the calculator's lock (state check, calculation
-        and the read of ``results`` happen together)."""
-        with self._lock:
-            return super().get_property(name, atoms, allow_calculation)
-
-    def calculate(
-        self,
-        atoms=None,
-        properties: List[str] = ("energy",),
-        system_changes: List[str] = all_changes,
-    ) -> None:
-        with self._lock:
-            self._calculate(atoms, properties, system_changes)
+        direct = self._direct_forces or self._direct_stress
+        return self._describe(self.handle.source, [f"non_conservative={self.parameters['non_conservative']}"] if direct else [])
 
     def _calculate(self, atoms, properties, system_changes) -> None:
-        super().calculate(atoms, properties, system_changes)
         structure = from_atoms(self.atoms)
         if "stress" in properties and not structure.periodic:
             raise PropertyNotImplementedError(
@@ -220,19 +186,8 @@ class SymDiagCalculator(Calculator):
             mean = correct_prediction(
                 self.corrections, mean, structure, self.atoms.get_masses(), forces_key, stress_key
             )
-        for name, key in (("energy", "energy"), ("energies", "energies"), ("forces", forces_key), ("stress", stress_key)):
-            if key not in mean:
-                continue
-            value = np.asarray(mean[key], dtype=np.float64)
-            if name == "stress":
-                value = voigt_from_tensor(value)
-            self.results[name] = float(value) if name == "energy" else value
-            if std is not None:
-                spread = std[key]
-                if name == "stress":  # spread of the Voigt components themselves
-                    spread = std[key + ":voigt"]
-                self.results[name + "_std"] = float(spread) if name == "energy" else np.asarray(spread)
-        self.results["free_energy"] = self.results["energy"]
+        self._store(mean, std, (("energy", "energy"), ("energies", "energies"), ("forces", forces_key),
+                                ("stress", stress_key)))
         if "energy_uncertainty" in mean:  # the model's own uncertainty output, eV
             self.results["energy_uncertainty"] = float(mean["energy_uncertainty"])
 

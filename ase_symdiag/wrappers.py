@@ -19,16 +19,15 @@ averaged, the rotational spreads ``energy_std``, ``forces_std``, ``stress_std``.
 
 from __future__ import annotations
 
-import threading
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
-import numpy as np
-from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.calculators.calculator import PropertyNotImplementedError
 
+from ase_symdiag.calculator_base import AveragingCalculator
 from ase_symdiag.structures import from_atoms
 
 
-class SymmetrizedCalculator(Calculator):
+class SymmetrizedCalculator(AveragingCalculator):
     """ASE calculator over ``inner`` (an ASE calculator, a TorchSim model or a
     metatomic model), averaged over ``symmetrize`` (a degree such as ``3``, a
     quadrature name such as ``"O"`` or ``"lebedev:3"``, an
@@ -66,8 +65,7 @@ class SymmetrizedCalculator(Calculator):
             raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         if chunk_atoms is not None and chunk_atoms < 1:
             raise UsageError(f"chunk_atoms must be >= 1, got {chunk_atoms}")
-        self._lock = threading.RLock()
-        super().__init__(label=label, atoms=None, directory=directory)
+        super().__init__(label=label, directory=directory)
         self.inner = inner
         self.evaluator = as_evaluator(inner)
         self.quadrature = resolve_quadrature(symmetrize)
@@ -83,40 +81,17 @@ class SymmetrizedCalculator(Calculator):
         if atoms is not None:
             atoms.calc = self
 
-    def set(self, **kwargs) -> dict:
-        """Refuse to change parameters after construction (``TypeError``): make a new calculator."""
-        if kwargs:
-            raise TypeError(
-                f"SymmetrizedCalculator parameters are fixed when it is made; got set({', '.join(sorted(kwargs))}=...)"
-            )
-        return {}
-
     @property
     def description(self) -> str:
         """The inner model and what is done to its outputs, e.g. ``OrbModel [symmetrize=O; corrections=net_force]``."""
-        parts = []
-        if self.quadrature is not None:
-            parts.append(f"symmetrize={self.quadrature.name}")
-        if self.corrections:
-            parts.append("corrections=" + "+".join(self.parameters["corrections"]))
-        return self.evaluator.name + (f" [{'; '.join(parts)}]" if parts else "")
-
-    def get_property(self, name, atoms=None, allow_calculation=True):
-        with self._lock:
-            return super().get_property(name, atoms, allow_calculation)
-
-    def calculate(self, atoms=None, properties: List[str] = ("energy",), system_changes: List[str] = all_changes) -> None:
-        with self._lock:
-            self._calculate(atoms, properties, system_changes)
+        return self._describe(self.evaluator.name)
 
     def _calculate(self, atoms, properties, system_changes) -> None:
         from ase_symdiag.backends.dispatch import ASEEvaluator
         from ase_symdiag.corrections.registry import correct_prediction, prepare_evaluation
         from ase_symdiag.drivers.symmetrize import symmetrized_prediction
         from ase_symdiag.o3.quadrature import identity_quadrature
-        from ase_symdiag.o3.transforms import voigt_from_tensor
 
-        super().calculate(atoms, properties, system_changes)
         structure = from_atoms(self.atoms, label=self.atoms.get_chemical_formula())
         if "stress" in properties and not structure.periodic:
             raise PropertyNotImplementedError(
@@ -138,17 +113,7 @@ class SymmetrizedCalculator(Calculator):
         std = None if (own or quadrature is None) else averaged.std
         if self.corrections:
             mean = correct_prediction(self.corrections, mean, structure, self.atoms.get_masses(), "forces", "stress")
-        for name in ("energy", "forces", "stress"):
-            if name not in mean:
-                continue
-            value = np.asarray(mean[name], dtype=np.float64)
-            if name == "stress":
-                value = voigt_from_tensor(value)
-            self.results[name] = float(value) if name == "energy" else value
-            if std is not None:
-                spread = std["stress:voigt"] if name == "stress" else std[name]
-                self.results[name + "_std"] = float(spread) if name == "energy" else np.asarray(spread)
-        self.results["free_energy"] = self.results["energy"]
+        self._store(mean, std, (("energy", "energy"), ("forces", "forces"), ("stress", "stress")))
 
 
 __all__ = ["SymmetrizedCalculator"]

@@ -58,7 +58,7 @@ LAYERS: Sequence[Tuple[str, Sequence[str]]] = (
     ("metrics", ("ase_symdiag.metrics", "ase_symdiag.corrections")),
     ("backends", ("ase_symdiag.backends",)),
     ("drivers", ("ase_symdiag.drivers",)),
-    ("products", ("ase_symdiag.calculator", "ase_symdiag.wrappers", "ase_symdiag.compare", "ase_symdiag.plots",
+    ("products", ("ase_symdiag.calculator", "ase_symdiag.calculator_base", "ase_symdiag.wrappers", "ase_symdiag.compare", "ase_symdiag.plots",
                   "ase_symdiag.testing", "ase_symdiag.md", "ase_symdiag.reference", "ase_symdiag.pointcloud")),
     ("entry points", ("ase_symdiag.cli", "ase_symdiag.pytest_plugin", "ase_symdiag")),
 )
