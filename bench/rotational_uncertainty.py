@@ -1,4 +1,4 @@
-"""Rotational spread as an uncertainty on the shipped models' held-out data (issue 22).
+"""Rotational spread as an uncertainty on the shipped models' held-out data.
 
 For every shipped reference PET (models/{ethanol-xtb,cu-emt}-*.pt) the test split of
 its training config (the same seeded split the trainer used: ``split_indices`` of
@@ -7,7 +7,8 @@ its ``split`` and ``seed``) is evaluated by
 the rotational spread with the error of the unrotated prediction against the
 reference (per structure and per atom), the fraction of errors within 1, 2, 3 spreads,
 and the calibration curve. The shipped models have no ``energy_uncertainty`` output
-(metatrain's LLPR needs a metatrain model), so there is nothing to compare with here.
+(metatrain's LLPR needs a metatrain model: ``bench/pet_study.py`` compares the two on
+its metatrain PETs). ``bench/pet_study.py --doc`` puts this table in docs/pet_study.md.
 
     python bench/rotational_uncertainty.py --out /tmp/uncertainty [--quadrature lebedev:2]
 """
@@ -41,10 +42,20 @@ def held_out(name: str):
     return from_atoms_list(images, [f"{name}-test-{i}" for i in test]), references
 
 
+def measure(name: str, quadrature: str = "lebedev:2"):
+    """The :class:`~ase_symdiag.metrics.uncertainty.UncertaintyReport` of shipped model ``name`` on its held-out split."""
+    from ase_symdiag.drivers.uncertainty import rotational_uncertainty
+
+    structures, references = held_out(name)
+    return rotational_uncertainty(
+        os.path.join(ROOT, "models", f"{name}.pt"), structures,
+        [e for e, _ in references], [f for _, f in references], quadrature=quadrature,
+    )
+
+
 def main() -> int:
     import torch
 
-    from ase_symdiag.drivers.uncertainty import rotational_uncertainty
     from ase_symdiag.plots import plot_calibration
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,12 +67,8 @@ def main() -> int:
     os.makedirs(args.out, exist_ok=True)
     results = {}
     for name in args.models:
-        structures, references = held_out(name)
-        report = rotational_uncertainty(
-            os.path.join(ROOT, "models", f"{name}.pt"), structures,
-            [e for e, _ in references], [f for _, f in references], quadrature=args.quadrature,
-        )
-        print(f"== {name}: {len(structures)} held-out structures")
+        report = measure(name, args.quadrature)
+        print(f"== {name}: {report.n_structures} held-out structures")
         print(report.table(), flush=True)
         results[name] = report.to_dict()
         plot_calibration(report, os.path.join(args.out, f"calibration-{name}.png"))
