@@ -20,18 +20,21 @@ held-out test structures). Variants:
 
 Per run, under ``--out/<data>-<variant>/``, one JSON file per stage (a stage whose file
 exists is not run again, so an interrupted study resumes where it stopped):
-``train.json`` (hyper-parameters, wall time, validation log), ``history.json``
-(per-layer invariant fraction and output breaking of every checkpoint),
-``errors.json`` (test errors), ``spectrum.json``, ``llpr.json`` (rotational spread
-and metatrain's LLPR ``energy_uncertainty`` of the model wrapped by ``llpr``, against
-the test errors),
-``layers.json``, ``md.json`` (``ase-symdiag md --engine torchsim``: raw, corrected and
-symmetrized replicas) and, for ethanol, ``md_hot.json`` (the same at 6000 K). ``--doc`` then writes the measured section of
-docs/pet_study.md and its plots from those files.
+``train.json`` (hyper-parameters, wall time, metatrain's per-epoch metrics),
+``history.json`` (per-layer invariant fraction and output breaking of every
+checkpoint), ``errors.json`` (test errors), ``spectrum.json``, ``layers.json``,
+``llpr.json`` (rotational spread and metatrain's LLPR ``energy_uncertainty`` of the
+model wrapped by ``llpr``, against the test errors), ``md.json``
+(``ase-symdiag md --engine torchsim``: raw, corrected and symmetrized replicas) and, for
+ethanol, ``md_hot.json`` (the same at 6000 K). ``--doc`` then measures the shipped
+reference PETs' spread (``bench/rotational_uncertainty.py``), copies the stage files to
+``docs/benchmarks/pet_study/`` and writes docs/pet_study.md's measured section and its
+plots from them (``bench/pet_study_page.py``).
 
-    python bench/pet_study.py --out /tmp/pet-study --jobs 2 --doc docs/pet_study.md
+    python bench/pet_study.py --out /tmp/pet-study --jobs 2 --doc
 
-``--smoke`` runs every stage at toy sizes in a few minutes (checks the pipeline).
+``--smoke`` runs every stage at toy sizes in a few minutes (checks the pipeline; its
+page must go to another file: ``--doc /tmp/page.md``).
 """
 
 import argparse
