@@ -257,6 +257,20 @@ def show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
+def write_outputs(args: argparse.Namespace, data: Callable[[], object], data_name: str,
+                  draw: Callable[[str], None], plot_name: str) -> None:
+    """Write ``--json`` (``data()``) and ``--plot`` (``draw(path)``) when asked, each
+    announced in one line (``<name> written to <path>``)."""
+    from ase_symdiag.report import write_json
+
+    if args.json:
+        write_json(args.json, data())
+        print(f"{data_name} written to {args.json}")
+    if args.plot:
+        draw(args.plot)
+        print(f"{plot_name} written to {args.plot}")
+
+
 def usage(message: str) -> UsageError:
     """A one-line usage problem found after parsing (exit 2)."""
     return UsageError(message)

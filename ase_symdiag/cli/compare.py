@@ -14,6 +14,7 @@ from ase_symdiag.cli.common import (
     plot_file,
     positive_int,
     usage,
+    write_outputs,
 )
 
 
@@ -62,7 +63,6 @@ def check_variant(variant: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ase_symdiag.compare import compare_variants, plot_comparison
-    from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_frames, structure_label
 
     check_outputs({"--json": args.json, "--plot": args.plot}, {"model": args.model, "structures": args.structures, "extensions folder": args.extensions})
@@ -78,10 +78,5 @@ def run(args: argparse.Namespace) -> int:
         labels=[structure_label(atoms, frame) for atoms, frame in zip(images, frames)],
     )
     print(comparison.table())
-    if args.json:
-        write_json(args.json, comparison.to_dict())
-        print(f"comparison written to {args.json}")
-    if args.plot:
-        plot_comparison(comparison, args.plot)
-        print(f"plot written to {args.plot}")
+    write_outputs(args, comparison.to_dict, "comparison", lambda path: plot_comparison(comparison, path), "plot")
     return 0

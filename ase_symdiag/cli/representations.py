@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ase_symdiag.cli.common import add_model_structures, check_outputs, lmax_type, output_file, plot_file
+from ase_symdiag.cli.common import add_model_structures, check_outputs, lmax_type, output_file, plot_file, write_outputs
 
 
 def add_parser(subparsers) -> None:
@@ -34,7 +34,6 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.cli.common import load_handle, require_metatomic
     from ase_symdiag.drivers.representations import representation_content
     from ase_symdiag.plots import plot_representations
-    from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 
     check_outputs(
@@ -56,10 +55,7 @@ def run(args: argparse.Namespace) -> int:
         if note:
             print(note)
         reports[path] = report
-    if args.json:
-        write_json(args.json, {path: report.to_dict() for path, report in reports.items()})
-        print(f"fractions written to {args.json}")
-    if args.plot:
-        plot_representations({os.path.basename(p): r for p, r in reports.items()}, args.plot)
-        print(f"heat map written to {args.plot}")
+    write_outputs(args, lambda: {path: report.to_dict() for path, report in reports.items()}, "fractions",
+                  lambda path: plot_representations({os.path.basename(p): r for p, r in reports.items()}, path),
+                  "heat map")
     return 0

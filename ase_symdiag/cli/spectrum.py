@@ -6,6 +6,7 @@ import argparse
 
 from ase_symdiag.cli.common import (
     add_model_structures, check_orientations, check_outputs, lmax_type, output_file, plot_file, show_progress,
+    write_outputs,
 )
 from ase_symdiag.metrics.spectrum import N_CHECK
 
@@ -38,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.drivers.spectrum import measure_spectra
     from ase_symdiag.metrics.spectrum import spectrum_table
     from ase_symdiag.plots import plot_spectra
-    from ase_symdiag.report import write_json
     from ase_symdiag.structures import read_structures
 
     check_outputs({"--json": args.json, "--plot": args.plot}, {"model": args.model, "structures": args.structures, "extensions folder": args.extensions})
@@ -49,10 +49,6 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args.quiet),
     )
     print(spectrum_table(spectra))
-    if args.json:
-        write_json(args.json, {"model": model_name(handle), "spectra": [s.to_dict() for s in spectra]})
-        print(f"spectra written to {args.json}")
-    if args.plot:
-        plot_spectra(spectra, args.plot)
-        print(f"plot written to {args.plot}")
+    write_outputs(args, lambda: {"model": model_name(handle), "spectra": [s.to_dict() for s in spectra]}, "spectra",
+                  lambda path: plot_spectra(spectra, path), "plot")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ase_symdiag.cli.common import add_model_structures, output_file, plot_file, quadrature_spec
+from ase_symdiag.cli.common import add_model_structures, output_file, plot_file, quadrature_spec, write_outputs
 
 
 def add_parser(subparsers) -> None:
@@ -35,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from ase_symdiag.drivers.uncertainty import rotational_uncertainty
     from ase_symdiag.metrics.uncertainty import reference_values
     from ase_symdiag.plots import plot_calibration
-    from ase_symdiag.report import write_json
     from ase_symdiag.structures import from_atoms_list, read_atoms
 
     images = read_atoms(args.structures, index=args.index)
@@ -46,10 +45,5 @@ def run(args: argparse.Namespace) -> int:
         quadrature=args.quadrature, prediction=args.prediction, batch_size=args.batch_size,
     )
     print(report.table())
-    if args.json:
-        write_json(args.json, report.to_dict())
-        print(f"measures written to {args.json}")
-    if args.plot:
-        plot_calibration(report, args.plot)
-        print(f"calibration plot written to {args.plot}")
+    write_outputs(args, report.to_dict, "measures", lambda path: plot_calibration(report, path), "calibration plot")
     return 0
