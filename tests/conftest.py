@@ -147,31 +147,20 @@ def metatrain_pet_checkpoint(model_dir):
     return str(path)
 
 
-@pytest.fixture(scope="session")
-def metatrain_run(tmp_path_factory):
-    """``mtt train`` (metatrain's train_model) of the tiny PET (METATRAIN_PET_HYPERS)
-    for 2 epochs on 8 ethanol frames, a checkpoint every epoch: ``(run folder,
-    structures file)``; the final checkpoint is ``model.ckpt`` next to the folder."""
-    pytest.importorskip("metatrain.pet")
+def _train_metatrain(architecture: dict, data, output, checkpoint_dir) -> None:
+    """metatrain's ``train_model`` (what ``mtt train`` runs) of ``architecture`` on the
+    energies and forces of the ``data`` file (a quarter for validation), float64, seed 0,
+    leaving torch's random state as it was."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # omegaconf's deprecations, at metatrain's import
         from metatrain.cli.train import train_model
         from omegaconf import OmegaConf
 
-    root = tmp_path_factory.mktemp("mtt")
-    data = root / "ethanol.extxyz"
-    ase.io.write(data, ase.io.read(ROOT / "models" / "data" / "ethanol-xtb.extxyz", ":8"))
-    run = root / "run"
-    run.mkdir()
     options = {
         "seed": 0,
         "base_precision": 64,
         "device": "cpu",
-        "architecture": {
-            "name": "pet",
-            "model": dict(METATRAIN_PET_HYPERS),
-            "training": {"batch_size": 4, "num_epochs": 2, "checkpoint_interval": 1, "num_workers": 0},
-        },
+        "architecture": architecture,
         "training_set": {
             "systems": {"read_from": str(data), "length_unit": "angstrom"},
             "targets": {"energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}},
@@ -184,9 +173,28 @@ def metatrain_run(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # metatrain's own warnings (no stress in the data, ...)
         try:
-            train_model(OmegaConf.create(options), output=str(root / "model.pt"), checkpoint_dir=str(run))
+            train_model(OmegaConf.create(options), output=str(output), checkpoint_dir=str(checkpoint_dir))
         finally:
             torch.random.set_rng_state(state)
+
+
+@pytest.fixture(scope="session")
+def metatrain_run(tmp_path_factory):
+    """``mtt train`` (metatrain's train_model) of the tiny PET (METATRAIN_PET_HYPERS)
+    for 2 epochs on 8 ethanol frames, a checkpoint every epoch: ``(run folder,
+    structures file)``; the final checkpoint is ``model.ckpt`` next to the folder."""
+    pytest.importorskip("metatrain.pet")
+    root = tmp_path_factory.mktemp("mtt")
+    data = root / "ethanol.extxyz"
+    ase.io.write(data, ase.io.read(ROOT / "models" / "data" / "ethanol-xtb.extxyz", ":8"))
+    run = root / "run"
+    run.mkdir()
+    architecture = {
+        "name": "pet",
+        "model": dict(METATRAIN_PET_HYPERS),
+        "training": {"batch_size": 4, "num_epochs": 2, "checkpoint_interval": 1, "num_workers": 0},
+    }
+    _train_metatrain(architecture, data, root / "model.pt", run)
     return run, data
 
 
@@ -195,35 +203,12 @@ def metatrain_llpr(metatrain_run):
     """metatrain's LLPR wrapped around the final model of :func:`metatrain_run`
     (covariance and calibration on the same 8 frames), exported: a PET with
     ``energy_uncertainty``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from metatrain.cli.train import train_model
-        from omegaconf import OmegaConf
-
     run, data = metatrain_run
     folder = run.parent / "llpr"
     folder.mkdir()
-    options = {
-        "seed": 0,
-        "base_precision": 64,
-        "device": "cpu",
-        "architecture": {
-            "name": "llpr",
-            "training": {"model_checkpoint": str(run.parent / "model.ckpt"), "batch_size": 2, "num_workers": 0},
-        },
-        "training_set": {
-            "systems": {"read_from": str(data), "length_unit": "angstrom"},
-            "targets": {"energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}},
-        },
-        "validation_set": 0.25,
-        "test_set": 0.0,
-        "final_eval": False,
+    architecture = {
+        "name": "llpr",
+        "training": {"model_checkpoint": str(run.parent / "model.ckpt"), "batch_size": 2, "num_workers": 0},
     }
-    state = torch.random.get_rng_state()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            train_model(OmegaConf.create(options), output=str(folder / "llpr.pt"), checkpoint_dir=str(folder))
-        finally:
-            torch.random.set_rng_state(state)
+    _train_metatrain(architecture, data, folder / "llpr.pt", folder)
     return str(folder / "llpr.pt"), data

@@ -11,6 +11,9 @@ import warnings
 
 import torch
 
+#: orb-models 0.5.0 hands a torch tensor to ase's cell_to_cellpar (numpy >= 2 warns): a pytest filter
+ORB_NUMPY_WARNING = "ignore:__array__ implementation:DeprecationWarning"
+
 #: sizes of the small orb-v3 models (the real ones: 256, 1024, 256, 5)
 ORB_SIZES = {"latent_dim": 32, "base_mlp_hidden_dim": 64, "head_mlp_hidden_dim": 32, "num_message_passing_steps": 2}
 

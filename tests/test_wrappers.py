@@ -20,6 +20,7 @@ from ase_symdiag.md.torchsim_models import (  # noqa: E402
     build_variant,
 )
 from ase_symdiag.wrappers import SymmetrizedCalculator  # noqa: E402
+from family_models import ORB_NUMPY_WARNING  # noqa: E402
 from torchsim_planted import OneSystemCalculator, PlantedModel, lennard_jones  # noqa: E402
 
 #: planted lambda = 1 (odd) amplitude, eV/Å, and lambda = 0 + 2 (even) amplitude, eV/Å^2
@@ -155,7 +156,7 @@ def test_symmetrized_calculator_refuses_typos_and_unknown_models(planted):
 
 
 # orb-models 0.5.0's ORBCalculator hands numpy an object without the copy keyword (its code, not ours)
-@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+@pytest.mark.filterwarnings(ORB_NUMPY_WARNING)
 def test_symmetrized_calculator_wraps_orbs_own_ase_calculator(crystal):
     """metatomic-ase's SymmetrizedCalculator cannot wrap ORBCalculator; this one can,
     one call per operation, and gives the batched average of the same network through

@@ -13,9 +13,7 @@ from ase_symdiag.errors import ModelError
 pytest.importorskip("orb_models")
 pytest.importorskip("torch_sim")
 
-from family_models import small_orb, small_orb_regressor  # noqa: E402
-
-ORB_NUMPY_WARNING = "ignore:__array__ implementation:DeprecationWarning"
+from family_models import ORB_NUMPY_WARNING, small_orb, small_orb_regressor  # noqa: E402
 
 
 @pytest.fixture

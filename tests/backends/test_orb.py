@@ -8,10 +8,7 @@ from ase.build import molecule
 pytest.importorskip("orb_models")
 pytest.importorskip("torch_sim")
 
-from family_models import small_orb, small_orb_regressor  # noqa: E402
-
-#: orb-models 0.5.0 hands a torch tensor to ase's cell_to_cellpar (numpy >= 2 warns)
-ORB_NUMPY_WARNING = "ignore:__array__ implementation:DeprecationWarning"
+from family_models import ORB_NUMPY_WARNING, small_orb, small_orb_regressor  # noqa: E402
 
 
 @pytest.fixture

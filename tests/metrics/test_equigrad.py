@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 import torch
 from ase.build import molecule
+from family_models import ORB_NUMPY_WARNING
 
 from ase_symdiag.drivers.equigrad import equigrad, structure_equigrad
 from ase_symdiag.metrics.equigrad import axis_rotations, central_difference, from_forces, from_rotational_grad
 from ase_symdiag.structures import from_atoms
-
-ORB_NUMPY_WARNING = "ignore:__array__ implementation:DeprecationWarning"
 
 
 @pytest.fixture
