@@ -126,56 +126,68 @@ def stage(path: str, compute):
     return result
 
 
-def train(folder: str, images, split_idx, variant: str, chosen: dict) -> dict:
-    """Train one metatrain PET in ``folder`` (a stale run folder is started afresh)."""
+def run_train_model(architecture: dict, data: str, targets: dict, validation_fraction: float, precision: int, *,
+                    run: str, output: str, log: str) -> dict:
+    """metatrain's ``train_model`` (what ``mtt train`` runs) of ``architecture`` on the
+    ``targets`` of the ``data`` file, checkpoints in ``run`` (started afresh: metatrain
+    refuses an existing one), the exported model in ``output``, its log in ``log`` and
+    per-epoch metrics next to it (``.csv``); -> the options it ran with."""
     import logging
 
-    import ase.io
-    import metatrain.pet.trainer as pet_trainer
     from metatrain.cli.train import train_model
     from metatrain.utils.logging import ROOT_LOGGER, setup_logging
     from omegaconf import OmegaConf
 
-    train_idx, validation_idx = split_idx
-    run = os.path.join(folder, "run")
-    shutil.rmtree(run, ignore_errors=True)  # metatrain refuses an existing run folder
+    shutil.rmtree(run, ignore_errors=True)
     os.makedirs(run)
+    for stale in (log, os.path.splitext(log)[0] + ".csv"):  # metatrain appends to both
+        if os.path.exists(stale):
+            os.remove(stale)
+    options = {
+        "seed": 0,
+        "base_precision": precision,
+        "device": "cpu",
+        "architecture": architecture,
+        "training_set": {"systems": {"read_from": data, "length_unit": "angstrom"}, "targets": targets},
+        "validation_set": validation_fraction,
+        "test_set": 0.0,
+        "final_eval": False,
+    }
+    with setup_logging(ROOT_LOGGER, log_file=log, level=logging.INFO):
+        train_model(OmegaConf.create(options), output=output,
+                    extensions=os.path.join(os.path.dirname(output), "extensions"), checkpoint_dir=run)
+    return options
+
+
+def train(folder: str, images, split_idx, variant: str, chosen: dict) -> dict:
+    """Train one metatrain PET in ``folder`` (a stale run folder is started afresh)."""
+    import ase.io
+    import metatrain.pet.trainer as pet_trainer
+
+    train_idx, validation_idx = split_idx
     data = os.path.join(folder, "train.extxyz")
     ase.io.write(data, [images[i] for i in train_idx + validation_idx])
     targets = {"energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}}
     if images[0].pbc.all():
         targets["energy"]["stress"] = {"key": "stress"}
-    options = {
-        "seed": 0,
-        "base_precision": chosen["precision"],
-        "device": "cpu",
-        "architecture": {
-            "name": "pet",
-            "model": chosen["model"],
-            "training": {
-                "batch_size": chosen["batch_size"],
-                "num_epochs": chosen["epochs"],
-                "checkpoint_interval": chosen["checkpoint_interval"],
-                "learning_rate": chosen["learning_rate"],
-                "num_workers": 0,
-            },
+    architecture = {
+        "name": "pet",
+        "model": chosen["model"],
+        "training": {
+            "batch_size": chosen["batch_size"],
+            "num_epochs": chosen["epochs"],
+            "checkpoint_interval": chosen["checkpoint_interval"],
+            "learning_rate": chosen["learning_rate"],
+            "num_workers": 0,
         },
-        "training_set": {"systems": {"read_from": data, "length_unit": "angstrom"}, "targets": targets},
-        "validation_set": len(validation_idx) / (len(train_idx) + len(validation_idx)),
-        "test_set": 0.0,
-        "final_eval": False,
     }
     original = pet_trainer.O3Augmenter
     if variant == "plain":
         pet_trainer.O3Augmenter = _NoAugmentation
-    log = os.path.join(folder, "train.log")
-    for stale in (log, os.path.join(folder, "train.csv")):  # metatrain appends to both
-        if os.path.exists(stale):
-            os.remove(stale)
     try:
-        with setup_logging(ROOT_LOGGER, log_file=log, level=logging.INFO):
-            train_model(OmegaConf.create(options), output=os.path.join(folder, "model.pt"),
-                        extensions=os.path.join(folder, "extensions"), checkpoint_dir=run)
+        options = run_train_model(architecture, data, targets, len(validation_idx) / (len(train_idx) + len(validation_idx)),
+                                  chosen["precision"], run=os.path.join(folder, "run"),
+                                  output=os.path.join(folder, "model.pt"), log=os.path.join(folder, "train.log"))
     finally:
         pet_trainer.O3Augmenter = original
     with open(os.path.join(folder, "train.csv")) as handle:  # metatrain's per-epoch metrics
@@ -189,27 +201,12 @@ def llpr(folder: str, checkpoint: str, validation_fraction: float, chosen: dict)
     """Wrap the trained PET with metatrain's LLPR (last-layer covariance and calibration
     on the training file of the run, energies and forces); -> the exported model with
     ``energy_uncertainty``."""
-    import logging
-
-    from metatrain.cli.train import train_model
-    from metatrain.utils.logging import ROOT_LOGGER, setup_logging
-    from omegaconf import OmegaConf
-
     run = os.path.join(folder, "llpr")
-    shutil.rmtree(run, ignore_errors=True)
-    os.makedirs(run)
-    options = {
-        "seed": 0, "base_precision": chosen["precision"], "device": "cpu",
-        "architecture": {"name": "llpr", "training": {"model_checkpoint": checkpoint, "batch_size": chosen["batch_size"],
-                                                      "num_workers": 0}},
-        "training_set": {"systems": {"read_from": os.path.join(folder, "train.extxyz"), "length_unit": "angstrom"},
-                         "targets": {"energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}}},
-        "validation_set": validation_fraction,
-        "test_set": 0.0, "final_eval": False,
-    }
-    with setup_logging(ROOT_LOGGER, log_file=os.path.join(run, "llpr.log"), level=logging.INFO):
-        train_model(OmegaConf.create(options), output=os.path.join(run, "llpr.pt"),
-                    extensions=os.path.join(run, "extensions"), checkpoint_dir=run)
+    architecture = {"name": "llpr",
+                    "training": {"model_checkpoint": checkpoint, "batch_size": chosen["batch_size"], "num_workers": 0}}
+    targets = {"energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}}
+    run_train_model(architecture, os.path.join(folder, "train.extxyz"), targets, validation_fraction, chosen["precision"],
+                    run=run, output=os.path.join(run, "llpr.pt"), log=os.path.join(run, "llpr.log"))
     return os.path.join(run, "llpr.pt")
 
 
@@ -219,16 +216,19 @@ def test_errors(model: str, test_images) -> dict:
     from ase.units import GPa
     from metatomic_ase import MetatomicCalculator
 
+    from ase_symdiag.metrics.uncertainty import reference_values
+
     calculator = MetatomicCalculator(model, device="cpu")
     energy, forces, stress = [], [], []
     for atoms in test_images:
-        reference = atoms.calc.results
+        reference_energy, reference_forces = reference_values(atoms)
+        reference_stress = atoms.calc.results.get("stress")
         atoms = atoms.copy()
         atoms.calc = calculator
-        energy.append((atoms.get_potential_energy() - reference["energy"]) / len(atoms))
-        forces.append((atoms.get_forces() - reference["forces"]).ravel())
-        if "stress" in reference and atoms.pbc.all():
-            stress.append((atoms.get_stress(voigt=False).ravel() - _full(reference["stress"])) / GPa)
+        energy.append((atoms.get_potential_energy() - reference_energy) / len(atoms))
+        forces.append((atoms.get_forces() - reference_forces).ravel())
+        if reference_stress is not None and atoms.pbc.all():
+            stress.append((atoms.get_stress(voigt=False).ravel() - _full(reference_stress)) / GPa)
     rms = lambda values: float(np.sqrt(np.mean(np.concatenate([np.atleast_1d(v) for v in values]) ** 2)))  # noqa: E731
     return {"structures": len(test_images), "energy_rmse_meV_per_atom": 1000 * rms(energy),
             "force_rmse_meV_per_A": 1000 * rms(forces), "stress_rmse_GPa": rms(stress) if stress else None}
