@@ -229,6 +229,9 @@ def test_errors(model: str, test_images) -> dict:
         forces.append((atoms.get_forces() - reference_forces).ravel())
         if reference_stress is not None and atoms.pbc.all():
             stress.append((atoms.get_stress(voigt=False).ravel() - _full(reference_stress)) / GPa)
+    for atoms, e, f in zip(test_images, energy, forces):
+        if not (np.isfinite(e) and np.all(np.isfinite(f))):
+            raise RuntimeError(f"{model}: non-finite energy or forces on test structure {atoms.get_chemical_formula()}")
     rms = lambda values: float(np.sqrt(np.mean(np.concatenate([np.atleast_1d(v) for v in values]) ** 2)))  # noqa: E731
     return {"structures": len(test_images), "energy_rmse_meV_per_atom": 1000 * rms(energy),
             "force_rmse_meV_per_A": 1000 * rms(forces), "stress_rmse_GPa": rms(stress) if stress else None}
@@ -385,6 +388,14 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke and args.doc and os.path.abspath(args.doc) == os.path.join(ROOT, "docs", "pet_study.md"):
         parser.error("--smoke writes toy numbers: give --doc another file than docs/pet_study.md")
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give 1 or more")
+    if args.doc:  # before hours of training, not after
+        from pet_study_page import BEGIN, END
+
+        text = open(args.doc).read() if os.path.isfile(args.doc) else ""
+        if BEGIN not in text or END not in text:
+            parser.error(f"--doc {args.doc}: no measured section (the lines {BEGIN} and {END})")
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
     start, finished = time.perf_counter(), False
